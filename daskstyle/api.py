@@ -1,0 +1,156 @@
+"""Public entry points: validate the inputs once, then build and run the Dask graphs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import dask
+import numpy as np
+
+from . import geometry, kernels
+from .errors import InputError
+from .graph import StyleGraph, as_tiled
+from .networks import (
+    DEFAULT_CONTENT_LAYER,
+    DEFAULT_STYLE_LAYERS,
+    build_features,
+    get_network,
+    load_weights,
+    read_state_dict,
+    resolve_weights,
+    state_token,
+)
+
+_DTYPES = {np.dtype(np.float32): "float32", np.dtype(np.float64): "float64"}
+
+
+def check_image(name: str, image, min_side: int = 1) -> tuple[int, int]:
+    """(H, W) of an (H, W, 3) image, or an :class:`InputError` that says what is wrong."""
+    shape = tuple(getattr(image, "shape", ()))
+    if len(shape) != 3 or shape[2] != 3:
+        raise InputError(f"{name} must be an RGB array of shape (H, W, 3), got shape {shape}")
+    if min(shape[:2]) < min_side:
+        raise InputError(
+            f"{name} of {shape[0]}x{shape[1]} px is too small: the network needs at least "
+            f"{min_side} px per side"
+        )
+    return shape[0], shape[1]
+
+
+def make_plan(shape: tuple[int, int], tile: int | None, align: int) -> geometry.TilePlan:
+    """The tile plan for ``tile`` (None: one tile for the whole image)."""
+    if tile is None:
+        return geometry.whole_image_plan(shape)
+    multiple = max(geometry.TILE_MULTIPLE, align)
+    if not isinstance(tile, (int, np.integer)) or tile < multiple or tile % multiple:
+        raise InputError(f"tile size {tile!r} must be a positive multiple of {multiple} px")
+    return geometry.TilePlan(shape, int(tile))
+
+
+def _style_weights(layers: Sequence[str], weights, style_weight: float) -> dict[str, float]:
+    if weights is None:
+        weights = [1.0] * len(layers)
+    elif isinstance(weights, Mapping):
+        unknown = set(weights) - set(layers)
+        if unknown:
+            raise InputError(f"style_layer_weights name layers not in style_layers: {sorted(unknown)}")
+        weights = [weights.get(name, 0.0) for name in layers]
+    if len(weights) != len(layers):
+        raise InputError(f"{len(weights)} style layer weights given for {len(layers)} style layers")
+    return {name: style_weight * float(w) for name, w in zip(layers, weights)}
+
+
+def style_graph(
+    *,
+    network: str = "vgg19",
+    weights: str | os.PathLike | Mapping | None = None,
+    content_layer: str = DEFAULT_CONTENT_LAYER,
+    style_layers: Sequence[str] = DEFAULT_STYLE_LAYERS,
+    content_weight: float = 1.0,
+    style_weight: float = 1.0,
+    style_layer_weights: Sequence[float] | Mapping[str, float] | None = None,
+    dtype=np.float32,
+    halo: int | None = None,
+    split_every: int = 8,
+) -> StyleGraph:
+    """A :class:`StyleGraph`: network, validated weights (one shared graph key) and loss.
+
+    ``halo`` overrides the gradient pass's halo depth K (for experiments: a smaller K gives
+    inexact gradients).
+    """
+    net = get_network(network)
+    style_layers = tuple(style_layers)
+    if not style_layers:
+        raise InputError("give at least one style layer")
+    layers = tuple(dict.fromkeys((content_layer, *style_layers)))
+    exact = net.halo(layers)
+    if halo is not None:
+        exact = geometry.Halo(min(exact.forward, halo), max(0, halo - exact.forward), exact.align)
+    try:
+        dtype_name = _DTYPES[np.dtype(dtype)]
+    except (KeyError, TypeError):
+        raise InputError(f"dtype must be float32 or float64, not {dtype!r}") from None
+    origin, source = resolve_weights(net, weights)
+    state = source if isinstance(source, Mapping) else read_state_dict(source)
+    module = build_features(net, max(net.index(name) for name in layers))
+    load_weights(module, state, net, origin)
+    state = module.state_dict()
+    token = state_token(state)
+    return StyleGraph(
+        network=net,
+        content_layer=content_layer,
+        content_weight=float(content_weight),
+        style_weights=_style_weights(style_layers, style_layer_weights, float(style_weight)),
+        spec=kernels.ModelSpec(net.name, layers, dtype_name, token),
+        weights=dask.delayed(state, name=f"daskstyle-weights-{token}", traverse=False),
+        halo=exact,
+        split_every=split_every,
+    )
+
+
+def loss_and_grad(
+    canvas,
+    content,
+    style,
+    *,
+    tile: int | None = None,
+    weights: str | os.PathLike | Mapping | None = None,
+    content_weight: float = 1.0,
+    style_weight: float = 1.0,
+    style_layer_weights: Sequence[float] | Mapping[str, float] | None = None,
+    dtype=np.float32,
+    network: str = "vgg19",
+    content_layer: str = DEFAULT_CONTENT_LAYER,
+    style_layers: Sequence[str] = DEFAULT_STYLE_LAYERS,
+    halo: int | None = None,
+    split_every: int = 8,
+) -> tuple[float, np.ndarray]:
+    """Style-transfer loss of ``canvas`` and its gradient, computed tile by tile.
+
+    ``canvas`` and ``content`` are (H, W, 3) RGB arrays on 0-255 (NumPy or Dask), ``style``
+    any (Hs, Ws, 3). ``tile=None`` evaluates the whole image at once (one forward, one
+    backward); ``tile=N`` uses N x N core tiles (N a multiple of 16) with exact halos, so the
+    result equals the untiled one. The loss is DESIGN.md section 1's:
+    ``content_weight * |φ(o) - φ(p)|² / (2 H W C) + style_weight * Σ w_l |Ĝ(s) - Ĝ(p)|² / (4 C²)``.
+    Runs on the current Dask scheduler (a ``distributed.Client`` if one is active).
+    """
+    graph = style_graph(
+        network=network, weights=weights, content_layer=content_layer, style_layers=style_layers,
+        content_weight=content_weight, style_weight=style_weight,
+        style_layer_weights=style_layer_weights, dtype=dtype, halo=halo, split_every=split_every,
+    )  # fmt: skip
+    min_side = graph.halo.align
+    shape = check_image("canvas", canvas, min_side)
+    if check_image("content", content, min_side) != shape:
+        raise InputError(f"canvas {shape} and content {tuple(content.shape[:2])} differ in size")
+    style_shape = check_image("style", style, min_side)
+    plan = make_plan(shape, tile, graph.halo.align)
+    style_plan = make_plan(style_shape, tile, graph.halo.align)
+    targets = graph.normalised_grams(as_tiled(style, style_plan), style_plan)
+    loss, grad = graph.loss_and_grad(as_tiled(canvas, plan), as_tiled(content, plan), plan, targets)
+    loss, grad = dask.compute(loss, grad)
+    return float(loss), grad
+
+
+

@@ -1,0 +1,176 @@
+"""Pure tiling arithmetic: receptive fields, halos, alignment and tile plans.
+
+A network is described here only by its layer kinds, in the order of torchvision's
+``features`` (``"conv"``: 3x3, stride 1, zero padding 1; ``"relu"``; ``"pool"``: 2x2,
+stride 2, floor). No torch, no Dask.
+
+A feature cell of a layer at scale ``s`` covers input pixels ``[s*i, s*i + s)`` and depends
+on the pixels within ``R`` of that span (``R``: the layer's radius, the sum of the scales of
+the convolutions before it). With tile origins aligned to ``s``:
+
+- forward: the core's cells are exact when the tile reads ``R`` pixels beyond the core;
+- backward: the core's pixels receive gradient from cells up to ``s * ceil(R / s)`` pixels
+  beyond the core, and those cells must be exact themselves, so the tile reads
+  ``R + s * ceil(R / s)`` pixels beyond the core.
+
+Both are rounded up to the alignment ``A`` (the scale of the deepest layer used): for
+VGG-19's conv5_1 ``R = 70``, ``K_F = 80``, ``K = 160``; for conv4_2 alone ``40 + 40``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+CONV, RELU, POOL = "conv", "relu", "pool"
+
+#: Core tiles are multiples of this many pixels (conv5_x sits behind four 2x2 pools).
+TILE_MULTIPLE = 16
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def vgg_layers(cfg: Sequence[int | str]) -> tuple[tuple[str, str], ...]:
+    """(name, kind) of each ``features`` entry of a torchvision-style VGG config.
+
+    ``[64, 64, "M", 128, ...]`` gives ``conv1_1, relu1_1, conv1_2, relu1_2, pool1, conv2_1 ...``.
+    """
+    layers: list[tuple[str, str]] = []
+    block, conv = 1, 0
+    for item in cfg:
+        if item == "M":
+            layers.append((f"pool{block}", POOL))
+            block, conv = block + 1, 0
+        else:
+            conv += 1
+            layers += [(f"conv{block}_{conv}", CONV), (f"relu{block}_{conv}", RELU)]
+    return tuple(layers)
+
+
+def scale_and_radius(kinds: Sequence[str], index: int) -> tuple[int, int]:
+    """Scale (input pixels per cell) and receptive radius in pixels of layer ``index``."""
+    scale, radius = 1, 0
+    for kind in kinds[: index + 1]:
+        if kind == CONV:
+            radius += scale
+        elif kind == POOL:
+            scale *= 2
+        elif kind != RELU:
+            raise ValueError(f"unknown layer kind {kind!r}")
+    return scale, radius
+
+
+@dataclass(frozen=True)
+class Halo:
+    """Halo depths in pixels for a set of layers: forward (``K_F``) and backward (``K_B``)."""
+
+    forward: int
+    backward: int
+    align: int
+
+    @property
+    def total(self) -> int:
+        """``K = K_F + K_B``: the depth a gradient tile reads beyond its core."""
+        return self.forward + self.backward
+
+
+def halo(kinds: Sequence[str], indices: Sequence[int]) -> Halo:
+    """The exact halo for the layers ``indices`` of a network of layer ``kinds``."""
+    if not indices:
+        raise ValueError("no layers given")
+    geometry = [scale_and_radius(kinds, i) for i in indices]
+    align = max(scale for scale, _ in geometry)
+    forward = _round_up(max(radius for _, radius in geometry), align)
+    total = _round_up(max(r + s * math.ceil(r / s) for s, r in geometry), align)
+    return Halo(forward=forward, backward=total - forward, align=align)
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile: its position in the tile grid and its core rectangle in pixels."""
+
+    row: int
+    col: int
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+
+    def padded(self, depth: int, shape: tuple[int, int]) -> tuple[slice, slice]:
+        """Slices of the core grown by ``depth`` on each side, clipped to the image."""
+        height, width = shape
+        return (
+            slice(max(0, self.y0 - depth), min(height, self.y1 + depth)),
+            slice(max(0, self.x0 - depth), min(width, self.x1 + depth)),
+        )
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """How an image of ``shape`` (H, W) is cut into core tiles of ``tile`` pixels."""
+
+    shape: tuple[int, int]
+    tile: int
+
+    def __post_init__(self) -> None:
+        if min(self.shape) < 1:
+            raise ValueError(f"empty image of shape {self.shape}")
+        if self.tile < 1 or self.tile % TILE_MULTIPLE:
+            raise ValueError(f"tile size {self.tile} is not a positive multiple of {TILE_MULTIPLE}")
+
+    @property
+    def chunks(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Dask chunks along rows and columns (the last ones may be smaller)."""
+        return tuple(
+            tuple(min(self.tile, n - start) for start in range(0, n, self.tile)) for n in self.shape
+        )
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        rows, cols = self.chunks
+        return len(rows), len(cols)
+
+    def __len__(self) -> int:
+        rows, cols = self.grid
+        return rows * cols
+
+    def __iter__(self) -> Iterator[Tile]:
+        height, width = self.shape
+        rows, cols = self.grid
+        t = self.tile
+        for r in range(rows):
+            for c in range(cols):
+                yield Tile(r, c, r * t, min(height, (r + 1) * t), c * t, min(width, (c + 1) * t))
+
+
+def whole_image_plan(shape: tuple[int, int]) -> TilePlan:
+    """A plan of a single tile covering the image."""
+    return TilePlan(shape, _round_up(max(shape), TILE_MULTIPLE))
+
+
+def plan_for_budget(shape: tuple[int, int], depth: int, max_padded_pixels: int) -> TilePlan:
+    """The plan with the largest core tile whose padded tile has at most ``max_padded_pixels``."""
+    side = math.isqrt(max_padded_pixels) - 2 * depth
+    tile = side // TILE_MULTIPLE * TILE_MULTIPLE
+    if tile < TILE_MULTIPLE:
+        raise ValueError(
+            f"{max_padded_pixels} pixels per tile cannot hold a {TILE_MULTIPLE}-px core "
+            f"with a {depth}-px halo: allow at least {(TILE_MULTIPLE + 2 * depth) ** 2}"
+        )
+    if tile >= max(shape):
+        return whole_image_plan(shape)
+    return TilePlan(shape, tile)
+
+
+def feature_crop(start: int, stop: int, origin: int, scale: int) -> slice:
+    """Cells of a layer at ``scale`` that belong to pixels ``[start, stop)`` of a tile read
+    from pixel ``origin`` (all aligned to ``scale``, or ``stop`` the image's edge)."""
+    return slice((start - origin) // scale, (stop - origin) // scale)
+
+
+def feature_size(pixels: int, scale: int) -> int:
+    """Cells along an axis of ``pixels`` at ``scale`` with floor pooling."""
+    return pixels // scale

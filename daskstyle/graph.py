@@ -1,0 +1,142 @@
+"""Dask graphs of one style-transfer evaluation: the Gram pass and the gradient pass.
+
+Padded tiles are sliced from the chunked canvas (clipped at the image border, so edge tiles
+get no outer halo), which works for tiles of any size, also ones smaller than the halo
+(``map_overlap`` refuses those). The weights and the Gram errors are single graph keys that
+every tile task shares; partial Grams are summed by a tree reduction.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import reduce
+
+import dask
+import dask.array as da
+import numpy as np
+from dask.delayed import Delayed
+
+from . import geometry, kernels
+from .networks import Network
+
+
+def tree_sum(items: list[Delayed], split_every: int) -> Delayed:
+    """Sum delayed values pairwise-by-``split_every`` into one (a tree reduction)."""
+    if split_every < 2:
+        raise ValueError("split_every must be at least 2")
+    while len(items) > 1:
+        items = [
+            dask.delayed(_sum)(*items[i : i + split_every]) for i in range(0, len(items), split_every)
+        ]
+    return items[0]
+
+
+def _sum(*values):
+    return reduce(operator.add, values)
+
+
+def padded_tiles(image: da.Array, plan: geometry.TilePlan, depth: int):
+    """(tile, origin, padded dask array) for each tile of ``plan`` read with ``depth`` halo."""
+    for tile in plan:
+        rows, cols = tile.padded(depth, plan.shape)
+        yield tile, (rows.start, cols.start), image[rows, cols]
+
+
+def as_tiled(image, plan: geometry.TilePlan) -> da.Array:
+    """``image`` (NumPy or Dask, H x W x 3) as a Dask array chunked by ``plan``."""
+    chunks = (*plan.chunks, 3)
+    if isinstance(image, da.Array):
+        return image.rechunk(chunks)
+    return da.from_array(np.asarray(image), chunks=chunks)
+
+
+@dataclass(frozen=True)
+class StyleGraph:
+    """Builds the graphs for one network, layer choice, dtype and set of weights."""
+
+    network: Network
+    content_layer: str
+    content_weight: float
+    style_weights: dict[str, float]
+    spec: kernels.ModelSpec
+    weights: Delayed
+    halo: geometry.Halo
+    split_every: int = 8
+
+    def _model_call(self, function, *args):
+        return dask.delayed(_with_model)(function, self.spec, self.weights, *args)
+
+    def statistics(self, image: da.Array, plan: geometry.TilePlan) -> Delayed:
+        """Raw Grams of the style layers over a whole image, tile by tile (forward only)."""
+        layers = tuple(self.style_weights)
+        parts = [
+            self._model_call(kernels.tile_statistics, tile_array, origin, _core(tile), layers)
+            for tile, origin, tile_array in padded_tiles(image, plan, self.halo.forward)
+        ]
+        return tree_sum(parts, self.split_every)
+
+    def normalised_grams(self, image: da.Array, plan: geometry.TilePlan) -> Delayed:
+        """Ĝ_l = G_l / (H_l W_l) of an image: the style targets."""
+        terms = self.terms(plan.shape)
+        return dask.delayed(_normalise)(self.statistics(image, plan), terms)
+
+    def terms(self, shape: tuple[int, int]) -> kernels.LossTerms:
+        layers = {self.content_layer, *self.style_weights}
+        cells = {
+            name: geometry.feature_size(shape[0], self.network.scale(name))
+            * geometry.feature_size(shape[1], self.network.scale(name))
+            for name in layers
+        }
+        return kernels.LossTerms(
+            content_layer=self.content_layer,
+            content_weight=self.content_weight,
+            style_weights=dict(self.style_weights),
+            cells=cells,
+            channels={name: self.network.channels(name) for name in layers},
+        )
+
+    def loss_and_grad(self, canvas: da.Array, content: da.Array, plan: geometry.TilePlan, targets) -> tuple[Delayed, da.Array]:
+        """Loss (delayed float) and gradient (Dask array chunked like ``plan``) of a canvas."""
+        terms = self.terms(plan.shape)
+        if len(plan) == 1:
+            result = self._model_call(kernels.whole_loss_and_grad, canvas, content, terms, targets)
+            grad = da.from_delayed(result[1], (*plan.shape, 3), dtype=self.spec.dtype)
+            return result[0], grad.rechunk((*plan.chunks, 3))
+        stats = self.statistics(canvas, plan)
+        errors = dask.delayed(_errors)(stats, targets, terms)
+        rows: list[list[da.Array]] = [[] for _ in range(plan.grid[0])]
+        squared_errors = []
+        padded_canvas = padded_tiles(canvas, plan, self.halo.total)
+        padded_content = padded_tiles(content, plan, self.halo.total)
+        for (tile, origin, canvas_tile), (_, _, content_tile) in zip(padded_canvas, padded_content):
+            result = self._model_call(
+                kernels.tile_gradient, canvas_tile, content_tile, origin, _core(tile), terms, errors
+            )
+            shape = (tile.y1 - tile.y0, tile.x1 - tile.x0, 3)
+            rows[tile.row].append(da.from_delayed(result[0], shape, dtype=self.spec.dtype))
+            squared_errors.append(result[1])
+        loss = dask.delayed(_total_loss)(tree_sum(squared_errors, self.split_every), stats, targets, terms)
+        return loss, da.concatenate([da.concatenate(row, axis=1) for row in rows], axis=0)
+
+
+def _with_model(function, spec, weights: Mapping, *args):
+    return function(kernels.get_model(spec, weights), *args)
+
+
+def _core(tile: geometry.Tile) -> tuple[int, int, int, int]:
+    return tile.y0, tile.y1, tile.x0, tile.x1
+
+
+def _normalise(stats: kernels.Statistics, terms: kernels.LossTerms) -> dict[str, np.ndarray]:
+    return {name: gram / terms.cells[name] for name, gram in stats.grams.items()}
+
+
+def _errors(stats, targets, terms) -> dict[str, np.ndarray]:
+    """E_l = Ĝ_l(s) - Ĝ_l(p): the Gram errors held constant in the gradient pass."""
+    return {name: targets[name] - grams for name, grams in _normalise(stats, terms).items()}
+
+
+def _total_loss(squared_error: float, stats, targets, terms: kernels.LossTerms) -> float:
+    return float(terms.content(squared_error) + terms.style(_normalise(stats, terms), targets))

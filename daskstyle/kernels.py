@@ -1,0 +1,191 @@
+"""Torch code that runs on one padded tile (or on the whole image). No Dask here.
+
+Arrays come in and go out as NumPy (H, W, 3) on the 0-255 RGB scale. A tile is read from
+``origin`` (its top-left pixel in the image) and its core is the rectangle ``core`` =
+(y0, y1, x0, x1) in image pixels; features are cropped to the core with
+:func:`daskstyle.geometry.feature_crop`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import geometry
+from .networks import Network, build_features, get_network, load_weights
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a worker needs to build (and cache) the feature network: small and picklable."""
+
+    network: str
+    layers: tuple[str, ...]
+    dtype: str
+    weights_token: str
+
+
+class FeatureNet(nn.Module):
+    """A frozen, truncated VGG ``features`` that returns the outputs of named layers."""
+
+    def __init__(self, network: Network, layers: tuple[str, ...], state: Mapping[str, torch.Tensor]):
+        super().__init__()
+        self.network = network
+        self.wanted = {network.index(name): name for name in layers}
+        self.features = build_features(network, max(self.wanted))
+        load_weights(self.features, state, network, "the given weights")
+        self.register_buffer("mean", torch.tensor(network.mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(network.std).view(1, 3, 1, 1))
+        self.requires_grad_(False).eval()
+
+    def forward(self, image: torch.Tensor, until: str | None = None) -> dict[str, torch.Tensor]:
+        """Features of ``image`` (1, 3, H, W), 0-255 RGB; stop after layer ``until``."""
+        x = image.flip(1) if self.network.bgr else image
+        x = (x * self.network.input_scale - self.mean) / self.std
+        last = self.network.index(until) if until else max(self.wanted)
+        out = {}
+        for index, layer in enumerate(self.features[: last + 1]):
+            x = layer(x)
+            if index in self.wanted:
+                out[self.wanted[index]] = x
+        return out
+
+
+_models: dict[ModelSpec, FeatureNet] = {}
+_models_lock = threading.Lock()
+_MAX_MODELS = 2
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def get_model(spec: ModelSpec, state: Mapping[str, torch.Tensor]) -> FeatureNet:
+    """The process's model for ``spec``, built once (one per worker process, not per task)."""
+    with _models_lock:
+        model = _models.get(spec)
+        if model is None:
+            model = FeatureNet(get_network(spec.network), spec.layers, state)
+            model = model.to(device=device(), dtype=getattr(torch, spec.dtype))
+            while len(_models) >= _MAX_MODELS:
+                _models.pop(next(iter(_models)))
+            _models[spec] = model
+        return model
+
+
+def _to_torch(image: np.ndarray, model: FeatureNet) -> torch.Tensor:
+    tensor = torch.as_tensor(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
+    return tensor.to(device=model.mean.device, dtype=model.mean.dtype)
+
+
+def _crop(feature: torch.Tensor, scale: int, origin: tuple[int, int], core: tuple[int, int, int, int]):
+    y0, y1, x0, x1 = core
+    rows = geometry.feature_crop(y0, y1, origin[0], scale)
+    cols = geometry.feature_crop(x0, x1, origin[1], scale)
+    return feature[..., rows, cols]
+
+
+def _flat(feature: torch.Tensor) -> torch.Tensor:
+    return feature.reshape(feature.shape[1], -1)
+
+
+@dataclass
+class Statistics:
+    """Sums over the cores of tiles: raw Grams ΦᵀΦ per style layer; summable."""
+
+    grams: dict[str, np.ndarray] = field(default_factory=dict)
+    tiles: int = 0
+
+    def __add__(self, other: "Statistics") -> "Statistics":
+        grams = {k: self.grams[k] + other.grams[k] for k in self.grams} if self.grams else other.grams
+        return Statistics(grams, self.tiles + other.tiles)
+
+
+@torch.no_grad()
+def tile_statistics(model: FeatureNet, tile: np.ndarray, origin: tuple[int, int], core, layers) -> Statistics:
+    """Partial Grams of the style ``layers`` over the core of one tile."""
+    features = model(_to_torch(tile, model))
+    grams = {}
+    for name in layers:
+        phi = _flat(_crop(features[name], model.network.scale(name), origin, core))
+        grams[name] = (phi @ phi.T).cpu().numpy()
+    return Statistics(grams, tiles=1)
+
+
+@dataclass(frozen=True)
+class LossTerms:
+    """The loss of DESIGN.md section 1 for one canvas size.
+
+    ``style_weights[l]`` already includes the global style weight; ``cells[l]`` is
+    H_l * W_l of the whole canvas and ``channels[l]`` is C_l.
+    """
+
+    content_layer: str
+    content_weight: float
+    style_weights: dict[str, float]
+    cells: dict[str, int]
+    channels: dict[str, int]
+
+    def content(self, squared_error):
+        """Content loss from the summed squared feature difference."""
+        n, c = self.cells[self.content_layer], self.channels[self.content_layer]
+        return self.content_weight * squared_error / (2 * n * c)
+
+    def style(self, grams_hat, targets_hat):
+        """Style loss from normalised Grams Ĝ(p) and targets Ĝ(s) (NumPy or torch)."""
+        return sum(
+            w * ((targets_hat[name] - grams_hat[name]) ** 2).sum() / (4 * self.channels[name] ** 2)
+            for name, w in self.style_weights.items()
+        )
+
+    def surrogate_coefficient(self, name: str) -> float:
+        """Factor of Σ_x φ(x)ᵀ E φ(x) whose gradient is the style gradient with E constant."""
+        return -self.style_weights[name] / (2 * self.channels[name] ** 2 * self.cells[name])
+
+
+def _grad_to_numpy(image: torch.Tensor, core, origin) -> np.ndarray:
+    y0, y1, x0, x1 = core
+    grad = image.grad[0, :, y0 - origin[0] : y1 - origin[0], x0 - origin[1] : x1 - origin[1]]
+    return grad.permute(1, 2, 0).cpu().numpy()
+
+
+def tile_gradient(model, canvas_tile, content_tile, origin, core, terms: LossTerms, errors):
+    """Gradient on the core of one tile, with the Gram errors E_l = Ĝ_l(s) - Ĝ_l(p) held
+    constant, and the squared content error over the core. Returns (gradient, squared error)."""
+    with torch.no_grad():
+        target = model(_to_torch(content_tile, model), until=terms.content_layer)[terms.content_layer]
+    image = _to_torch(canvas_tile, model).requires_grad_(True)
+    features = model(image)
+    diff = features[terms.content_layer] - target
+    surrogate = terms.content(diff.square().sum())
+    for name in terms.style_weights:
+        phi = _flat(features[name])
+        error = torch.as_tensor(errors[name], device=phi.device, dtype=phi.dtype)
+        surrogate = surrogate + terms.surrogate_coefficient(name) * ((error @ phi) * phi).sum()
+    surrogate.backward()
+    scale = model.network.scale(terms.content_layer)
+    squared_error = _crop(diff.detach(), scale, origin, core).square().sum().item()
+    return _grad_to_numpy(image, core, origin), squared_error
+
+
+def whole_loss_and_grad(model, canvas, content, terms: LossTerms, targets_hat):
+    """Loss and gradient on an untiled image: one forward and one backward."""
+    with torch.no_grad():
+        target = model(_to_torch(content, model), until=terms.content_layer)[terms.content_layer]
+    image = _to_torch(canvas, model).requires_grad_(True)
+    features = model(image)
+    grams_hat = {}
+    for name in terms.style_weights:
+        phi = _flat(features[name])
+        grams_hat[name] = phi @ phi.T / terms.cells[name]
+    targets = {k: torch.as_tensor(v, device=image.device, dtype=image.dtype) for k, v in targets_hat.items()}
+    loss = terms.content((features[terms.content_layer] - target).square().sum())
+    loss = loss + terms.style(grams_hat, targets)
+    loss.backward()
+    height, width = canvas.shape[:2]
+    return loss.item(), _grad_to_numpy(image, (0, height, 0, width), (0, 0))
