@@ -11,6 +11,7 @@ import numpy as np
 from . import geometry, kernels
 from .errors import InputError
 from .graph import StyleGraph, as_tiled
+from .weights import choose_network
 from .networks import (
     DEFAULT_CONTENT_LAYER,
     DEFAULT_STYLE_LAYERS,
@@ -63,7 +64,7 @@ def _style_weights(layers: Sequence[str], weights, style_weight: float) -> dict[
 
 def style_graph(
     *,
-    network: str = "vgg19",
+    network: str | None = None,
     weights: str | os.PathLike | Mapping | None = None,
     content_layer: str = DEFAULT_CONTENT_LAYER,
     style_layers: Sequence[str] = DEFAULT_STYLE_LAYERS,
@@ -76,10 +77,11 @@ def style_graph(
 ) -> StyleGraph:
     """A :class:`StyleGraph`: network, validated weights (one shared graph key) and loss.
 
-    ``halo`` overrides the gradient pass's halo depth K (for experiments: a smaller K gives
-    inexact gradients).
+    ``network=None`` chooses one by the weights present or downloadable
+    (:func:`daskstyle.weights.choose_network`). ``halo`` overrides the gradient pass's halo
+    depth K (for experiments: a smaller K gives inexact gradients).
     """
-    net = get_network(network)
+    net = get_network(choose_network(network, weights=weights))
     style_layers = tuple(style_layers)
     if not style_layers:
         raise InputError("give at least one style layer")
@@ -120,7 +122,7 @@ def loss_and_grad(
     style_weight: float = 1.0,
     style_layer_weights: Sequence[float] | Mapping[str, float] | None = None,
     dtype=np.float32,
-    network: str = "vgg19",
+    network: str | None = None,
     content_layer: str = DEFAULT_CONTENT_LAYER,
     style_layers: Sequence[str] = DEFAULT_STYLE_LAYERS,
     halo: int | None = None,

@@ -174,3 +174,18 @@ def feature_crop(start: int, stop: int, origin: int, scale: int) -> slice:
 def feature_size(pixels: int, scale: int) -> int:
     """Cells along an axis of ``pixels`` at ``scale`` with floor pooling."""
     return pixels // scale
+
+
+def level_shapes(shape: tuple[int, int], r0: int) -> list[tuple[int, int]]:
+    """(H, W) of each resolution level: long side ``min(r0 * 2**i, long side)``, the last
+    level exactly ``shape``; the aspect ratio is kept (sides rounded to whole pixels)."""
+    if r0 < 1:
+        raise ValueError(f"r0 must be positive, not {r0}")
+    long_side = max(shape)
+    shapes = []
+    side = r0
+    while side < long_side:
+        scale = side / long_side
+        shapes.append((max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale))))
+        side *= 2
+    return shapes + [tuple(shape)]

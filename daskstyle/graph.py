@@ -97,13 +97,16 @@ class StyleGraph:
             channels={name: self.network.channels(name) for name in layers},
         )
 
-    def loss_and_grad(self, canvas: da.Array, content: da.Array, plan: geometry.TilePlan, targets) -> tuple[Delayed, da.Array]:
-        """Loss (delayed float) and gradient (Dask array chunked like ``plan``) of a canvas."""
+    def loss_and_grad(self, canvas: da.Array, content: da.Array, plan: geometry.TilePlan, targets):
+        """Loss (a 0-d Dask array) and gradient (chunked like ``plan``) of a canvas.
+
+        Both are Dask arrays so that computing them together runs every tile task once.
+        """
         terms = self.terms(plan.shape)
         if len(plan) == 1:
             result = self._model_call(kernels.whole_loss_and_grad, canvas, content, terms, targets)
             grad = da.from_delayed(result[1], (*plan.shape, 3), dtype=self.spec.dtype)
-            return result[0], grad.rechunk((*plan.chunks, 3))
+            return _scalar(result[0]), grad.rechunk((*plan.chunks, 3))
         stats = self.statistics(canvas, plan)
         errors = dask.delayed(_errors)(stats, targets, terms)
         rows: list[list[da.Array]] = [[] for _ in range(plan.grid[0])]
@@ -118,7 +121,11 @@ class StyleGraph:
             rows[tile.row].append(da.from_delayed(result[0], shape, dtype=self.spec.dtype))
             squared_errors.append(result[1])
         loss = dask.delayed(_total_loss)(tree_sum(squared_errors, self.split_every), stats, targets, terms)
-        return loss, da.concatenate([da.concatenate(row, axis=1) for row in rows], axis=0)
+        return _scalar(loss), da.concatenate([da.concatenate(row, axis=1) for row in rows], axis=0)
+
+
+def _scalar(value: Delayed) -> da.Array:
+    return da.from_delayed(value, (), dtype=np.float64)
 
 
 def _with_model(function, spec, weights: Mapping, *args):

@@ -46,7 +46,7 @@ class FeatureNet(nn.Module):
     def forward(self, image: torch.Tensor, until: str | None = None) -> dict[str, torch.Tensor]:
         """Features of ``image`` (1, 3, H, W), 0-255 RGB; stop after layer ``until``."""
         x = image.flip(1) if self.network.bgr else image
-        x = (x * self.network.input_scale - self.mean) / self.std
+        x = (x / self.network.value_range - self.mean) / self.std
         last = self.network.index(until) if until else max(self.wanted)
         out = {}
         for index, layer in enumerate(self.features[: last + 1]):

@@ -1,0 +1,63 @@
+"""An independent whole-image reference: plain torchvision VGG and torch autograd.
+
+Written from DESIGN.md section 1 without any daskstyle code, so that the tiled engine is
+compared with something it could disagree with.
+"""
+
+import copy
+
+import numpy as np
+import torch
+
+IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+#: torchvision vgg19 ``features`` indices of the default layers.
+VGG19_CONTENT = 22
+VGG19_STYLE = (1, 6, 11, 20, 29)
+
+
+def _features(features, image, dtype, wanted):
+    x = torch.as_tensor(image, dtype=dtype).permute(2, 0, 1)[None]
+    x = (x / 255 - IMAGENET_MEAN.to(dtype)) / IMAGENET_STD.to(dtype)
+    out = {}
+    for index, layer in enumerate(features[: max(wanted) + 1]):
+        x = layer(x)
+        if index in wanted:
+            out[index] = x
+    return out
+
+
+def _gram_hat(feature):
+    phi = feature.reshape(feature.shape[1], -1)
+    return phi @ phi.T / phi.shape[1]
+
+
+def loss_and_grad(features, canvas, content, style, *, dtype=torch.float64,
+                  content_index=VGG19_CONTENT, style_indices=VGG19_STYLE,
+                  content_weight=1.0, style_weight=1.0, layer_weights=None):
+    """Loss and d loss / d canvas of the whole image, by torch autograd."""
+    features = copy.deepcopy(features).to(dtype).requires_grad_(False)
+    for layer in features:
+        if hasattr(layer, "inplace"):
+            layer.inplace = False
+    layer_weights = layer_weights or [1.0] * len(style_indices)
+    wanted = {content_index, *style_indices}
+    with torch.no_grad():
+        target = _features(features, content, dtype, wanted)[content_index]
+        style_feats = _features(features, style, dtype, wanted)
+        targets = {i: _gram_hat(style_feats[i]) for i in style_indices}
+    image = torch.tensor(np.asarray(canvas), dtype=dtype, requires_grad=True)
+    x = image
+    feats = _features(features, x, dtype, wanted)
+    phi_o = feats[content_index]
+    loss = content_weight * (phi_o - target).square().sum() / (2 * phi_o[0].numel())
+    for w, i in zip(layer_weights, style_indices):
+        channels = feats[i].shape[1]
+        loss = loss + style_weight * w * (targets[i] - _gram_hat(feats[i])).square().sum() / (4 * channels**2)
+    loss.backward()
+    return loss.item(), image.grad.numpy()
+
+
+def relative_error(result, reference):
+    return float(np.abs(result - reference).max() / np.abs(reference).max())

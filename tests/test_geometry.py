@@ -1,0 +1,76 @@
+import pytest
+
+from daskstyle import geometry
+from daskstyle.networks import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, get_network
+
+VGG19 = get_network("vgg19")
+
+
+def test_paper_halo_for_conv5_1_and_conv4_2():
+    # The paper: 70 px of receptive radius at conv5_1, K_F = K_B = 80; 40 + 40 for conv4_2.
+    assert geometry.scale_and_radius(VGG19.layer_kinds, VGG19.index("relu5_1")) == (16, 70)
+    assert VGG19.halo((DEFAULT_CONTENT_LAYER, *DEFAULT_STYLE_LAYERS)) == geometry.Halo(80, 80, 16)
+    assert VGG19.halo(("relu4_2",)) == geometry.Halo(40, 40, 8)
+
+
+def test_vgg16_reaches_less_far_than_vgg19():
+    halo = get_network("vgg16").halo((DEFAULT_CONTENT_LAYER, *DEFAULT_STYLE_LAYERS))
+    assert (halo.forward, halo.total) == (64, 128)
+
+
+def test_shallow_layers_have_small_halos():
+    assert VGG19.halo(("relu1_1",)) == geometry.Halo(1, 1, 1)
+    assert VGG19.halo(("relu1_1", "relu2_1")) == geometry.Halo(4, 4, 2)
+
+
+def test_vgg_layer_names_match_torchvision_indices():
+    names = VGG19.layer_names
+    expected = {"relu1_1": 1, "relu2_1": 6, "relu3_1": 11, "relu4_1": 20, "relu4_2": 22, "relu5_1": 29}
+    assert {name: names.index(name) for name in expected} == expected
+
+
+def test_tile_plan_covers_the_image_once():
+    plan = geometry.TilePlan((177, 131), 16)
+    assert plan.grid == (12, 9) and len(plan) == 108
+    assert plan.chunks[0][-1] == 177 - 11 * 16 and plan.chunks[1][-1] == 131 - 8 * 16
+    covered = [[0] * 131 for _ in range(177)]
+    for tile in plan:
+        for y in range(tile.y0, tile.y1):
+            for x in range(tile.x0, tile.x1):
+                covered[y][x] += 1
+    assert all(c == 1 for row in covered for c in row)
+
+
+def test_padded_tiles_are_clipped_at_the_border():
+    plan = geometry.TilePlan((200, 264), 64)
+    tiles = list(plan)
+    assert tiles[0].padded(160, plan.shape) == (slice(0, 200), slice(0, 224))
+    assert tiles[-1].padded(16, plan.shape) == (slice(176, 200), slice(240, 264))
+
+
+@pytest.mark.parametrize("tile", [0, 8, 24, -16])
+def test_tile_must_be_a_multiple_of_16(tile):
+    with pytest.raises(ValueError, match="multiple of 16"):
+        geometry.TilePlan((100, 100), tile)
+
+
+def test_plan_for_budget_takes_the_largest_aligned_tile():
+    plan = geometry.plan_for_budget((4000, 3000), depth=160, max_padded_pixels=1024**2)
+    assert plan.tile == 704  # 1024 - 2 * 160 rounded down to 16
+    assert (plan.tile + 320) ** 2 <= 1024**2 < (plan.tile + 16 + 320) ** 2
+    assert len(geometry.plan_for_budget((300, 200), 160, 10**6)) == 1
+    with pytest.raises(ValueError, match="at least"):
+        geometry.plan_for_budget((4000, 3000), 160, 300**2)
+
+
+def test_feature_crop_maps_core_pixels_to_cells():
+    assert geometry.feature_crop(176, 352, 16, 16) == slice(10, 21)
+    assert geometry.feature_crop(352, 377, 192, 16) == slice(10, 11)  # image edge: floor
+
+
+def test_levels_double_from_r0_and_end_exactly_at_full_size():
+    assert geometry.level_shapes((3000, 4000), 512) == [
+        (384, 512), (768, 1024), (1536, 2048), (3000, 4000)
+    ]  # fmt: skip
+    assert geometry.level_shapes((300, 200), 512) == [(300, 200)]
+    assert geometry.level_shapes((1024, 1024), 512) == [(512, 512), (1024, 1024)]
