@@ -5,7 +5,53 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .errors import DaskstyleError
+from .errors import DaskstyleError, InputError
+
+
+def _run(args: argparse.Namespace) -> None:
+    from . import run
+
+    if args.example:
+        content, style = run.EXAMPLE_CONTENT, run.EXAMPLE_STYLE
+    elif args.content and args.style:
+        content, style = args.content, args.style
+    else:
+        raise InputError("give CONTENT and STYLE images, or --example")
+    defaults = run.Settings()
+    settings = run.Settings(**{f: getattr(args, f) for f in defaults.__dataclass_fields__})
+    progress = _Progress()
+    from .cluster import dashboard_link, open_client
+
+    with open_client(args.cluster) as client:
+        if client is not None and dashboard_link(client):
+            print(f"Dask dashboard: {dashboard_link(client)}")
+        run.transfer(content, style, args.output, settings=settings, weights=args.weights,
+                     workdir=args.workdir, resume=args.resume, on_event=progress)  # fmt: skip
+
+
+class _Progress:
+    """Renders a run's events: a tqdm bar per level, one line per finished level."""
+
+    def __init__(self):
+        self.bar = None
+
+    def __call__(self, event) -> None:
+        from tqdm import tqdm
+
+        from . import run
+
+        if isinstance(event, run.LevelStarted):
+            h, w = event.shape
+            self.bar = tqdm(total=event.max_iters, initial=event.step, unit="step",
+                            desc=f"level {event.level + 1}/{event.levels} {w}x{h}, {event.tiles} tiles")  # fmt: skip
+        elif isinstance(event, run.Stepped):
+            self.bar.set_postfix(loss=f"{event.loss:.4g}", change=f"{event.mean_change:.3f}")
+            self.bar.update(1)
+        elif isinstance(event, run.LevelFinished):
+            self.bar.close()
+            print(f"level {event.level + 1} done: preview {event.preview}")
+        elif isinstance(event, run.Finished):
+            print(f"wrote {event.output} (run directory {event.workdir}, loss history in loss.csv)")
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -29,12 +75,17 @@ def _weights_download(args: argparse.Namespace) -> None:
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="daskstyle", description=__doc__)
-    top.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     commands = top.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", parents=[common], help="paint CONTENT in the manner of STYLE")
+    _add_run_options(run)
+    run.set_defaults(run=_run)
 
     bench = commands.add_parser("bench", help="benchmarks that print figures")
     kinds = bench.add_subparsers(dest="kind", required=True)
-    gradient = kinds.add_parser("gradient", help="untiled vs tiled gradient: seconds, ratio, peak RSS")
+    gradient = kinds.add_parser("gradient", parents=[common], help="untiled vs tiled gradient: seconds, ratio, peak RSS")
     gradient.add_argument("--size", type=int, default=1024, help="canvas side in px (default 1024)")
     gradient.add_argument("--tiles", type=int, nargs="+", default=[256, 512, 1024], help="core tile sizes")
     gradient.add_argument("--dtype", choices=["float32", "float64"], default="float32")
@@ -43,13 +94,43 @@ def parser() -> argparse.ArgumentParser:
 
     weights = commands.add_parser("weights", help="list or download network weights")
     actions = weights.add_subparsers(dest="action", required=True)
-    actions.add_parser("list", help="each network, whether its weights are present, and where").set_defaults(
-        run=_weights_list
-    )
-    download = actions.add_parser("download", help="fetch, verify and cache a network's weights")
+    listing = actions.add_parser("list", parents=[common], help="each network's weights: present? where?")
+    listing.set_defaults(run=_weights_list)
+    download = actions.add_parser("download", parents=[common], help="fetch, verify and cache a network's weights")
     download.add_argument("name", help="vgg19, vgg16 or hed-vgg16")
     download.set_defaults(run=_weights_download)
     return top
+
+
+def _add_run_options(run: argparse.ArgumentParser) -> None:
+    from .run import Settings
+
+    d = Settings()
+    run.add_argument("content", nargs="?", help="content image (PNG, JPEG, TIFF/BigTIFF)")
+    run.add_argument("style", nargs="?", help="style image, any size")
+    run.add_argument("-o", "--output", required=True, help="result: .tif (tiled BigTIFF), .png or .jpg")
+    run.add_argument("--example", action="store_true", help="use the built-in example pictures")
+    run.add_argument("--r0", type=int, default=d.r0,
+                     help=f"long side of the first level; each next level doubles it (default {d.r0})")
+    run.add_argument("--tile", type=int, default=d.tile,
+                     help=f"core tile side in px, a multiple of 16; larger is faster but needs more memory (default {d.tile})")
+    run.add_argument("--max-iters", type=int, default=d.max_iters, help=f"Adam steps per level at most (default {d.max_iters})")
+    run.add_argument("--tpc", type=float, default=d.tpc,
+                     help=f"largest pixel change of a level's first step on 0-255; sets the learning rate (default {d.tpc})")
+    run.add_argument("--stop", type=float, default=d.stop,
+                     help=f"a level ends when a step's mean pixel change falls below this (default {d.stop})")
+    run.add_argument("--content-weight", type=float, default=d.content_weight, help=f"(default {d.content_weight})")
+    run.add_argument("--style-weight", type=float, default=d.style_weight, help=f"(default {d.style_weight})")
+    run.add_argument("--network", default=d.network, choices=["vgg19", "vgg16", "hed-vgg16"],
+                     help="network (default: vgg19 if its weights are present, else hed-vgg16)")
+    run.add_argument("--weights", help="weights file (.pth state_dict) overriding the network's default")
+    run.add_argument("--dtype", choices=["float32", "float64"], default=d.dtype,
+                     help=f"arithmetic and on-disk state (default {d.dtype}; float64 is ~4x slower)")
+    run.add_argument("--pyramid", action="store_true", help="add reduced resolutions to a TIFF output for viewers")
+    run.add_argument("--workdir", help="run directory for the on-disk state (default: OUTPUT.daskstyle next to the output)")
+    run.add_argument("--resume", action="store_true", help="continue the unfinished run in the run directory")
+    run.add_argument("--cluster", default="threads",
+                     help="where tiles run: threads (default), sync, local (a LocalCluster on 127.0.0.1), slurm, or a scheduler address tcp://HOST:PORT")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

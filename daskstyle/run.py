@@ -1,0 +1,237 @@
+"""A whole style-transfer run: resolution levels, on-disk state, resume, progress events.
+
+The run directory holds one zarr level state per level (:class:`daskstyle.optim.LevelState`),
+a preview PNG of each finished level, ``loss.csv`` and ``run.json`` (settings, network,
+weights checksum). Every step is committed atomically, so a run killed at any moment
+continues with ``resume=True`` and ends with the same image. The library never prints: it
+reports :class:`Event` objects to ``on_event``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io as _io
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import dask
+import numpy as np
+
+from . import geometry, io, resize
+from .api import make_plan, style_graph
+from .errors import InputError
+from .graph import as_tiled
+from .optim import AdamSettings, LevelState
+
+EXAMPLE_CONTENT = Path(__file__).parent / "data" / "example_content.png"
+EXAMPLE_STYLE = Path(__file__).parent / "data" / "example_style.png"
+PREVIEW_SIDE = 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a run paints with; defaults are the paper's (tpc, stop, 100 steps, r0 = 512)."""
+
+    r0: int = 512
+    tile: int = 512
+    max_iters: int = 100
+    tpc: float = 12.8
+    stop: float = 0.1
+    content_weight: float = 1.0
+    style_weight: float = 10.0
+    network: str | None = None
+    pyramid: bool = False
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True)
+class LevelStarted:
+    level: int
+    levels: int
+    shape: tuple[int, int]
+    tiles: int
+    step: int
+    max_iters: int
+
+
+@dataclass(frozen=True)
+class Stepped:
+    level: int
+    step: int
+    loss: float
+    max_change: float
+    mean_change: float
+    lr: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class LevelFinished:
+    level: int
+    preview: Path
+
+
+@dataclass(frozen=True)
+class Finished:
+    output: Path
+    workdir: Path
+
+
+Event = LevelStarted | Stepped | LevelFinished | Finished
+
+
+def default_workdir(output: Path) -> Path:
+    return output.with_name(output.name + ".daskstyle")
+
+
+def transfer(
+    content: str | os.PathLike,
+    style: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    settings: Settings = Settings(),
+    weights: str | os.PathLike | None = None,
+    workdir: str | os.PathLike | None = None,
+    resume: bool = False,
+    on_event: Callable[[Event], None] = lambda event: None,
+) -> Path:
+    """Paint ``content`` in the manner of ``style`` into ``output`` (.tif, .png or .jpg)."""
+    output = Path(output)
+    io.check_output(output)
+    workdir = Path(workdir) if workdir else default_workdir(output)
+    content_image, style_image = io.read_image(content), io.read_image(style)
+    graph = style_graph(
+        network=settings.network, weights=weights,
+        content_weight=settings.content_weight, style_weight=settings.style_weight,
+        dtype=settings.dtype,
+    )  # fmt: skip
+    record = {
+        "settings": dataclasses.asdict(settings),
+        "network": graph.network.name,
+        "weights_digest": graph.spec.weights_token,
+        "layers": list(graph.spec.layers),
+        "content": str(Path(content).resolve()),
+        "style": str(Path(style).resolve()),
+    }
+    shapes = geometry.level_shapes(tuple(content_image.shape[:2]), settings.r0)
+    for name, shape in (("content", shapes[0]), ("style", style_image.shape[:2])):
+        if min(shape) < graph.halo.align:
+            raise InputError(
+                f"{name} of {shape[0]}x{shape[1]} px (at r0={settings.r0}) is too small: "
+                f"{graph.network.name} needs at least {graph.halo.align} px per side"
+            )
+    _prepare_workdir(workdir, record, resume)
+    canvas = None
+    for level, shape in enumerate(shapes):
+        canvas = _run_level(level, len(shapes), shape, content_image, style_image, canvas,
+                            graph, settings, workdir, on_event)  # fmt: skip
+    record["finished"] = True
+    io.write_image(output, canvas, pyramid=settings.pyramid, description=json.dumps(record))
+    _write_json(workdir / "run.json", record)
+    on_event(Finished(output, workdir))
+    return output
+
+
+def _prepare_workdir(workdir: Path, record: dict, resume: bool) -> None:
+    manifest = workdir / "run.json"
+    if manifest.is_file():
+        earlier = json.loads(manifest.read_text())
+        if resume:
+            changed = [k for k in ("settings", "network", "weights_digest", "content", "style")
+                       if earlier.get(k) != record[k]]  # fmt: skip
+            if changed:
+                raise InputError(f"cannot resume {workdir}: {', '.join(changed)} differ from its run")
+            return
+        if not earlier.get("finished"):
+            raise InputError(
+                f"{workdir} holds an unfinished run: continue it with --resume, or delete it"
+            )
+        shutil.rmtree(workdir)
+    elif resume:
+        raise InputError(f"nothing to resume: {manifest} does not exist")
+    workdir.mkdir(parents=True, exist_ok=True)
+    _write_json(manifest, record)
+
+
+def _run_level(level, levels, shape, content_image, style_image, previous, graph, settings,
+               workdir, on_event):  # fmt: skip
+    """Run one level to its stop test; return its final canvas (a Dask array)."""
+    plan = make_plan(shape, settings.tile if settings.tile < max(shape) else None, graph.halo.align)
+    state = _open_or_create_level(workdir / f"level{level}", level, shape, plan, content_image,
+                                  previous, settings)  # fmt: skip
+    style_shape = _style_shape(tuple(style_image.shape[:2]), max(shape), graph.halo.align)
+    style_plan = make_plan(style_shape, settings.tile if settings.tile < max(style_shape) else None,
+                           graph.halo.align)  # fmt: skip
+    style_level = resize.resize(style_image, style_shape, chunks=style_plan.tile)
+    (targets,) = dask.compute(graph.normalised_grams(as_tiled(style_level, style_plan), style_plan))
+    on_event(LevelStarted(level, levels, shape, len(plan), state.step, settings.max_iters))
+    while not state.done:
+        start = time.perf_counter()
+        loss, grad = graph.loss_and_grad(state.canvas(), state.content(), plan, targets)
+        max_change, mean_change, loss = state.advance(grad, loss)
+        on_event(Stepped(level, state.step, loss, max_change, mean_change, state.lr,
+                         time.perf_counter() - start))  # fmt: skip
+        _write_loss_csv(workdir, level)
+    preview = workdir / f"level{level}.png"
+    if not preview.is_file():
+        io.write_image(preview, _preview(state.canvas(), shape))
+    on_event(LevelFinished(level, preview))
+    return state.canvas()
+
+
+def _open_or_create_level(path, level, shape, plan, content_image, previous, settings):
+    if (path / "zarr.json").is_file():
+        try:
+            return LevelState.open(path)
+        except InputError:
+            pass  # killed while it was being created: create it again
+    content_level = resize.resize(content_image, shape, chunks=plan.tile)
+    start = content_level if previous is None else resize.resize(previous, shape, chunks=plan.tile)
+    adam = AdamSettings(tpc=settings.tpc, stop_condition=settings.stop, max_iters=settings.max_iters)
+    return LevelState.create(path, content_level, start, plan, adam, dtype=settings.dtype)
+
+
+def _style_shape(style: tuple[int, int], level_side: int, minimum: int) -> tuple[int, int]:
+    """The style's size at a level whose long side is ``level_side``: scaled like the
+    content, never above its own size, never below ``minimum`` per side."""
+    scale = min(1.0, level_side / max(style))
+    scale = max(scale, min(1.0, minimum / min(style)))
+    return max(1, round(style[0] * scale)), max(1, round(style[1] * scale))
+
+
+def _preview(canvas, shape):
+    scale = min(1.0, PREVIEW_SIDE / max(shape))
+    small = (max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale)))
+    return canvas if scale == 1.0 else resize.resize(canvas, small)
+
+
+def _write_loss_csv(workdir: Path, upto_level: int) -> None:
+    """loss.csv from the committed histories of levels 0..``upto_level`` (written atomically)."""
+    text = _io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["level", "step", "loss", "max_change", "mean_change", "lr"])
+    for level in range(upto_level + 1):
+        state = LevelState.open(workdir / f"level{level}")
+        for step, (max_change, mean_change, loss) in enumerate(state.attrs["history"], start=1):
+            writer.writerow([level, step, loss, max_change, mean_change, state.lr])
+    tmp = workdir / "loss.csv.tmp"
+    tmp.write_text(text.getvalue())
+    os.replace(tmp, workdir / "loss.csv")
+
+
+def _write_json(path: Path, record: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    os.replace(tmp, path)
+
+
+def final_canvas(workdir: str | os.PathLike) -> np.ndarray:
+    """The last committed canvas of the last level in ``workdir`` (for checks and tests)."""
+    levels = sorted(Path(workdir).glob("level*/zarr.json"), key=lambda p: int(p.parent.name[5:]))
+    return LevelState.open(levels[-1].parent).canvas().compute()

@@ -1,0 +1,139 @@
+"""Whole runs: levels, tiled == untiled, resume after kill -9, the CLI's one-line errors."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from daskstyle import cli, run
+from daskstyle.io import read_image
+
+SMALL = dict(r0=48, max_iters=3, style_weight=10.0, network="vgg19")
+
+
+@pytest.fixture(scope="module")
+def pictures(tmp_path_factory):
+    """A small content (96 x 80) and style (64 x 72) picture as PNG files."""
+    folder = tmp_path_factory.mktemp("pictures")
+    y, x = np.mgrid[0:96, 0:80]
+    content = np.stack([x * 3, y * 2, 128 + 100 * np.sin(x / 5.0)], -1)
+    rng = np.random.default_rng(0)
+    style = rng.uniform(0, 255, (64, 72, 3)) * (np.arange(72) % 8 < 4)[None, :, None]
+    paths = folder / "content.png", folder / "style.png"
+    for path, image in zip(paths, (content, style)):
+        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def weights_file(vgg19_state, tmp_path_factory):
+    """Seeded random VGG-19 ``features`` weights as a file (runs take weights by path)."""
+    path = tmp_path_factory.mktemp("weights") / "vgg19-random.pth"
+    torch.save({k: v for k, v in vgg19_state.items() if k.startswith("features.")}, path)
+    return path
+
+
+def paint(pictures, weights_file, out, **settings):
+    events = []
+    run.transfer(*pictures, out, settings=run.Settings(**{**SMALL, **settings}),
+                 weights=weights_file, on_event=events.append)  # fmt: skip
+    return events
+
+
+def test_levels_progress_and_outputs(pictures, weights_file, tmp_path):
+    out = tmp_path / "out.png"
+    events = paint(pictures, weights_file, out, tile=32)
+    starts = [e for e in events if isinstance(e, run.LevelStarted)]
+    assert [(e.shape, e.tiles) for e in starts] == [((48, 40), 4), ((96, 80), 9)]
+    steps = [e for e in events if isinstance(e, run.Stepped)]
+    assert [(e.level, e.step) for e in steps] == [(0, 1), (0, 2), (0, 3), (1, 1), (1, 2), (1, 3)]
+    assert steps[0].max_change == pytest.approx(12.8, rel=1e-5)  # the paper's tpc rule
+    image = read_image(out).compute()
+    assert image.shape == (96, 80, 3)
+    workdir = run.default_workdir(out)
+    assert np.abs(image - run.final_canvas(workdir)).max() <= 0.5  # 8-bit rounding only
+    for level in (0, 1):
+        assert (workdir / f"level{level}.png").is_file()
+    with open(workdir / "loss.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(int(r["level"]), int(r["step"])) for r in rows] == [(e.level, e.step) for e in steps]
+    assert [float(r["loss"]) for r in rows] == pytest.approx([e.loss for e in steps])
+
+
+def test_tiled_run_equals_untiled_run(pictures, weights_file, tmp_path):
+    """In float64: in float32, rounding differences between tile and whole-image convolutions
+    flip max-pool choices, and over steps the two runs drift apart (0.5 px after 6 steps with
+    random weights), which is the arithmetic, not the tiling."""
+    paint(pictures, weights_file, tmp_path / "tiled.png", tile=32, dtype="float64")
+    paint(pictures, weights_file, tmp_path / "whole.png", tile=512, dtype="float64")
+    tiled = run.final_canvas(run.default_workdir(tmp_path / "tiled.png"))
+    whole = run.final_canvas(run.default_workdir(tmp_path / "whole.png"))
+    assert np.abs(tiled - whole).max() < 1e-3
+    assert np.abs(whole - read_image(pictures[0]).compute()).max() > 1  # it did paint
+
+
+def _cli(pictures, weights_file, out, *extra):
+    return [sys.executable, "-m", "daskstyle.cli", "run", *map(str, pictures), "-o", str(out),
+            "--r0", "48", "--tile", "32", "--max-iters", "4", "--network", "vgg19",
+            "--weights", str(weights_file), *extra]  # fmt: skip
+
+
+def test_resume_after_kill_gives_the_same_image(pictures, weights_file, tmp_path):
+    reference = tmp_path / "reference.tif"
+    subprocess.run(_cli(pictures, weights_file, reference), check=True, capture_output=True)
+    killed = tmp_path / "killed.tif"
+    workdir = run.default_workdir(killed)
+    process = subprocess.Popen(_cli(pictures, weights_file, killed), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not _steps_done(workdir, level=1) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)  # the whole process group, mid-level 1
+    process.wait()
+    assert not killed.exists()
+    again = subprocess.run(_cli(pictures, weights_file, killed), capture_output=True, text=True)
+    assert again.returncode == 1 and "--resume" in again.stderr
+    subprocess.run(_cli(pictures, weights_file, killed, "--resume"), check=True, capture_output=True)
+    assert np.array_equal(read_image(killed).compute(), read_image(reference).compute())
+    assert np.array_equal(run.final_canvas(workdir), run.final_canvas(run.default_workdir(reference)))
+
+
+def _steps_done(workdir, level):
+    try:
+        with open(workdir / "loss.csv") as f:
+            return any(row["level"] == str(level) for row in csv.DictReader(f))
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["missing.png", "style.png", "-o", "out.png"], "missing.png"),
+        (["content.png", "style.png", "-o", "out.bmp"], "out.bmp"),
+        (["content.png", "style.png", "-o", "no/such/dir/out.png"], "no/such/dir"),
+        (["-o", "out.png"], "--example"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_writes_nothing(pictures, tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(pictures[0].parent)
+    out = args[args.index("-o") + 1]
+    assert cli.main(["run", *args, "--network", "vgg19", "--weights", "none.pth"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("daskstyle: error:") and message in err
+    assert not os.path.exists(out) and not os.path.exists(run.default_workdir(pictures[0].parent / out))
+
+
+def test_content_too_small(tmp_path, weights_file):
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (12, 40)).save(tiny)
+    with pytest.raises(run.InputError, match="too small"):
+        run.transfer(tiny, tiny, tmp_path / "out.png", settings=run.Settings(**SMALL), weights=weights_file)
+    assert list(tmp_path.iterdir()) == [tiny]
