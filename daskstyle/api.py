@@ -74,13 +74,19 @@ def style_graph(
     dtype=np.float32,
     halo: int | None = None,
     split_every: int = 8,
+    precision: str = "exact",
+    resources: dict | None = None,
 ) -> StyleGraph:
     """A :class:`StyleGraph`: network, validated weights (one shared graph key) and loss.
 
     ``network=None`` chooses one by the weights present or downloadable
     (:func:`daskstyle.weights.choose_network`). ``halo`` overrides the gradient pass's halo
-    depth K (for experiments: a smaller K gives inexact gradients).
+    depth K (for experiments: a smaller K gives inexact gradients). ``precision``: ``exact``,
+    ``tf32`` or ``bf16`` (:data:`daskstyle.kernels.PRECISIONS`). ``resources``: what each
+    network task asks of a distributed scheduler, e.g. ``{"GPU": 1}``.
     """
+    if precision not in kernels.PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(kernels.PRECISIONS)}, not {precision!r}")
     net = get_network(choose_network(network, weights=weights))
     style_layers = tuple(style_layers)
     if not style_layers:
@@ -104,10 +110,11 @@ def style_graph(
         content_layer=content_layer,
         content_weight=float(content_weight),
         style_weights=_style_weights(style_layers, style_layer_weights, float(style_weight)),
-        spec=kernels.ModelSpec(net.name, layers, dtype_name, token),
+        spec=kernels.ModelSpec(net.name, layers, dtype_name, token, precision),
         weights=dask.delayed(state, name=f"daskstyle-weights-{token}", traverse=False),
         halo=exact,
         split_every=split_every,
+        resources=resources,
     )
 
 
@@ -127,6 +134,7 @@ def loss_and_grad(
     style_layers: Sequence[str] = DEFAULT_STYLE_LAYERS,
     halo: int | None = None,
     split_every: int = 8,
+    precision: str = "exact",
 ) -> tuple[float, np.ndarray]:
     """Style-transfer loss of ``canvas`` and its gradient, computed tile by tile.
 
@@ -141,6 +149,7 @@ def loss_and_grad(
         network=network, weights=weights, content_layer=content_layer, style_layers=style_layers,
         content_weight=content_weight, style_weight=style_weight,
         style_layer_weights=style_layer_weights, dtype=dtype, halo=halo, split_every=split_every,
+        precision=precision, resources=_gpu_resources(),
     )  # fmt: skip
     min_side = graph.halo.align
     shape = check_image("canvas", canvas, min_side)
@@ -151,8 +160,21 @@ def loss_and_grad(
     style_plan = make_plan(style_shape, tile, graph.halo.align)
     targets = graph.normalised_grams(as_tiled(style, style_plan), style_plan)
     loss, grad = graph.loss_and_grad(as_tiled(canvas, plan), as_tiled(content, plan), plan, targets)
-    loss, grad = dask.compute(loss, grad)
+    with dask.config.set({"optimization.fuse.active": False} if graph.resources else {}):
+        loss, grad = dask.compute(loss, grad)
     return float(loss), grad
+
+
+def _gpu_resources() -> dict | None:
+    """``{"GPU": 1}`` when a distributed client is active and its workers declare GPUs."""
+    try:
+        from distributed import default_client
+
+        from .cluster import has_gpus
+
+        return {"GPU": 1} if has_gpus(default_client()) else None
+    except (ImportError, ValueError):  # no distributed, or no client
+        return None
 
 
 

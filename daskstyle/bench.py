@@ -1,20 +1,38 @@
 """Benchmarks that print figures (never timed unit tests).
 
-``gradient``: the untiled gradient against tiled ones of several tile sizes on the same
-canvas, each configuration in a fresh process so that its peak RSS is its own.
+Each measured configuration runs in a fresh process, so that its peak RSS is its own.
+
+- ``gradient``: the untiled gradient against tiled ones of several tile sizes.
+- ``networks``: seconds per untiled evaluation (one iteration's network work) per network.
+- ``iteration``: one whole iteration (Gram pass, gradient pass, chunked Adam on zarr).
+- ``precision``: gradient error of float32 / TF32 / bfloat16 against float64.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import resource
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
+#: Bytes of activations per pixel for VGG-19 up to relu5_1 in float32 (DESIGN.md section 5).
+UNTILED_BYTES_PER_PIXEL = 2.5e3
 
-def _random_weights(network_name: str, seed: int):
+
+def _in_child(function, *args):
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(function, *args).result()
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _random_weights(network_name: str, seed: int = 0):
     import torch
 
     from .networks import build_features, get_network
@@ -24,44 +42,110 @@ def _random_weights(network_name: str, seed: int):
     return build_features(network, len(network.layer_names) - 1).state_dict()
 
 
-def _time_gradient(size: int, tile: int | None, dtype: str, network: str) -> dict:
-    """Run in a child process: one warm-up on a small canvas, then the timed evaluation."""
-    import torch
+def _images(size: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    canvas, content = rng.uniform(0, 255, (2, size, size, 3))
+    return canvas, content, rng.uniform(0, 255, (size // 2, size // 2, 3))
 
+
+def _time_gradient(size: int, tile: int | None, dtype: str, network: str) -> dict:
+    """In a child: one warm-up on a small canvas, then the timed evaluation."""
     from .api import loss_and_grad
 
-    weights = _random_weights(network, seed=0)
-    rng = np.random.default_rng(0)
-    canvas, content = rng.uniform(0, 255, (2, size, size, 3))
-    style = rng.uniform(0, 255, (size // 2, size // 2, 3))
-    kw = dict(weights=weights, dtype=np.dtype(dtype), network=network)
-    loss_and_grad(canvas[:64, :64], content[:64, :64], style[:64, :64], tile=None, **kw)
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    canvas, content, style = _images(size)
+    kw = dict(weights=_random_weights(network), dtype=np.dtype(dtype), network=network)
+    loss_and_grad(canvas[:64, :64], content[:64, :64], style[:64, :64], **kw)
+    base = _peak_mib()
     start = time.perf_counter()
     loss_and_grad(canvas, content, style, tile=tile, **kw)
-    seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return dict(tile=tile, seconds=seconds, peak_rss_mib=peak / 1024,
-                base_rss_mib=rss_before / 1024, torch_threads=torch.get_num_threads())  # fmt: skip
-
-
-def gradient(size: int = 1024, tiles=(256, 512, 1024), dtype: str = "float32", network: str = "vgg19"):
-    """Yield one result dict per configuration: untiled first, then each tile size."""
-    context = multiprocessing.get_context("spawn")
-    baseline = None
-    for tile in (None, *tiles):
-        with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-            result = pool.submit(_time_gradient, size, tile, dtype, network).result()
-        baseline = baseline or result["seconds"]
-        result["ratio"] = result["seconds"] / baseline
-        yield result
+    return dict(tile=tile, seconds=time.perf_counter() - start, peak=_peak_mib(), base=base)
 
 
 def print_gradient(size: int, tiles, dtype: str, network: str, echo=print) -> None:
-    """Run :func:`gradient` and print a table."""
-    echo(f"gradient of {network} to relu5_1, {size}x{size} canvas, {dtype}, random weights")
+    """Untiled, then each tile size: seconds, ratio to untiled, peak RSS."""
+    echo(f"loss and gradient, {network} to relu5_1, {size}x{size} canvas, {dtype}, random weights")
     echo(f"{'tiles':>10} {'seconds':>9} {'vs untiled':>11} {'peak RSS MiB':>13} {'(after import)':>15}")
-    for r in gradient(size, tiles, dtype, network):
-        label = "untiled" if r["tile"] is None else f"{r['tile']}px"
-        echo(f"{label:>10} {r['seconds']:9.2f} {r['ratio']:10.2f}x {r['peak_rss_mib']:13.0f} "
-             f"{r['base_rss_mib']:15.0f}")  # fmt: skip
+    baseline = None
+    for tile in (None, *tiles):
+        r = _in_child(_time_gradient, size, tile, dtype, network)
+        baseline = baseline or r["seconds"]
+        label = "untiled" if tile is None else f"{tile}px"
+        echo(f"{label:>10} {r['seconds']:9.2f} {r['seconds'] / baseline:10.2f}x "
+             f"{r['peak']:13.0f} {r['base']:15.0f}")  # fmt: skip
+
+
+def print_networks(size: int, networks, echo=print) -> None:
+    """Seconds per untiled loss-and-gradient evaluation of each network."""
+    echo(f"untiled loss and gradient at {size}x{size}, float32, random weights")
+    for network in networks:
+        r = _in_child(_time_gradient, size, None, "float32", network)
+        echo(f"{network:>10} {r['seconds']:7.2f} s per iteration   peak RSS {r['peak']:6.0f} MiB")
+
+
+def _time_iteration(size: int, tile: int, network: str, steps: int, directory: str) -> list[dict]:
+    """In a child: a level of ``size``² on disk, then ``steps`` timed iterations."""
+    import dask.array as da
+
+    from .api import make_plan, style_graph
+    from .graph import as_tiled
+    from .optim import LevelState
+
+    canvas, content, style = (da.from_array(x.astype(np.float32), chunks=(tile, tile, 3)) for x in _images(size))
+    graph = style_graph(network=network, weights=_random_weights(network))
+    plan = make_plan((size, size), tile, graph.halo.align)
+    style_plan = make_plan(style.shape[:2], tile, graph.halo.align)
+    (targets,) = da.compute(graph.normalised_grams(as_tiled(style, style_plan), style_plan))
+    state = LevelState.create(directory, content, canvas, plan)
+    results = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        loss, grad = graph.loss_and_grad(state.canvas(), state.content(), plan, targets)
+        state.advance(grad, loss)
+        results.append(dict(step=state.step, seconds=time.perf_counter() - start, peak=_peak_mib(),
+                            tiles=len(plan)))  # fmt: skip
+    return results
+
+
+def print_iteration(size: int, tile: int, network: str, steps: int = 2, echo=print) -> None:
+    """Whole iterations on an on-disk level; the first includes the learning-rate pass."""
+    echo(f"{size}x{size} canvas, {tile}-px tiles, {network}, float32, zarr state on disk")
+    with tempfile.TemporaryDirectory(prefix="daskstyle-bench-") as directory:
+        for r in _in_child(_time_iteration, size, tile, network, steps, directory):
+            echo(f"step {r['step']}: {r['tiles']} tiles, {r['seconds']:7.1f} s, "
+                 f"peak RSS so far {r['peak'] / 1024:5.2f} GiB")  # fmt: skip
+    untiled = UNTILED_BYTES_PER_PIXEL * size * size / 2**30
+    echo(f"untiled, the activations alone would need about {untiled:.1f} GiB")
+
+
+def _precision_errors(size: int, network: str, weights_path) -> list[tuple[str, float]]:
+    """In a child: max|Δg| / max|g| of each arithmetic against float64."""
+    import torch
+
+    from .api import loss_and_grad
+    from .networks import read_state_dict
+
+    weights = read_state_dict(weights_path) if weights_path else _random_weights(network)
+    canvas, content, style = _images(size)
+    kw = dict(network=network, weights=weights, tile=None)
+    _, exact = loss_and_grad(canvas, content, style, dtype=np.float64, **kw)
+    rows = []
+    for name, dtype, precision in (("float32", np.float32, "exact"), ("tf32", np.float32, "tf32"),
+                                   ("bf16 autocast", np.float32, "bf16")):  # fmt: skip
+        if precision == "tf32" and not torch.cuda.is_available():
+            rows.append((name, float("nan")))
+            continue
+        _, grad = loss_and_grad(canvas, content, style, dtype=dtype, precision=precision, **kw)
+        rows.append((name, float(np.abs(grad - exact).max() / np.abs(exact).max())))
+    return rows
+
+
+def print_precision(size: int, network: str, echo=print) -> None:
+    """Gradient error of each arithmetic against float64 (real weights where present)."""
+    from .networks import default_weights_path, get_network
+
+    path = default_weights_path(get_network(network))
+    weights = path if path.is_file() else None
+    echo(f"gradient error vs float64, {network} ({'real' if weights else 'random'} weights), "
+         f"{size}x{size}, max|Δ| / max|g|")  # fmt: skip
+    for name, error in _in_child(_precision_errors, size, network, weights):
+        echo(f"{name:>14} {'n/a (no CUDA here)' if np.isnan(error) else f'{error:.2e}'}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import dask
+
 from .errors import DaskstyleError, InputError
 
 
@@ -19,14 +21,18 @@ def _run(args: argparse.Namespace) -> None:
         raise InputError("give CONTENT and STYLE images, or --example")
     defaults = run.Settings()
     settings = run.Settings(**{f: getattr(args, f) for f in defaults.__dataclass_fields__})
-    progress = _Progress()
-    from .cluster import dashboard_link, open_client
+    from .cluster import dashboard_link, has_gpus, open_client
 
-    with open_client(args.cluster) as client:
-        if client is not None and dashboard_link(client):
+    cluster = dict(workers=args.workers, jobs=args.jobs, config=args.slurm_config, tls=args.tls)
+    cluster = {k: v for k, v in cluster.items() if v}
+    scheduler = {"scheduler": "synchronous"} if args.cluster == "sync" else {}
+    with dask.config.set(scheduler), open_client(args.cluster, **cluster) as client:
+        if dashboard_link(client):
             print(f"Dask dashboard: {dashboard_link(client)}")
+        resources = {"GPU": 1} if has_gpus(client) else None
         run.transfer(content, style, args.output, settings=settings, weights=args.weights,
-                     workdir=args.workdir, resume=args.resume, on_event=progress)  # fmt: skip
+                     workdir=args.workdir, resume=args.resume, resources=resources,
+                     on_event=_Progress())  # fmt: skip
 
 
 class _Progress:
@@ -57,7 +63,14 @@ class _Progress:
 def _bench(args: argparse.Namespace) -> None:
     from . import bench
 
-    bench.print_gradient(args.size, args.tiles, args.dtype, args.network)
+    if args.kind == "gradient":
+        bench.print_gradient(args.size, args.tiles, args.dtype, args.network)
+    elif args.kind == "networks":
+        bench.print_networks(args.size, args.networks)
+    elif args.kind == "iteration":
+        bench.print_iteration(args.size, args.tile, args.network, args.steps)
+    else:
+        bench.print_precision(args.size, args.network)
 
 
 def _weights_list(args: argparse.Namespace) -> None:
@@ -85,12 +98,24 @@ def parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="benchmarks that print figures")
     kinds = bench.add_subparsers(dest="kind", required=True)
-    gradient = kinds.add_parser("gradient", parents=[common], help="untiled vs tiled gradient: seconds, ratio, peak RSS")
+    gradient = kinds.add_parser("gradient", parents=[common], help="untiled vs tiled: seconds, ratio, peak RSS")
     gradient.add_argument("--size", type=int, default=1024, help="canvas side in px (default 1024)")
     gradient.add_argument("--tiles", type=int, nargs="+", default=[256, 512, 1024], help="core tile sizes")
     gradient.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     gradient.add_argument("--network", default="vgg19")
-    gradient.set_defaults(run=_bench)
+    networks = kinds.add_parser("networks", parents=[common], help="seconds per iteration of each network")
+    networks.add_argument("--size", type=int, default=512)
+    networks.add_argument("--networks", nargs="+", default=["vgg19", "vgg16", "hed-vgg16"])
+    iteration = kinds.add_parser("iteration", parents=[common], help="whole iterations on disk: seconds, RSS")
+    iteration.add_argument("--size", type=int, default=2048)
+    iteration.add_argument("--tile", type=int, default=512)
+    iteration.add_argument("--steps", type=int, default=2)
+    iteration.add_argument("--network", default="vgg19")
+    precision = kinds.add_parser("precision", parents=[common], help="gradient error of float32/TF32/bf16 vs float64")
+    precision.add_argument("--size", type=int, default=256)
+    precision.add_argument("--network", default="hed-vgg16")
+    for kind in (gradient, networks, iteration, precision):
+        kind.set_defaults(run=_bench)
 
     weights = commands.add_parser("weights", help="list or download network weights")
     actions = weights.add_subparsers(dest="action", required=True)
@@ -129,8 +154,17 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--pyramid", action="store_true", help="add reduced resolutions to a TIFF output for viewers")
     run.add_argument("--workdir", help="run directory for the on-disk state (default: OUTPUT.daskstyle next to the output)")
     run.add_argument("--resume", action="store_true", help="continue the unfinished run in the run directory")
-    run.add_argument("--cluster", default="threads",
-                     help="where tiles run: threads (default), sync, local (a LocalCluster on 127.0.0.1), slurm, or a scheduler address tcp://HOST:PORT")  # fmt: skip
+    run.add_argument("--precision", choices=["exact", "tf32", "bf16"], default=d.precision,
+                     help="network arithmetic on GPUs: exact (default), tf32, or bf16 autocast; "
+                          "`daskstyle bench precision` measures their gradient error")
+    run.add_argument("--cluster", "--scheduler", default="threads",
+                     help="where tiles run: threads (default), sync, local (a LocalCluster on "
+                          "127.0.0.1, one worker per GPU with dask-cuda), slurm (dask-jobqueue), "
+                          "or a scheduler address tcp://HOST:PORT / tls://... / scheduler file .json")
+    run.add_argument("--workers", type=int, help="worker processes of a local cluster")
+    run.add_argument("--jobs", type=int, help="SLURM jobs (default: adapt to the work)")
+    run.add_argument("--slurm-config", help="dask-jobqueue YAML (default cluster/slurm.yaml or $DASKSTYLE_SLURM_CONFIG)")
+    run.add_argument("--tls", action="store_true", help="encrypt scheduler/worker traffic (temporary certificates)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import reduce
 
@@ -54,7 +55,12 @@ def as_tiled(image, plan: geometry.TilePlan) -> da.Array:
 
 @dataclass(frozen=True)
 class StyleGraph:
-    """Builds the graphs for one network, layer choice, dtype and set of weights."""
+    """Builds the graphs for one network, layer choice, dtype and set of weights.
+
+    With ``resources`` (e.g. ``{"GPU": 1}``) every network task asks the distributed
+    scheduler for them; compute such graphs with ``optimization.fuse.active`` off, as
+    low-level fusion drops annotations.
+    """
 
     network: Network
     content_layer: str
@@ -64,9 +70,12 @@ class StyleGraph:
     weights: Delayed
     halo: geometry.Halo
     split_every: int = 8
+    resources: dict | None = None
 
     def _model_call(self, function, *args):
-        return dask.delayed(_with_model)(function, self.spec, self.weights, *args)
+        """A task running ``function(model, *args)``; it asks for ``resources`` (a GPU)."""
+        with dask.annotate(resources=self.resources) if self.resources else nullcontext():
+            return dask.delayed(_with_model)(function, self.spec, self.weights, *args)
 
     def statistics(self, image: da.Array, plan: geometry.TilePlan) -> Delayed:
         """Raw Grams of the style layers over a whole image, tile by tile (forward only)."""

@@ -28,14 +28,22 @@ class ModelSpec:
     layers: tuple[str, ...]
     dtype: str
     weights_token: str
+    precision: str = "exact"
+
+
+#: Arithmetic of the network's convolutions: ``exact`` (the dtype's own), ``tf32`` (CUDA
+#: TensorFloat-32 for float32 convolutions and matmuls), ``bf16`` (bfloat16 autocast).
+PRECISIONS = ("exact", "tf32", "bf16")
 
 
 class FeatureNet(nn.Module):
     """A frozen, truncated VGG ``features`` that returns the outputs of named layers."""
 
-    def __init__(self, network: Network, layers: tuple[str, ...], state: Mapping[str, torch.Tensor]):
+    def __init__(self, network: Network, layers: tuple[str, ...], state: Mapping[str, torch.Tensor],
+                 precision: str = "exact"):  # fmt: skip
         super().__init__()
         self.network = network
+        self.precision = precision
         self.wanted = {network.index(name): name for name in layers}
         self.features = build_features(network, max(self.wanted))
         load_weights(self.features, state, network, "the given weights")
@@ -49,11 +57,12 @@ class FeatureNet(nn.Module):
         x = (x / self.network.value_range - self.mean) / self.std
         last = self.network.index(until) if until else max(self.wanted)
         out = {}
-        for index, layer in enumerate(self.features[: last + 1]):
-            x = layer(x)
-            if index in self.wanted:
-                out[self.wanted[index]] = x
-        return out
+        with torch.autocast(x.device.type, torch.bfloat16, enabled=self.precision == "bf16"):
+            for index, layer in enumerate(self.features[: last + 1]):
+                x = layer(x)
+                if index in self.wanted:
+                    out[self.wanted[index]] = x
+        return {name: feature.to(self.mean.dtype) for name, feature in out.items()}
 
 
 _models: dict[ModelSpec, FeatureNet] = {}
@@ -70,8 +79,10 @@ def get_model(spec: ModelSpec, state: Mapping[str, torch.Tensor]) -> FeatureNet:
     with _models_lock:
         model = _models.get(spec)
         if model is None:
-            model = FeatureNet(get_network(spec.network), spec.layers, state)
+            model = FeatureNet(get_network(spec.network), spec.layers, state, spec.precision)
             model = model.to(device=device(), dtype=getattr(torch, spec.dtype))
+            tf32 = spec.precision == "tf32"  # process-wide; cuDNN's own default would be on
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
             while len(_models) >= _MAX_MODELS:
                 _models.pop(next(iter(_models)))
             _models[spec] = model

@@ -48,6 +48,7 @@ class Settings:
     network: str | None = None
     pyramid: bool = False
     dtype: str = "float32"
+    precision: str = "exact"
 
 
 @dataclass(frozen=True)
@@ -99,9 +100,14 @@ def transfer(
     weights: str | os.PathLike | None = None,
     workdir: str | os.PathLike | None = None,
     resume: bool = False,
+    resources: dict | None = None,
     on_event: Callable[[Event], None] = lambda event: None,
 ) -> Path:
-    """Paint ``content`` in the manner of ``style`` into ``output`` (.tif, .png or .jpg)."""
+    """Paint ``content`` in the manner of ``style`` into ``output`` (.tif, .png or .jpg).
+
+    ``resources`` (e.g. ``{"GPU": 1}``) is what each network task asks of a distributed
+    scheduler.
+    """
     output = Path(output)
     io.check_output(output)
     workdir = Path(workdir) if workdir else default_workdir(output)
@@ -109,7 +115,7 @@ def transfer(
     graph = style_graph(
         network=settings.network, weights=weights,
         content_weight=settings.content_weight, style_weight=settings.style_weight,
-        dtype=settings.dtype,
+        dtype=settings.dtype, precision=settings.precision, resources=resources,
     )  # fmt: skip
     record = {
         "settings": dataclasses.asdict(settings),
@@ -128,9 +134,10 @@ def transfer(
             )
     _prepare_workdir(workdir, record, resume)
     canvas = None
-    for level, shape in enumerate(shapes):
-        canvas = _run_level(level, len(shapes), shape, content_image, style_image, canvas,
-                            graph, settings, workdir, on_event)  # fmt: skip
+    with dask.config.set({"optimization.fuse.active": False} if resources else {}):
+        for level, shape in enumerate(shapes):
+            canvas = _run_level(level, len(shapes), shape, content_image, style_image, canvas,
+                                graph, settings, workdir, on_event)  # fmt: skip
     record["finished"] = True
     io.write_image(output, canvas, pyramid=settings.pyramid, description=json.dumps(record))
     _write_json(workdir / "run.json", record)

@@ -28,3 +28,14 @@ def images():
         return random_image(height, width, 1), random_image(height, width, 2), random_image(*style_shape, 3)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def hed_weights():
+    """HED's converted VGG-16 weights from the daskstyle cache, or a skip that says how to get them."""
+    from daskstyle.networks import default_weights_path, read_state_dict
+
+    path = default_weights_path("hed-vgg16")
+    if not path.is_file():
+        pytest.skip(f"HED weights absent: run `daskstyle weights download hed-vgg16` (puts {path})")
+    return read_state_dict(path)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import dask
 import dask.array as da
+import distributed
 import psutil
 import pytest
 import yaml
@@ -256,3 +257,28 @@ def test_unreachable_scheduler():
     with quick, pytest.raises(DaskstyleError) as excinfo, open_client("tcp://127.0.0.1:9"):
         pass
     one_line_error(excinfo, "cannot reach the Dask scheduler at tcp://127.0.0.1:9")
+
+
+def test_network_tasks_run_only_on_workers_with_a_gpu(vgg19_state, images, monkeypatch):
+    """With a GPU worker in the cluster, every tile task asks for it (and fusion keeps that)."""
+    import daskstyle
+    from daskstyle import kernels
+
+    ran_on = []
+    original = kernels.get_model
+
+    def spy(spec, state):
+        ran_on.append(distributed.get_worker().name)
+        return original(spec, state)
+
+    monkeypatch.setattr(kernels, "get_model", spy)
+    workers = {
+        "gpu": {"cls": distributed.Worker, "options": {"nthreads": 1, "resources": {"GPU": 1}}},
+        "cpu": {"cls": distributed.Worker, "options": {"nthreads": 2}},
+    }
+    scheduler = {"cls": distributed.Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": None}}
+    canvas, content, style = images(64, 80)
+    with distributed.SpecCluster(workers=workers, scheduler=scheduler) as spec_cluster, distributed.Client(spec_cluster):
+        daskstyle.loss_and_grad(canvas, content, style, tile=16, weights=vgg19_state,
+                                content_layer="relu2_1", style_layers=("relu1_1", "relu2_1"))  # fmt: skip
+    assert len(ran_on) == 20 + 20 + 42 and set(ran_on) == {"gpu"}  # statistics, gradients, style

