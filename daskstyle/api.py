@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping, Sequence
 
 import dask
+from dask.base import get_scheduler
 import numpy as np
 
 from . import geometry, kernels
@@ -111,7 +112,7 @@ def style_graph(
         content_weight=float(content_weight),
         style_weights=_style_weights(style_layers, style_layer_weights, float(style_weight)),
         spec=kernels.ModelSpec(net.name, layers, dtype_name, token, precision),
-        weights=dask.delayed(state, name=f"daskstyle-weights-{token}", traverse=False),
+        weights=_shared(state, f"daskstyle-weights-{token}"),
         halo=exact,
         split_every=split_every,
         resources=resources,
@@ -165,16 +166,28 @@ def loss_and_grad(
     return float(loss), grad
 
 
-def _gpu_resources() -> dict | None:
-    """``{"GPU": 1}`` when a distributed client is active and its workers declare GPUs."""
+def _shared(state: Mapping, name: str):
+    """The weights as one graph input shared by all tasks: on a distributed cluster scattered
+    to every worker once (not sent with each iteration's graph), else a single graph key."""
+    client = _client()
+    if client is None:
+        return dask.delayed(state, name=name, traverse=False)
+    return client.scatter([state], broadcast=True, hash=False)[0]
+
+
+def _client():
+    """The ``distributed.Client`` that Dask computes with now, or None."""
     try:
         from distributed import default_client
 
-        from .cluster import has_gpus
-
-        return {"GPU": 1} if has_gpus(default_client()) else None
-    except (ImportError, ValueError):  # no distributed, or no client
+        client = default_client()
+    except (ImportError, ValueError):
         return None
+    return client if get_scheduler() == client.get else None
 
 
+def _gpu_resources() -> dict | None:
+    """``{"GPU": 1}`` when a distributed client is active and its workers declare GPUs."""
+    from .cluster import has_gpus
 
+    return {"GPU": 1} if has_gpus(_client()) else None

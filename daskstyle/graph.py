@@ -18,6 +18,7 @@ import dask
 import dask.array as da
 import numpy as np
 from dask.delayed import Delayed
+from distributed import Future
 
 from . import geometry, kernels
 from .networks import Network
@@ -67,7 +68,7 @@ class StyleGraph:
     content_weight: float
     style_weights: dict[str, float]
     spec: kernels.ModelSpec
-    weights: Delayed
+    weights: Delayed | Future
     halo: geometry.Halo
     split_every: int = 8
     resources: dict | None = None

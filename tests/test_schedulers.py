@@ -1,0 +1,60 @@
+"""The same image on every scheduler, and after a worker is killed in the middle of an iteration.
+
+float64, so that what is compared is the scheduling, not float32 rounding: worker processes
+run torch with other thread counts, and in float32 that alone changes the last bits.
+"""
+
+import os
+import signal
+import threading
+
+import dask
+import distributed
+import numpy as np
+import pytest
+
+from daskstyle import run
+
+from .test_run import SMALL, pictures, weights_file  # noqa: F401 (fixtures)
+
+SETTINGS = run.Settings(**{**SMALL, "max_iters": 2, "dtype": "float64"}, tile=48)
+
+
+def paint(pictures, weights_file, out, on_event=lambda event: None):  # noqa: F811
+    run.transfer(*pictures, out, settings=SETTINGS, weights=weights_file, on_event=on_event)
+    return run.final_canvas(run.default_workdir(out))
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    ) as local, distributed.Client(local) as client:
+        yield client
+
+
+def test_same_image_on_synchronous_threads_and_cluster(pictures, weights_file, tmp_path, cluster):  # noqa: F811
+    with dask.config.set(scheduler="synchronous"):
+        synchronous = paint(pictures, weights_file, tmp_path / "sync.png")
+    with dask.config.set(scheduler="threads"):
+        threads = paint(pictures, weights_file, tmp_path / "threads.png")
+    on_cluster = paint(pictures, weights_file, tmp_path / "cluster.png")  # the active client
+    assert np.abs(threads - synchronous).max() < 1e-6
+    assert np.abs(on_cluster - synchronous).max() < 1e-6
+
+
+def test_a_worker_killed_mid_iteration_changes_nothing(pictures, weights_file, tmp_path, cluster):  # noqa: F811
+    undisturbed = paint(pictures, weights_file, tmp_path / "undisturbed.png")
+    pids = cluster.run(os.getpid)
+    victim = next(iter(pids.values()))
+    killed = threading.Event()
+
+    def kill_soon(event):
+        if isinstance(event, run.Stepped) and (event.level, event.step) == (0, 2):
+            # level 1 is being set up and run now: kill a worker while its tiles run
+            threading.Timer(0.3, lambda: (os.kill(victim, signal.SIGKILL), killed.set())).start()
+
+    disturbed = paint(pictures, weights_file, tmp_path / "disturbed.png", kill_soon)
+    assert killed.is_set()
+    assert victim not in cluster.run(os.getpid).values()  # the nanny started a new worker
+    assert np.abs(disturbed - undisturbed).max() < 1e-6
