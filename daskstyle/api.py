@@ -160,7 +160,8 @@ def loss_and_grad(
     plan = make_plan(shape, tile, graph.halo.align)
     style_plan = make_plan(style_shape, tile, graph.halo.align)
     targets = graph.normalised_grams(as_tiled(style, style_plan), style_plan)
-    loss, grad = graph.loss_and_grad(as_tiled(canvas, plan), as_tiled(content, plan), plan, targets)
+    target = graph.content_features(as_tiled(content, plan), plan)
+    loss, grad = graph.loss_and_grad(as_tiled(canvas, plan), target, plan, targets)
     with dask.config.set({"optimization.fuse.active": False} if graph.resources else {}):
         loss, grad = dask.compute(loss, grad)
     return float(loss), grad

@@ -107,31 +107,53 @@ class StyleGraph:
             channels={name: self.network.channels(name) for name in layers},
         )
 
-    def loss_and_grad(self, canvas: da.Array, content: da.Array, plan: geometry.TilePlan, targets):
-        """Loss (a 0-d Dask array) and gradient (chunked like ``plan``) of a canvas.
+    def content_features(self, content: da.Array, plan: geometry.TilePlan) -> da.Array:
+        """φ_O(o), the content target, over the whole image: (H_O, W_O, C_O), one chunk per
+        tile (forward only, exact through the forward halo). Compute it once per level."""
+        scale = self.network.scale(self.content_layer)
+        channels = self.network.channels(self.content_layer)
+        rows: list[list[da.Array]] = [[] for _ in range(plan.grid[0])]
+        for tile, origin, tile_array in padded_tiles(content, plan, self.halo.forward):
+            cells = (tile.y1 // scale - tile.y0 // scale, tile.x1 // scale - tile.x0 // scale, channels)
+            task = self._model_call(
+                kernels.tile_content_features, tile_array, origin, _core(tile), self.content_layer
+            )
+            rows[tile.row].append(da.from_delayed(task, cells, dtype=self.spec.dtype))
+        return _assemble(rows)
+
+    def loss_and_grad(self, canvas: da.Array, target: da.Array, plan: geometry.TilePlan, targets):
+        """Loss (a 0-d Dask array) and gradient (chunked like ``plan``) of a canvas, given
+        the content target ``target`` (:meth:`content_features`) and the style ``targets``.
 
         Both are Dask arrays so that computing them together runs every tile task once.
         """
         terms = self.terms(plan.shape)
         if len(plan) == 1:
-            result = self._model_call(kernels.whole_loss_and_grad, canvas, content, terms, targets)
+            result = self._model_call(kernels.whole_loss_and_grad, canvas, target, terms, targets)
             grad = da.from_delayed(result[1], (*plan.shape, 3), dtype=self.spec.dtype)
             return _scalar(result[0]), grad.rechunk((*plan.chunks, 3))
         stats = self.statistics(canvas, plan)
         errors = dask.delayed(_errors)(stats, targets, terms)
+        scale = self.network.scale(self.content_layer)
         rows: list[list[da.Array]] = [[] for _ in range(plan.grid[0])]
         squared_errors = []
-        padded_canvas = padded_tiles(canvas, plan, self.halo.total)
-        padded_content = padded_tiles(content, plan, self.halo.total)
-        for (tile, origin, canvas_tile), (_, _, content_tile) in zip(padded_canvas, padded_content):
+        for tile, origin, canvas_tile in padded_tiles(canvas, plan, self.halo.total):
+            rows_px, cols_px = tile.padded(self.halo.total, plan.shape)
+            target_tile = target[rows_px.start // scale : rows_px.stop // scale,
+                                 cols_px.start // scale : cols_px.stop // scale]  # fmt: skip
             result = self._model_call(
-                kernels.tile_gradient, canvas_tile, content_tile, origin, _core(tile), terms, errors
+                kernels.tile_gradient, canvas_tile, target_tile, origin, _core(tile), terms, errors
             )
             shape = (tile.y1 - tile.y0, tile.x1 - tile.x0, 3)
             rows[tile.row].append(da.from_delayed(result[0], shape, dtype=self.spec.dtype))
             squared_errors.append(result[1])
         loss = dask.delayed(_total_loss)(tree_sum(squared_errors, self.split_every), stats, targets, terms)
-        return _scalar(loss), da.concatenate([da.concatenate(row, axis=1) for row in rows], axis=0)
+        return _scalar(loss), _assemble(rows)
+
+
+def _assemble(rows: list[list[da.Array]]) -> da.Array:
+    """One array from a grid of per-tile arrays."""
+    return da.concatenate([da.concatenate(row, axis=1) for row in rows], axis=0)
 
 
 def _scalar(value: Delayed) -> da.Array:

@@ -165,14 +165,24 @@ def _grad_to_numpy(image: torch.Tensor, core, origin) -> np.ndarray:
     return grad.permute(1, 2, 0).cpu().numpy()
 
 
-def tile_gradient(model, canvas_tile, content_tile, origin, core, terms: LossTerms, errors):
+@torch.no_grad()
+def tile_content_features(model: FeatureNet, tile: np.ndarray, origin, core, layer: str) -> np.ndarray:
+    """φ_O(o) on the core of one content tile, as (cells, cells, C): the content target."""
+    feature = model(_to_torch(tile, model), until=layer)[layer]
+    return _crop(feature, model.network.scale(layer), origin, core)[0].permute(1, 2, 0).cpu().numpy()
+
+
+def _target(target: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(np.ascontiguousarray(target), device=like.device, dtype=like.dtype).permute(2, 0, 1)[None]
+
+
+def tile_gradient(model, canvas_tile, target, origin, core, terms: LossTerms, errors):
     """Gradient on the core of one tile, with the Gram errors E_l = Ĝ_l(s) - Ĝ_l(p) held
-    constant, and the squared content error over the core. Returns (gradient, squared error)."""
-    with torch.no_grad():
-        target = model(_to_torch(content_tile, model), until=terms.content_layer)[terms.content_layer]
+    constant; ``target`` holds φ_O(o) over the whole padded tile. Returns the gradient and
+    the squared content error over the core."""
     image = _to_torch(canvas_tile, model).requires_grad_(True)
     features = model(image)
-    diff = features[terms.content_layer] - target
+    diff = features[terms.content_layer] - _target(target, image)
     surrogate = terms.content(diff.square().sum())
     for name in terms.style_weights:
         phi = _flat(features[name])
@@ -184,10 +194,8 @@ def tile_gradient(model, canvas_tile, content_tile, origin, core, terms: LossTer
     return _grad_to_numpy(image, core, origin), squared_error
 
 
-def whole_loss_and_grad(model, canvas, content, terms: LossTerms, targets_hat):
+def whole_loss_and_grad(model, canvas, target, terms: LossTerms, targets_hat):
     """Loss and gradient on an untiled image: one forward and one backward."""
-    with torch.no_grad():
-        target = model(_to_torch(content, model), until=terms.content_layer)[terms.content_layer]
     image = _to_torch(canvas, model).requires_grad_(True)
     features = model(image)
     grams_hat = {}
@@ -195,7 +203,7 @@ def whole_loss_and_grad(model, canvas, content, terms: LossTerms, targets_hat):
         phi = _flat(features[name])
         grams_hat[name] = phi @ phi.T / terms.cells[name]
     targets = {k: torch.as_tensor(v, device=image.device, dtype=image.dtype) for k, v in targets_hat.items()}
-    loss = terms.content((features[terms.content_layer] - target).square().sum())
+    loss = terms.content((features[terms.content_layer] - _target(target, image)).square().sum())
     loss = loss + terms.style(grams_hat, targets)
     loss.backward()
     height, width = canvas.shape[:2]

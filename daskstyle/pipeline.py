@@ -38,11 +38,13 @@ from pathlib import Path
 
 from . import run
 from .errors import DaskstyleError, InputError
+from .kernels import PRECISIONS
 
 EXAMPLE = "example"
 RANDOM = "random"
 MODES = ("strong", "weak")
 DTYPES = ("float32", "float64")
+CLUSTER_SPECS = ("local", "slurm", "threads", "sync")
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 WEAK_ROUNDING = 16  # weak-scaling canvas sides are rounded to this many px
 _REQUIRED = object()
@@ -118,7 +120,7 @@ def _settings_keys() -> dict[str, _Key]:
 
 
 CLUSTER_KEYS = {
-    "spec": _key("text", "threads"),  # local | slurm | tcp://... | tls://... | *.json | threads | sync
+    "spec": _key("text", "threads"),
     "workers": _key("int", None),
     "threads_per_worker": _key("int", None),
     "memory_limit": _key("memory", None),
@@ -192,13 +194,13 @@ def _typed(raw: dict, keys: dict[str, _Key], path: Path, base: Path, prefix: str
     unknown = sorted(set(raw) - set(keys))
     if unknown:
         raise InputError(
-            f"{path}: unknown key {prefix}{unknown[0]!r} (known keys: {', '.join(keys)})"
+            f"{path}: unknown key '{prefix}{unknown[0]}' (known keys: {', '.join(keys)})"
         )
     config = {}
     for name, key in keys.items():
         if name not in raw:
             if key.default is _REQUIRED:
-                raise InputError(f"{path}: missing key {prefix}{name!r} ({key.what})")
+                raise InputError(f"{path}: missing key '{prefix}{name}' ({key.what})")
             config[name] = key.default
             continue
         value = raw[name]
@@ -233,6 +235,8 @@ def _check_common(config: dict, path: Path) -> None:
         _fail(path, "weights", f"names {config['weights']}, which does not exist")
     if config["dtype"] not in DTYPES:
         _fail(path, "dtype", f"must be float32 or float64, not {config['dtype']!r}")
+    if config.get("precision", "exact") not in PRECISIONS:
+        _fail(path, "precision", f"must be one of {', '.join(PRECISIONS)}, not {config['precision']!r}")
 
 
 def _check_tile(path: Path, key: str, tile: int) -> None:
@@ -244,6 +248,15 @@ def _check_tile(path: Path, key: str, tile: int) -> None:
 
 def _check_production(config: dict, path: Path) -> None:
     _check_common(config, path)
+    spec = config["cluster"]["spec"]
+    if spec.endswith(".json"):
+        config["cluster"]["spec"] = str(_resolve(spec, path.resolve().parent))
+    elif spec not in CLUSTER_SPECS and not spec.startswith(("tcp://", "tls://")):
+        _fail(path, "cluster.spec", f"must be {', '.join(CLUSTER_SPECS)}, tcp://HOST:PORT, "
+                                    f"tls://HOST:PORT or a scheduler file .json, not {spec!r}")  # fmt: skip
+    slurm_config = config["cluster"]["config"]
+    if slurm_config is not None and not slurm_config.is_file():
+        _fail(path, "cluster.config", f"names {slurm_config}, which does not exist")
     _check_tile(path, "tile", config["tile"])
     for name in ("content", "style"):
         if config[name] == EXAMPLE:
@@ -307,7 +320,7 @@ def run_production(config: dict, echo: Echo = print) -> list[Path]:
         resources = {"GPU": 1} if has_gpus(client) else None
         run.transfer(config["content"], config["style"], output, settings=settings,
                      weights=weights, workdir=config["workdir"], resume=config["resume"],
-                     on_event=progress, **({"resources": resources} if resources else {}))  # fmt: skip
+                     resources=resources, on_event=progress)  # fmt: skip
     workdir = config["workdir"] or run.default_workdir(output)
     return [output, *progress.previews, workdir / "loss.csv"]
 
@@ -365,14 +378,11 @@ def weak_side(canvas: int, workers: int) -> int:
 
 def run_scaling(config: dict, echo: Echo = print) -> list[Path]:
     """Run the checked scaling ``config`` (see :func:`load`); write and return CSV and PNG."""
-    from .api import style_graph
+    if config["weights"] == RANDOM:
+        from .bench import _random_weights
 
-    with _weights_file(config) as weights:
-        graph = style_graph(
-            network=config["network"], weights=weights, content_layer=config["content_layer"],
-            style_layers=config["style_layers"], dtype=config["dtype"],
-            **({"precision": config["precision"]} if config["precision"] != "exact" else {}),
-        )  # fmt: skip
+        config = {**config, "weights": _random_weights(config["network"], config["seed"])}
+    graph = _scaling_graph(config)
     echo(f"scaling: {graph.network.name} {', '.join(graph.spec.layers)}, halo {graph.halo.total} px, "
          f"{config['iterations']} timed iterations after {config['warmup']} warm-up")  # fmt: skip
     output = config["output"]
@@ -383,7 +393,7 @@ def run_scaling(config: dict, echo: Echo = print) -> list[Path]:
         root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="daskstyle-scaling-", dir=root) as folder:
         for workers in config["workers"]:
-            rows += _scaling_at(workers, graph, config, Path(folder), echo)
+            rows += _scaling_at(workers, config, Path(folder), echo)
     rows = _with_efficiency(rows)
     csv_path, png_path = output.with_name(output.name + ".csv"), output.with_name(output.name + ".png")
     _write_atomic(csv_path, _csv_text(rows).encode())
@@ -392,7 +402,19 @@ def run_scaling(config: dict, echo: Echo = print) -> list[Path]:
     return [csv_path, png_path]
 
 
-def _scaling_at(workers: int, graph, config: dict, folder: Path, echo: Echo) -> list[dict]:
+def _scaling_graph(config: dict, resources: dict | None = None):
+    """The StyleGraph of a scaling study; built under a client, its weights go to the workers
+    once (as in a production)."""
+    from .api import style_graph
+
+    return style_graph(
+        network=config["network"], weights=config["weights"], content_layer=config["content_layer"],
+        style_layers=config["style_layers"], dtype=config["dtype"], precision=config["precision"],
+        resources=resources,
+    )  # fmt: skip
+
+
+def _scaling_at(workers: int, config: dict, folder: Path, echo: Echo) -> list[dict]:
     """Every (mode, tile) configuration on one LocalCluster of ``workers`` processes."""
     import dask
 
@@ -402,9 +424,9 @@ def _scaling_at(workers: int, graph, config: dict, folder: Path, echo: Echo) -> 
     rows = []
     with open_client("local", workers=workers, threads_per_worker=threads,
                      memory_limit=config["memory_limit"], dashboard=False) as client:  # fmt: skip
-        if has_gpus(client):
-            graph = dataclasses.replace(graph, resources={"GPU": 1})
-        with dask.config.set({"optimization.fuse.active": False} if graph.resources else {}):
+        resources = {"GPU": 1} if has_gpus(client) else None
+        graph = _scaling_graph(config, resources)
+        with dask.config.set({"optimization.fuse.active": False} if resources else {}):
             for tile in config["tiles"]:
                 timed: dict[int, list[float]] = {}  # canvas side -> seconds per iteration
                 for mode in config["modes"]:
@@ -452,14 +474,28 @@ def _time_iterations(graph, side: int, tile: int, config: dict, folder: Path) ->
     state = LevelState.create(path, content, content, plan, adam, dtype=config["dtype"])
     seconds = []
     try:
+        target = content_target(graph, state.content(), plan)
         for _ in range(steps):
             start = time.perf_counter()
-            loss, grad = graph.loss_and_grad(state.canvas(), state.content(), plan, targets)
+            loss, grad = graph.loss_and_grad(state.canvas(), target, plan, targets)
             state.advance(grad, loss)
             seconds.append(time.perf_counter() - start)
     finally:
         shutil.rmtree(path, ignore_errors=True)
     return seconds[config["warmup"] :]
+
+
+def content_target(graph, content, plan):
+    """The content argument of ``graph.loss_and_grad`` for a level: the content features
+    φ_O(o), computed once per level and held in memory, where the graph computes them apart
+    (:meth:`StyleGraph.content_features`), else the content image itself."""
+    import dask
+
+    features = getattr(graph, "content_features", None)
+    if features is None:
+        return content
+    (target,) = dask.persist(features(content, plan))
+    return target
 
 
 def _with_efficiency(rows: list[dict]) -> list[dict]:
@@ -497,6 +533,7 @@ def _plot_png(rows: list[dict], title: str) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
+    from matplotlib import ticker
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(15, 4.8), layout="constrained")
@@ -521,10 +558,13 @@ def _plot_png(rows: list[dict], title: str) -> bytes:
             ax.set_ylim(0, max(1.2, max(r["efficiency"] for r in rows) * 1.05))
         elif len(workers) > 1:
             ax.set_yscale("log")
+            ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.yaxis.set_minor_locator(ticker.NullLocator())
         if len(workers) > 1:
             ax.set_xscale("log", base=2)
         ax.set_xticks(workers, [str(w) for w in workers])
-        ax.minorticks_off()
+        ax.xaxis.set_minor_locator(ticker.NullLocator())
         ax.set_xlabel("workers")
         ax.set_title(label)
         ax.grid(True, alpha=0.3)

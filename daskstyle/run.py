@@ -1,7 +1,7 @@
 """A whole style-transfer run: resolution levels, on-disk state, resume, progress events.
 
-The run directory holds one zarr level state per level (:class:`daskstyle.optim.LevelState`),
-a preview PNG of each finished level, ``loss.csv`` and ``run.json`` (settings, network,
+The run directory holds one zarr level state per level (:class:`daskstyle.optim.LevelState`,
+with the level's content target φ_O computed once beside it), a preview PNG of each finished level, ``loss.csv`` and ``run.json`` (settings, network,
 weights checksum). Every step is committed atomically, so a run killed at any moment
 continues with ``resume=True`` and ends with the same image. The library never prints: it
 reports :class:`Event` objects to ``on_event``.
@@ -21,13 +21,15 @@ from pathlib import Path
 from typing import Callable
 
 import dask
+import dask.array as da
 import numpy as np
+import zarr
 
 from . import geometry, io, resize
 from .api import make_plan, style_graph
 from .errors import InputError
 from .graph import as_tiled
-from .optim import AdamSettings, LevelState
+from .optim import AdamSettings, LevelState, read_zarr
 
 EXAMPLE_CONTENT = Path(__file__).parent / "data" / "example_content.png"
 EXAMPLE_STYLE = Path(__file__).parent / "data" / "example_style.png"
@@ -177,10 +179,11 @@ def _run_level(level, levels, shape, content_image, style_image, previous, graph
                            graph.halo.align)  # fmt: skip
     style_level = resize.resize(style_image, style_shape, chunks=style_plan.tile)
     (targets,) = dask.compute(graph.normalised_grams(as_tiled(style_level, style_plan), style_plan))
+    target = _content_target(workdir / f"level{level}" / "content_target", graph, state, plan)
     on_event(LevelStarted(level, levels, shape, len(plan), state.step, settings.max_iters))
     while not state.done:
         start = time.perf_counter()
-        loss, grad = graph.loss_and_grad(state.canvas(), state.content(), plan, targets)
+        loss, grad = graph.loss_and_grad(state.canvas(), target, plan, targets)
         max_change, mean_change, loss = state.advance(grad, loss)
         on_event(Stepped(level, state.step, loss, max_change, mean_change, state.lr,
                          time.perf_counter() - start))  # fmt: skip
@@ -202,6 +205,20 @@ def _open_or_create_level(path, level, shape, plan, content_image, previous, set
     start = content_level if previous is None else resize.resize(previous, shape, chunks=plan.tile)
     adam = AdamSettings(tpc=settings.tpc, stop_condition=settings.stop, max_iters=settings.max_iters)
     return LevelState.create(path, content_level, start, plan, adam, dtype=settings.dtype)
+
+
+def _content_target(path: Path, graph, state: LevelState, plan) -> da.Array:
+    """φ_O of the level's content, computed once per level and kept on disk (written under a
+    temporary name and renamed when complete)."""
+    if not path.is_dir():
+        features = graph.content_features(state.content(), plan)
+        tmp = path.with_name(path.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        array = zarr.create_array(str(tmp), shape=features.shape, dtype=features.dtype,
+                                  chunks=features.chunksize, compressors=None)  # fmt: skip
+        da.store(features, array, lock=False)
+        os.replace(tmp, path)
+    return read_zarr(zarr.open_array(str(path), mode="r"), state.attrs["run_id"])
 
 
 def _style_shape(style: tuple[int, int], level_side: int, minimum: int) -> tuple[int, int]:
