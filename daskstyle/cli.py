@@ -73,6 +73,12 @@ def _bench(args: argparse.Namespace) -> None:
         bench.print_precision(args.size, args.network)
 
 
+def _pipeline(args: argparse.Namespace) -> None:
+    from .pipeline import run_pipeline
+
+    run_pipeline(args.file)
+
+
 def _weights_list(args: argparse.Namespace) -> None:
     from . import weights
 
@@ -95,6 +101,11 @@ def parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", parents=[common], help="paint CONTENT in the manner of STYLE")
     _add_run_options(run)
     run.set_defaults(run=_run)
+
+    pipeline = commands.add_parser("pipeline", parents=[common],
+                                   help="run a production or scaling study described by a TOML file")
+    pipeline.add_argument("file", help="pipeline file (.toml, see pipelines/README.md)")
+    pipeline.set_defaults(run=_pipeline)
 
     bench = commands.add_parser("bench", help="benchmarks that print figures")
     kinds = bench.add_subparsers(dest="kind", required=True)

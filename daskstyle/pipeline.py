@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import importlib.util
 import io as _io
 import math
 import os
@@ -180,10 +181,12 @@ def load(path: str | os.PathLike) -> dict:
     kind = raw.get("kind")
     if kind not in KINDS:
         what = "has no 'kind'" if kind is None else f"has kind = {kind!r}"
-        raise InputError(f"{path} {what}: say kind = \"production\" or kind = \"scaling\"")
+        raise InputError(f'{path} {what}: say kind = "production" or kind = "scaling"')
     config = _typed(raw, KINDS[kind], path, path.resolve().parent)
     if kind == "production":
-        config["cluster"] = _typed(config["cluster"], CLUSTER_KEYS, path, path.resolve().parent, "cluster.")
+        config["cluster"] = _typed(
+            config["cluster"], CLUSTER_KEYS, path, path.resolve().parent, "cluster."
+        )
         _check_production(config, path)
     else:
         _check_scaling(config, path)
@@ -236,7 +239,11 @@ def _check_common(config: dict, path: Path) -> None:
     if config["dtype"] not in DTYPES:
         _fail(path, "dtype", f"must be float32 or float64, not {config['dtype']!r}")
     if config.get("precision", "exact") not in PRECISIONS:
-        _fail(path, "precision", f"must be one of {', '.join(PRECISIONS)}, not {config['precision']!r}")
+        _fail(
+            path,
+            "precision",
+            f"must be one of {', '.join(PRECISIONS)}, not {config['precision']!r}",
+        )
 
 
 def _check_tile(path: Path, key: str, tile: int) -> None:
@@ -286,7 +293,13 @@ def _check_scaling(config: dict, path: Path) -> None:
     network = get_network(config["network"])
     for name in (config["content_layer"], *config["style_layers"]):
         if name not in network.layer_names:
-            _fail(path, "content_layer/style_layers", f"name {name!r}, not a layer of {network.name}")
+            _fail(
+                path, "content_layer/style_layers", f"name {name!r}, not a layer of {network.name}"
+            )
+    if importlib.util.find_spec("matplotlib") is None:
+        raise DaskstyleError(
+            f"{path}: a scaling study plots with matplotlib: pip install matplotlib"
+        )
     config["workers"] = sorted(set(config["workers"]))
     config["tiles"] = sorted(set(config["tiles"]))
     output = Path(config["output"])
@@ -395,7 +408,10 @@ def run_scaling(config: dict, echo: Echo = print) -> list[Path]:
         for workers in config["workers"]:
             rows += _scaling_at(workers, config, Path(folder), echo)
     rows = _with_efficiency(rows)
-    csv_path, png_path = output.with_name(output.name + ".csv"), output.with_name(output.name + ".png")
+    csv_path, png_path = (
+        output.with_name(output.name + ".csv"),
+        output.with_name(output.name + ".png"),
+    )
     _write_atomic(csv_path, _csv_text(rows).encode())
     _write_atomic(png_path, _plot_png(rows, _plot_title(graph, config)))
     echo(f"wrote {csv_path} and {png_path}")
@@ -420,28 +436,42 @@ def _scaling_at(workers: int, config: dict, folder: Path, echo: Echo) -> list[di
 
     from .cluster import has_gpus, open_client
 
-    threads = config["threads_per_worker"]
-    rows = []
-    with open_client("local", workers=workers, threads_per_worker=threads,
-                     memory_limit=config["memory_limit"], dashboard=False) as client:  # fmt: skip
+    with open_client(
+        "local",
+        workers=workers,
+        threads_per_worker=config["threads_per_worker"],
+        memory_limit=config["memory_limit"],
+        dashboard=False,
+    ) as client:
         resources = {"GPU": 1} if has_gpus(client) else None
         graph = _scaling_graph(config, resources)
         with dask.config.set({"optimization.fuse.active": False} if resources else {}):
-            for tile in config["tiles"]:
-                timed: dict[int, list[float]] = {}  # canvas side -> seconds per iteration
-                for mode in config["modes"]:
-                    side = config["canvas"] if mode == "strong" else weak_side(config["canvas"], workers)
-                    if side not in timed:  # strong and weak coincide at 1 worker: run once
-                        timed[side] = _time_iterations(graph, side, tile, config, folder)
-                    seconds = statistics.median(timed[side])
-                    tiles = _tile_count(side, tile)
-                    rows.append(dict(mode=mode, workers=workers, threads_per_worker=threads,
-                                     tile=tile, canvas=side, tiles_per_iteration=tiles,
-                                     iterations=len(timed[side]), seconds_per_iteration=seconds,
-                                     tiles_per_second=tiles / seconds))  # fmt: skip
-                    echo(f"{mode:>6} {workers:3d} workers x {threads} threads, tile {tile:5d}, "
-                         f"{side}x{side} px, {tiles:4d} tiles: {seconds:8.3f} s/iteration, "
-                         f"{tiles / seconds:8.2f} tiles/s")  # fmt: skip
+            return [
+                row
+                for tile in config["tiles"]
+                for row in _tile_rows(graph, workers, tile, config, folder, echo)
+            ]
+
+
+def _tile_rows(graph, workers: int, tile: int, config: dict, folder: Path, echo: Echo):
+    """A row per mode at one worker count and tile size (strong and weak are the same
+    configuration at one worker: it runs once)."""
+    timed: dict[int, list[float]] = {}  # canvas side -> seconds of each timed iteration
+    rows = []
+    for mode in config["modes"]:
+        side = config["canvas"] if mode == "strong" else weak_side(config["canvas"], workers)
+        if side not in timed:
+            timed[side] = _time_iterations(graph, side, tile, config, folder)
+        seconds, tiles = statistics.median(timed[side]), _tile_count(side, tile)
+        rows.append({
+            "mode": mode, "workers": workers, "threads_per_worker": config["threads_per_worker"],
+            "tile": tile, "canvas": side, "tiles_per_iteration": tiles,
+            "iterations": len(timed[side]), "seconds_per_iteration": seconds,
+            "tiles_per_second": tiles / seconds,
+        })  # fmt: skip
+        echo(f"{mode:>6} {workers:3d} workers x {config['threads_per_worker']} threads, "
+             f"tile {tile:5d}, {side}x{side} px, {tiles:4d} tiles: {seconds:8.3f} s/iteration, "
+             f"{tiles / seconds:8.2f} tiles/s")  # fmt: skip
     return rows
 
 
@@ -474,7 +504,7 @@ def _time_iterations(graph, side: int, tile: int, config: dict, folder: Path) ->
     state = LevelState.create(path, content, content, plan, adam, dtype=config["dtype"])
     seconds = []
     try:
-        target = content_target(graph, state.content(), plan)
+        target = run._content_target(path / "content_target", graph, state, plan)  # as run does
         for _ in range(steps):
             start = time.perf_counter()
             loss, grad = graph.loss_and_grad(state.canvas(), target, plan, targets)
@@ -483,19 +513,6 @@ def _time_iterations(graph, side: int, tile: int, config: dict, folder: Path) ->
     finally:
         shutil.rmtree(path, ignore_errors=True)
     return seconds[config["warmup"] :]
-
-
-def content_target(graph, content, plan):
-    """The content argument of ``graph.loss_and_grad`` for a level: the content features
-    φ_O(o), computed once per level and held in memory, where the graph computes them apart
-    (:meth:`StyleGraph.content_features`), else the content image itself."""
-    import dask
-
-    features = getattr(graph, "content_features", None)
-    if features is None:
-        return content
-    (target,) = dask.persist(features(content, plan))
-    return target
 
 
 def _with_efficiency(rows: list[dict]) -> list[dict]:
@@ -536,7 +553,7 @@ def _plot_png(rows: list[dict], title: str) -> bytes:
     from matplotlib import ticker
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(15, 4.8), layout="constrained")
+    figure = Figure(figsize=(15, 5.2), layout="constrained")
     axes = figure.subplots(1, 3)
     panels = (("seconds_per_iteration", "seconds per iteration"),
               ("tiles_per_second", "tiles per second"), ("efficiency", "efficiency"))  # fmt: skip
@@ -556,11 +573,14 @@ def _plot_png(rows: list[dict], title: str) -> bytes:
         if field == "efficiency":
             ax.axhline(1.0, color="grey", lw=0.8, ls=":")
             ax.set_ylim(0, max(1.2, max(r["efficiency"] for r in rows) * 1.05))
-        elif len(workers) > 1:
-            ax.set_yscale("log")
-            ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
-            ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-            ax.yaxis.set_minor_locator(ticker.NullLocator())
+        else:
+            values = [r[field] for r in rows]
+            if max(values) > 10 * min(values):  # a wide range: log scale, plain labels
+                ax.set_yscale("log")
+                ax.yaxis.set_major_formatter(ticker.LogFormatter())
+                ax.yaxis.set_minor_formatter(ticker.LogFormatter(minor_thresholds=(2, 0.5)))
+            else:
+                ax.set_ylim(0, max(values) * 1.1)
         if len(workers) > 1:
             ax.set_xscale("log", base=2)
         ax.set_xticks(workers, [str(w) for w in workers])
@@ -568,7 +588,9 @@ def _plot_png(rows: list[dict], title: str) -> bytes:
         ax.set_xlabel("workers")
         ax.set_title(label)
         ax.grid(True, alpha=0.3)
-    axes[0].legend(fontsize="small")
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 6),
+                  fontsize="small")  # fmt: skip
     figure.suptitle(title, fontsize="medium")
     buffer = _io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
