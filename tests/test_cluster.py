@@ -281,4 +281,4 @@ def test_network_tasks_run_only_on_workers_with_a_gpu(vgg19_state, images, monke
     with distributed.SpecCluster(workers=workers, scheduler=scheduler) as spec_cluster, distributed.Client(spec_cluster):
         daskstyle.loss_and_grad(canvas, content, style, tile=16, weights=vgg19_state,
                                 content_layer="relu2_1", style_layers=("relu1_1", "relu2_1"))  # fmt: skip
-    assert len(ran_on) == 20 + 20 + 42 and set(ran_on) == {"gpu"}  # statistics, gradients, style
+    assert len(ran_on) >= 20 + 20 + 42 + 20 and set(ran_on) == {"gpu"}  # stats, grads, style, content
