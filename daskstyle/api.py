@@ -6,13 +6,12 @@ import os
 from collections.abc import Mapping, Sequence
 
 import dask
-from dask.base import get_scheduler
 import numpy as np
+from dask.base import get_scheduler
 
 from . import geometry, kernels
 from .errors import InputError
 from .graph import StyleGraph, as_tiled
-from .weights import choose_network
 from .networks import (
     DEFAULT_CONTENT_LAYER,
     DEFAULT_STYLE_LAYERS,
@@ -23,6 +22,7 @@ from .networks import (
     resolve_weights,
     state_token,
 )
+from .weights import choose_network
 
 _DTYPES = {np.dtype(np.float32): "float32", np.dtype(np.float64): "float64"}
 

@@ -15,6 +15,7 @@ import resource
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import numpy as np
 
@@ -32,16 +33,6 @@ def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _random_weights(network_name: str, seed: int = 0):
-    import torch
-
-    from .networks import build_features, get_network
-
-    torch.manual_seed(seed)
-    network = get_network(network_name)
-    return build_features(network, len(network.layer_names) - 1).state_dict()
-
-
 def _images(size: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     canvas, content = rng.uniform(0, 255, (2, size, size, 3))
@@ -51,9 +42,10 @@ def _images(size: int, seed: int = 0):
 def _time_gradient(size: int, tile: int | None, dtype: str, network: str) -> dict:
     """In a child: one warm-up on a small canvas, then the timed evaluation."""
     from .api import loss_and_grad
+    from .networks import random_weights
 
     canvas, content, style = _images(size)
-    kw = dict(weights=_random_weights(network), dtype=np.dtype(dtype), network=network)
+    kw = dict(weights=random_weights(network), dtype=np.dtype(dtype), network=network)
     loss_and_grad(canvas[:64, :64], content[:64, :64], style[:64, :64], **kw)
     base = _peak_mib()
     start = time.perf_counter()
@@ -88,16 +80,17 @@ def _time_iteration(size: int, tile: int, network: str, steps: int, directory: s
 
     from .api import make_plan, style_graph
     from .graph import as_tiled
+    from .networks import random_weights
     from .optim import LevelState
+    from .run import content_target
 
     canvas, content, style = (da.from_array(x.astype(np.float32), chunks=(tile, tile, 3)) for x in _images(size))
-    graph = style_graph(network=network, weights=_random_weights(network))
+    graph = style_graph(network=network, weights=random_weights(network))
     plan = make_plan((size, size), tile, graph.halo.align)
     style_plan = make_plan(style.shape[:2], tile, graph.halo.align)
     (targets,) = da.compute(graph.normalised_grams(as_tiled(style, style_plan), style_plan))
     state = LevelState.create(directory, content, canvas, plan)
-    (target,) = da.compute(graph.content_features(state.content(), plan))  # once per level
-    target = da.from_array(target, chunks=(tile // 8, tile // 8, -1))
+    target = content_target(Path(directory) / "content_target", graph, state, plan)  # as run does
     results = []
     for _ in range(steps):
         start = time.perf_counter()
@@ -124,9 +117,9 @@ def _precision_errors(size: int, network: str, weights_path) -> list[tuple[str, 
     import torch
 
     from .api import loss_and_grad
-    from .networks import read_state_dict
+    from .networks import random_weights, read_state_dict
 
-    weights = read_state_dict(weights_path) if weights_path else _random_weights(network)
+    weights = read_state_dict(weights_path) if weights_path else random_weights(network)
     canvas, content, style = _images(size)
     kw = dict(network=network, weights=weights, tile=None)
     _, exact = loss_and_grad(canvas, content, style, dtype=np.float64, **kw)

@@ -131,7 +131,9 @@ def _local_cluster(workers, threads_per_worker, memory_limit, tls, dashboard) ->
         "threads_per_worker": threads_per_worker or max(1, CPU_COUNT // workers),
         "memory_limit": "auto" if memory_limit is None else memory_limit,
         "host": LOOPBACK,
-        "dashboard_address": f"{LOOPBACK}:{DASHBOARD_PORT}" if dashboard else None,
+        # without the dashboard the scheduler still serves /health: on a free port, not 8787
+        "dashboard_address": f"{LOOPBACK}:{DASHBOARD_PORT if dashboard else 0}",
+        "scheduler_kwargs": {"dashboard": dashboard},
         "security": _temporary_security() if tls else None,
     }
     if not gpus:
@@ -223,7 +225,7 @@ def _slurm_cluster(settings: dict, tls: bool = False, dashboard: bool = True):
     elif "host" not in scheduler:
         scheduler.setdefault("interface", interface)
     host = scheduler.get("host") or _interface_ip(scheduler["interface"])
-    scheduler.setdefault("dashboard_address", f"{host}:{DASHBOARD_PORT}" if dashboard else None)
+    scheduler.setdefault("dashboard_address", f"{host}:{DASHBOARD_PORT if dashboard else 0}")
     scheduler.setdefault("dashboard", dashboard)
     options = {"scheduler_options": scheduler}
     if tls:

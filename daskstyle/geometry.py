@@ -20,8 +20,10 @@ VGG-19's conv5_1 ``R = 70``, ``K_F = 80``, ``K = 160``; for conv4_2 alone ``40 +
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from itertools import accumulate
 
 CONV, RELU, POOL = "conv", "relu", "pool"
 
@@ -163,6 +165,18 @@ def plan_for_budget(shape: tuple[int, int], depth: int, max_padded_pixels: int) 
     if tile >= max(shape):
         return whole_image_plan(shape)
     return TilePlan(shape, tile)
+
+
+def block_cuts(sizes: Sequence[int], start: int, stop: int) -> tuple[range, list[slice]]:
+    """The chunks (of ``sizes`` along one axis) that ``[start, stop)`` touches, and the part
+    of each chunk inside it."""
+    edges = list(accumulate(sizes, initial=0))
+    if not 0 <= start < stop <= edges[-1]:
+        raise ValueError(f"[{start}, {stop}) is not inside an axis of {edges[-1]}")
+    chunks = range(bisect_right(edges, start) - 1, bisect_left(edges, stop))
+    return chunks, [
+        slice(max(start, edges[i]) - edges[i], min(stop, edges[i + 1]) - edges[i]) for i in chunks
+    ]
 
 
 def feature_crop(start: int, stop: int, origin: int, scale: int) -> slice:

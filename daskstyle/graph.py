@@ -1,9 +1,10 @@
 """Dask graphs of one style-transfer evaluation: the Gram pass and the gradient pass.
 
-Padded tiles are sliced from the chunked canvas (clipped at the image border, so edge tiles
-get no outer halo), which works for tiles of any size, also ones smaller than the halo
-(``map_overlap`` refuses those). The weights and the Gram errors are single graph keys that
-every tile task shares; partial Grams are summed by a tree reduction.
+Each tile task stitches its padded tile (clipped at the image border, so edge tiles get no
+outer halo) from the neighbouring chunks itself: one task per tile, for tiles of any size,
+also ones smaller than the halo (``map_overlap`` refuses those), and no chunk computed twice.
+The weights (scattered once on a cluster) and the Gram errors are single inputs that every
+tile task shares; partial Grams are summed by a tree reduction.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def tree_sum(items: list[Delayed], split_every: int) -> Delayed:
         raise ValueError("split_every must be at least 2")
     while len(items) > 1:
         items = [
-            dask.delayed(_sum)(*items[i : i + split_every]) for i in range(0, len(items), split_every)
+            dask.delayed(_sum)(*items[i : i + split_every])
+            for i in range(0, len(items), split_every)
         ]
     return items[0]
 
@@ -39,11 +41,42 @@ def _sum(*values):
     return reduce(operator.add, values)
 
 
-def padded_tiles(image: da.Array, plan: geometry.TilePlan, depth: int):
-    """(tile, origin, padded dask array) for each tile of ``plan`` read with ``depth`` halo."""
+@dataclass(frozen=True)
+class Blocks:
+    """A chunked (H, W, C) Dask array as a grid of delayed chunks (its graph optimised once),
+    from which tasks stitch the windows they need."""
+
+    grid: tuple[tuple[Delayed, ...], ...]
+    rows: tuple[int, ...]
+    cols: tuple[int, ...]
+
+    @classmethod
+    def of(cls, image: da.Array) -> Blocks:
+        image = image.rechunk({2: -1})
+        return cls(tuple(tuple(row[:, 0]) for row in image.to_delayed()), *image.chunks[:2])
+
+    def window(self, rows: slice, cols: slice) -> tuple:
+        """``image[rows, cols]`` as a task argument: (chunks, their cuts) for :func:`stitch`."""
+        row_chunks, row_cuts = geometry.block_cuts(self.rows, rows.start, rows.stop)
+        col_chunks, col_cuts = geometry.block_cuts(self.cols, cols.start, cols.stop)
+        chunks = [[self.grid[i][j] for j in col_chunks] for i in row_chunks]
+        return chunks, row_cuts, col_cuts
+
+
+def stitch(chunks: list[list[np.ndarray]], row_cuts: list[slice], col_cuts: list[slice]):
+    """The window that :meth:`Blocks.window` describes, from its computed chunks."""
+    rows = [
+        np.concatenate([chunk[r, c] for chunk, c in zip(row, col_cuts)], axis=1)
+        for row, r in zip(chunks, row_cuts)
+    ]
+    return rows[0] if len(rows) == 1 else np.concatenate(rows, axis=0)
+
+
+def padded_tiles(image: Blocks, plan: geometry.TilePlan, depth: int):
+    """(tile, origin, window) for each tile of ``plan`` read with a ``depth`` halo."""
     for tile in plan:
         rows, cols = tile.padded(depth, plan.shape)
-        yield tile, (rows.start, cols.start), image[rows, cols]
+        yield tile, (rows.start, cols.start), image.window(rows, cols)
 
 
 def as_tiled(image, plan: geometry.TilePlan) -> da.Array:
@@ -73,17 +106,21 @@ class StyleGraph:
     split_every: int = 8
     resources: dict | None = None
 
-    def _model_call(self, function, *args):
-        """A task running ``function(model, *args)``; it asks for ``resources`` (a GPU)."""
+    def _model_call(self, function, windows: list[tuple], *args):
+        """A task running ``function(model, *stitched windows, *args)``; it asks for
+        ``resources`` (a GPU)."""
         with dask.annotate(resources=self.resources) if self.resources else nullcontext():
-            return dask.delayed(_with_model)(function, self.spec, self.weights, *args)
+            return dask.delayed(_with_model)(function, self.spec, self.weights, windows, *args)
 
     def statistics(self, image: da.Array, plan: geometry.TilePlan) -> Delayed:
         """Raw Grams of the style layers over a whole image, tile by tile (forward only)."""
+        return self._statistics(Blocks.of(image), plan)
+
+    def _statistics(self, image: Blocks, plan: geometry.TilePlan) -> Delayed:
         layers = tuple(self.style_weights)
         parts = [
-            self._model_call(kernels.tile_statistics, tile_array, origin, _core(tile), layers)
-            for tile, origin, tile_array in padded_tiles(image, plan, self.halo.forward)
+            self._model_call(kernels.tile_statistics, [window], origin, _core(tile), layers)
+            for tile, origin, window in padded_tiles(image, plan, self.halo.forward)
         ]
         return tree_sum(parts, self.split_every)
 
@@ -113,10 +150,14 @@ class StyleGraph:
         scale = self.network.scale(self.content_layer)
         channels = self.network.channels(self.content_layer)
         rows: list[list[da.Array]] = [[] for _ in range(plan.grid[0])]
-        for tile, origin, tile_array in padded_tiles(content, plan, self.halo.forward):
-            cells = (tile.y1 // scale - tile.y0 // scale, tile.x1 // scale - tile.x0 // scale, channels)
+        for tile, origin, window in padded_tiles(Blocks.of(content), plan, self.halo.forward):
+            cells = (
+                tile.y1 // scale - tile.y0 // scale,
+                tile.x1 // scale - tile.x0 // scale,
+                channels,
+            )
             task = self._model_call(
-                kernels.tile_content_features, tile_array, origin, _core(tile), self.content_layer
+                kernels.tile_content_features, [window], origin, _core(tile), self.content_layer
             )
             rows[tile.row].append(da.from_delayed(task, cells, dtype=self.spec.dtype))
         return _assemble(rows)
@@ -128,26 +169,31 @@ class StyleGraph:
         Both are Dask arrays so that computing them together runs every tile task once.
         """
         terms = self.terms(plan.shape)
+        canvas, target = Blocks.of(canvas), Blocks.of(da.asarray(target))
         if len(plan) == 1:
-            result = self._model_call(kernels.whole_loss_and_grad, canvas, target, terms, targets)
+            everything = [slice(0, n) for n in plan.shape]
+            feature_cells = [slice(0, n) for n in (sum(target.rows), sum(target.cols))]
+            windows = [canvas.window(*everything), target.window(*feature_cells)]
+            result = self._model_call(kernels.whole_loss_and_grad, windows, terms, targets)
             grad = da.from_delayed(result[1], (*plan.shape, 3), dtype=self.spec.dtype)
             return _scalar(result[0]), grad.rechunk((*plan.chunks, 3))
-        stats = self.statistics(canvas, plan)
+        stats = self._statistics(canvas, plan)
         errors = dask.delayed(_errors)(stats, targets, terms)
         scale = self.network.scale(self.content_layer)
         rows: list[list[da.Array]] = [[] for _ in range(plan.grid[0])]
         squared_errors = []
-        for tile, origin, canvas_tile in padded_tiles(canvas, plan, self.halo.total):
+        for tile, origin, canvas_window in padded_tiles(canvas, plan, self.halo.total):
             rows_px, cols_px = tile.padded(self.halo.total, plan.shape)
-            target_tile = target[rows_px.start // scale : rows_px.stop // scale,
-                                 cols_px.start // scale : cols_px.stop // scale]  # fmt: skip
-            result = self._model_call(
-                kernels.tile_gradient, canvas_tile, target_tile, origin, _core(tile), terms, errors
-            )
+            target_window = target.window(slice(rows_px.start // scale, rows_px.stop // scale),
+                                          slice(cols_px.start // scale, cols_px.stop // scale))  # fmt: skip
+            result = self._model_call(kernels.tile_gradient, [canvas_window, target_window],
+                                      origin, _core(tile), terms, errors)  # fmt: skip
             shape = (tile.y1 - tile.y0, tile.x1 - tile.x0, 3)
             rows[tile.row].append(da.from_delayed(result[0], shape, dtype=self.spec.dtype))
             squared_errors.append(result[1])
-        loss = dask.delayed(_total_loss)(tree_sum(squared_errors, self.split_every), stats, targets, terms)
+        loss = dask.delayed(_total_loss)(
+            tree_sum(squared_errors, self.split_every), stats, targets, terms
+        )
         return _scalar(loss), _assemble(rows)
 
 
@@ -160,8 +206,8 @@ def _scalar(value: Delayed) -> da.Array:
     return da.from_delayed(value, (), dtype=np.float64)
 
 
-def _with_model(function, spec, weights: Mapping, *args):
-    return function(kernels.get_model(spec, weights), *args)
+def _with_model(function, spec, weights: Mapping, windows: list[tuple], *args):
+    return function(kernels.get_model(spec, weights), *(stitch(*w) for w in windows), *args)
 
 
 def _core(tile: geometry.Tile) -> tuple[int, int, int, int]:

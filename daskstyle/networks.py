@@ -161,6 +161,13 @@ def build_features(network: Network, depth: int) -> nn.Sequential:
     return nn.Sequential(*layers[: depth + 1])
 
 
+def random_weights(name: str, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Seeded random weights of a whole network (for exactness checks and benchmarks)."""
+    torch.manual_seed(seed)
+    network = get_network(name)
+    return build_features(network, len(network.layer_names) - 1).state_dict()
+
+
 def features_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The ``features`` part of a state_dict, keyed as in ``nn.Sequential`` (``"0.weight"``)."""
     prefixed = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}

@@ -346,11 +346,11 @@ def _weights_file(config: dict):
         return
     import torch
 
-    from .bench import _random_weights
+    from .networks import random_weights
 
     with tempfile.TemporaryDirectory(prefix="daskstyle-weights-") as folder:
         path = Path(folder) / f"{config['network']}-random-seed{config['seed']}.pth"
-        torch.save(_random_weights(config["network"], config["seed"]), path)
+        torch.save(random_weights(config["network"], config["seed"]), path)
         yield path
 
 
@@ -392,9 +392,9 @@ def weak_side(canvas: int, workers: int) -> int:
 def run_scaling(config: dict, echo: Echo = print) -> list[Path]:
     """Run the checked scaling ``config`` (see :func:`load`); write and return CSV and PNG."""
     if config["weights"] == RANDOM:
-        from .bench import _random_weights
+        from .networks import random_weights
 
-        config = {**config, "weights": _random_weights(config["network"], config["seed"])}
+        config = {**config, "weights": random_weights(config["network"], config["seed"])}
     graph = _scaling_graph(config)
     echo(f"scaling: {graph.network.name} {', '.join(graph.spec.layers)}, halo {graph.halo.total} px, "
          f"{config['iterations']} timed iterations after {config['warmup']} warm-up")  # fmt: skip
@@ -504,7 +504,7 @@ def _time_iterations(graph, side: int, tile: int, config: dict, folder: Path) ->
     state = LevelState.create(path, content, content, plan, adam, dtype=config["dtype"])
     seconds = []
     try:
-        target = run._content_target(path / "content_target", graph, state, plan)  # as run does
+        target = run.content_target(path / "content_target", graph, state, plan)  # as run does
         for _ in range(steps):
             start = time.perf_counter()
             loss, grad = graph.loss_and_grad(state.canvas(), target, plan, targets)

@@ -159,7 +159,8 @@ def _prepare_workdir(workdir: Path, record: dict, resume: bool) -> None:
             return
         if not earlier.get("finished"):
             raise InputError(
-                f"{workdir} holds an unfinished run: continue it with --resume, or delete it"
+                f"{workdir} holds an unfinished run: continue it with --resume (resume = true in a "
+                "pipeline), or delete it"
             )
         shutil.rmtree(workdir)
     elif resume:
@@ -179,7 +180,7 @@ def _run_level(level, levels, shape, content_image, style_image, previous, graph
                            graph.halo.align)  # fmt: skip
     style_level = resize.resize(style_image, style_shape, chunks=style_plan.tile)
     (targets,) = dask.compute(graph.normalised_grams(as_tiled(style_level, style_plan), style_plan))
-    target = _content_target(workdir / f"level{level}" / "content_target", graph, state, plan)
+    target = content_target(workdir / f"level{level}" / "content_target", graph, state, plan)
     on_event(LevelStarted(level, levels, shape, len(plan), state.step, settings.max_iters))
     while not state.done:
         start = time.perf_counter()
@@ -207,7 +208,7 @@ def _open_or_create_level(path, level, shape, plan, content_image, previous, set
     return LevelState.create(path, content_level, start, plan, adam, dtype=settings.dtype)
 
 
-def _content_target(path: Path, graph, state: LevelState, plan) -> da.Array:
+def content_target(path: Path, graph, state: LevelState, plan) -> da.Array:
     """φ_O of the level's content, computed once per level and kept on disk (written under a
     temporary name and renamed when complete)."""
     if not path.is_dir():

@@ -35,7 +35,7 @@ import numpy as np
 
 from daskstyle import kernels, run
 from daskstyle.api import make_plan, style_graph
-from daskstyle.bench import _random_weights
+from daskstyle.networks import random_weights
 from daskstyle.cluster import open_client
 from daskstyle.graph import as_tiled
 from daskstyle.optim import AdamSettings, LevelState
@@ -70,7 +70,7 @@ def tile_seconds(core: int) -> tuple[float, float, int]:
     import torch
 
     torch.set_num_threads(1)
-    graph = style_graph(network=NETWORK, weights=_random_weights(NETWORK, 0))
+    graph = style_graph(network=NETWORK, weights=random_weights(NETWORK, 0))
     model = kernels.get_model(graph.spec, graph.weights.compute())
     halo = graph.halo
     terms = graph.terms((4 * core, 4 * core))
@@ -111,7 +111,7 @@ class _Count(dask.callbacks.Callback):
 def null_iterations(tiles: int, client, warmup: int, timed: int, folder: str) -> tuple[float, int]:
     """Median seconds of a null-kernel iteration on a canvas of ``tiles`` tiles; tasks run."""
     side = round(tiles**0.5) * NULL_CORE
-    graph = style_graph(network=NETWORK, weights=_random_weights(NETWORK, 0), halo=NULL_HALO)
+    graph = style_graph(network=NETWORK, weights=random_weights(NETWORK, 0), halo=NULL_HALO)
     plan = make_plan((side, side), NULL_CORE, graph.halo.align)
     assert len(plan) == tiles
     style = np.random.default_rng(1).uniform(0, 255, (64, 64, 3)).astype(np.float32)
@@ -123,7 +123,7 @@ def null_iterations(tiles: int, client, warmup: int, timed: int, folder: str) ->
           mock.patch.object(kernels, "tile_gradient", null_gradient)):  # fmt: skip
         (targets,) = dask.compute(graph.normalised_grams(as_tiled(style, style_plan), style_plan))
         state = LevelState.create(f"{folder}/level-{tiles}", content, content, plan, adam)
-        target = run._content_target(
+        target = run.content_target(
             Path(folder) / f"target-{tiles}", graph, state, plan
         )  # once per level
         seconds, tasks = [], []

@@ -276,9 +276,25 @@ def test_network_tasks_run_only_on_workers_with_a_gpu(vgg19_state, images, monke
         "gpu": {"cls": distributed.Worker, "options": {"nthreads": 1, "resources": {"GPU": 1}}},
         "cpu": {"cls": distributed.Worker, "options": {"nthreads": 2}},
     }
-    scheduler = {"cls": distributed.Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": None}}
+    scheduler = {
+        "cls": distributed.Scheduler,
+        "options": {"host": "127.0.0.1", "dashboard_address": None},
+    }
     canvas, content, style = images(64, 80)
-    with distributed.SpecCluster(workers=workers, scheduler=scheduler) as spec_cluster, distributed.Client(spec_cluster):
+    with (
+        distributed.SpecCluster(workers=workers, scheduler=scheduler) as spec_cluster,
+        distributed.Client(spec_cluster),
+    ):
         daskstyle.loss_and_grad(canvas, content, style, tile=16, weights=vgg19_state,
                                 content_layer="relu2_1", style_layers=("relu1_1", "relu2_1"))  # fmt: skip
-    assert len(ran_on) >= 20 + 20 + 42 + 20 and set(ran_on) == {"gpu"}  # stats, grads, style, content
+    assert len(ran_on) == 20 + 20 + 42 + 20 and set(ran_on) == {
+        "gpu"
+    }  # stats, grads, style, content: once each
+
+
+def test_without_dashboard_no_fixed_port_is_taken():
+    before = listening()
+    with open_client("local", workers=1, threads_per_worker=1, dashboard=False) as client:
+        ports = {port for _, _, port in listening() - before}
+        assert cluster.DASHBOARD_PORT not in ports, ports
+        tiny_sum(client)

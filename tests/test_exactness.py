@@ -20,7 +20,7 @@ SHALLOW_REF = dict(content_index=6, style_indices=(1, 6))
 @pytest.fixture
 def count_tiles(monkeypatch):
     """Counts the tiles that really ran in each pass (synchronous scheduler)."""
-    calls = {"tile_gradient": 0, "tile_statistics": 0}
+    calls = {"tile_gradient": 0, "tile_statistics": 0, "tile_content_features": 0}
 
     def counting(original):
         def wrapper(*args, **kwargs):
@@ -36,20 +36,30 @@ def count_tiles(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "shape, tile, n_tiles",
+    "shape, tile, n_tiles, content_tiles",
     [
-        ((200, 264), None, 0),  # untiled path: one forward, one backward
-        ((200, 264), 144, 4),
-        ((200, 264), 112, 6),
-        ((177, 131), 48, 12),
-        ((177, 131), 16, 108),  # tiles far smaller than nothing but the shallow halo
+        ((200, 264), None, 0, 1),  # untiled path: one forward, one backward
+        ((200, 264), 144, 4, 4),
+        ((200, 264), 112, 6, 6),
+        ((177, 131), 48, 12, 12),
+        # tiles far smaller than the shallow halo; the last row's 1-px tiles have no relu2_1 cell
+        ((177, 131), 16, 108, 99),
     ],
 )
-def test_shallow_float64_equals_autograd(vgg19, vgg19_state, images, count_tiles, shape, tile, n_tiles):
+def test_shallow_float64_equals_autograd(
+    vgg19, vgg19_state, images, count_tiles, shape, tile, n_tiles, content_tiles
+):
     canvas, content, style = images(*shape)
     weights = dict(content_weight=2.0, style_weight=30.0, style_layer_weights=[0.5, 2.0])
     loss, grad = daskstyle.loss_and_grad(
-        canvas, content, style, tile=tile, weights=vgg19_state, dtype=np.float64, **SHALLOW, **weights
+        canvas,
+        content,
+        style,
+        tile=tile,
+        weights=vgg19_state,
+        dtype=np.float64,
+        **SHALLOW,
+        **weights,
     )
     ref_loss, ref_grad = reference.loss_and_grad(
         vgg19.features, canvas, content, style, content_weight=2.0, style_weight=30.0,
@@ -59,6 +69,7 @@ def test_shallow_float64_equals_autograd(vgg19, vgg19_state, images, count_tiles
     assert count_tiles == {
         "tile_gradient": n_tiles,
         "tile_statistics": style_tiles + n_tiles,  # each tile once: no pass ran twice
+        "tile_content_features": content_tiles,  # not once per neighbour that reads its halo
     }
     assert grad.shape == canvas.shape and grad.dtype == np.float64
     assert relative_error(grad, ref_grad) < 1e-9
@@ -91,7 +102,9 @@ def test_deep_float64_equals_autograd_and_needs_the_whole_halo(vgg19, vgg19_stat
 @pytest.mark.slow
 def test_deep_float32_equals_float32_autograd(vgg19, vgg19_state, images, count_tiles):
     canvas, content, style = images(336, 464, style_shape=(200, 144))
-    ref_loss, ref_grad = reference.loss_and_grad(vgg19.features, canvas, content, style, dtype=torch.float32)
+    ref_loss, ref_grad = reference.loss_and_grad(
+        vgg19.features, canvas, content, style, dtype=torch.float32
+    )
     loss, grad = daskstyle.loss_and_grad(canvas, content, style, tile=176, weights=vgg19_state)
     assert count_tiles["tile_gradient"] == 6
     assert grad.dtype == np.float32
@@ -139,9 +152,16 @@ def test_same_numbers_on_synchronous_threads_and_two_process_cluster(vgg19_state
     for scheduler in ("synchronous", "threads"):
         with dask.config.set(scheduler=scheduler):
             results[scheduler] = daskstyle.loss_and_grad(canvas, content, style, **kw)
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
-    ) as cluster, distributed.Client(cluster) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         results["cluster"] = daskstyle.loss_and_grad(canvas, content, style, **kw)
         ran_on = client.run(lambda: len(__import__("daskstyle.kernels").kernels._models))
     assert sum(ran_on.values()) >= 1

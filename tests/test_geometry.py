@@ -1,6 +1,9 @@
+import dask
+import dask.array as da
+import numpy as np
 import pytest
 
-from daskstyle import geometry
+from daskstyle import geometry, graph
 from daskstyle.networks import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, get_network
 
 VGG19 = get_network("vgg19")
@@ -25,7 +28,14 @@ def test_shallow_layers_have_small_halos():
 
 def test_vgg_layer_names_match_torchvision_indices():
     names = VGG19.layer_names
-    expected = {"relu1_1": 1, "relu2_1": 6, "relu3_1": 11, "relu4_1": 20, "relu4_2": 22, "relu5_1": 29}
+    expected = {
+        "relu1_1": 1,
+        "relu2_1": 6,
+        "relu3_1": 11,
+        "relu4_1": 20,
+        "relu4_2": 22,
+        "relu5_1": 29,
+    }
     assert {name: names.index(name) for name in expected} == expected
 
 
@@ -74,3 +84,27 @@ def test_levels_double_from_r0_and_end_exactly_at_full_size():
     ]  # fmt: skip
     assert geometry.level_shapes((300, 200), 512) == [(300, 200)]
     assert geometry.level_shapes((1024, 1024), 512) == [(512, 512), (1024, 1024)]
+
+
+def test_block_cuts_name_the_chunks_a_window_touches():
+    assert geometry.block_cuts((4, 4, 4), 2, 6) == (range(0, 2), [slice(2, 4), slice(0, 2)])
+    assert geometry.block_cuts((4, 0, 4), 4, 8) == (
+        range(2, 3),
+        [slice(0, 4)],
+    )  # empty chunk skipped
+    assert geometry.block_cuts((4, 4, 4), 0, 12)[0] == range(0, 3)
+    with pytest.raises(ValueError, match="not inside"):
+        geometry.block_cuts((4, 4), 3, 9)
+
+
+def test_stitched_windows_equal_numpy_slices():
+    image = np.random.default_rng(0).uniform(size=(50, 37, 3))
+    blocks = graph.Blocks.of(da.from_array(image, chunks=((7, 0, 20, 23), (16, 16, 5), 3)))
+    for rows, cols in [
+        (slice(0, 50), slice(0, 37)),
+        (slice(5, 30), slice(15, 17)),
+        (slice(27, 28), slice(36, 37)),
+    ]:
+        chunks, row_cuts, col_cuts = blocks.window(rows, cols)
+        (computed,) = dask.compute(chunks)
+        np.testing.assert_array_equal(graph.stitch(computed, row_cuts, col_cuts), image[rows, cols])
