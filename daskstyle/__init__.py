@@ -3,5 +3,5 @@
 from .api import loss_and_grad, style_graph
 from .errors import DaskstyleError, InputError, WeightsError
 
-__all__ = ["loss_and_grad", "style_graph", "DaskstyleError", "InputError", "WeightsError"]
+__all__ = ["DaskstyleError", "InputError", "WeightsError", "loss_and_grad", "style_graph"]
 __version__ = "0.1.0"

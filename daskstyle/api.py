@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 
 import dask
@@ -56,7 +57,9 @@ def _style_weights(layers: Sequence[str], weights, style_weight: float) -> dict[
     elif isinstance(weights, Mapping):
         unknown = set(weights) - set(layers)
         if unknown:
-            raise InputError(f"style_layer_weights name layers not in style_layers: {sorted(unknown)}")
+            raise InputError(
+                f"style_layer_weights name layers not in style_layers: {sorted(unknown)}"
+            )
         weights = [weights.get(name, 0.0) for name in layers]
     if len(weights) != len(layers):
         raise InputError(f"{len(weights)} style layer weights given for {len(layers)} style layers")
@@ -87,7 +90,9 @@ def style_graph(
     network task asks of a distributed scheduler, e.g. ``{"GPU": 1}``.
     """
     if precision not in kernels.PRECISIONS:
-        raise InputError(f"precision must be one of {', '.join(kernels.PRECISIONS)}, not {precision!r}")
+        raise InputError(
+            f"precision must be one of {', '.join(kernels.PRECISIONS)}, not {precision!r}"
+        )
     net = get_network(choose_network(network, weights=weights))
     style_layers = tuple(style_layers)
     if not style_layers:
@@ -168,12 +173,16 @@ def loss_and_grad(
 
 
 def _shared(state: Mapping, name: str):
-    """The weights as one graph input shared by all tasks: on a distributed cluster scattered
-    to every worker once (not sent with each iteration's graph), else a single graph key."""
+    """The weights as one graph input shared by all tasks. On a distributed cluster they are
+    persisted once (not sent with each iteration's graph) as a task, not scattered data: the
+    scheduler keeps its spec, so it recomputes the weights if the worker holding them dies."""
+    weights = dask.delayed(state, name=name, traverse=False)
     client = _client()
     if client is None:
-        return dask.delayed(state, name=name, traverse=False)
-    return client.scatter([state], broadcast=True, hash=False)[0]
+        return weights
+    with warnings.catch_warnings():  # sending them once is the point: no advice wanted
+        warnings.filterwarnings("ignore", "Sending large graph", UserWarning)
+        return client.persist(weights)
 
 
 def _client():

@@ -56,7 +56,9 @@ def _time_gradient(size: int, tile: int | None, dtype: str, network: str) -> dic
 def print_gradient(size: int, tiles, dtype: str, network: str, echo=print) -> None:
     """Untiled, then each tile size: seconds, ratio to untiled, peak RSS."""
     echo(f"loss and gradient, {network} to relu5_1, {size}x{size} canvas, {dtype}, random weights")
-    echo(f"{'tiles':>10} {'seconds':>9} {'vs untiled':>11} {'peak RSS MiB':>13} {'(after import)':>15}")
+    echo(
+        f"{'tiles':>10} {'seconds':>9} {'vs untiled':>11} {'peak RSS MiB':>13} {'(after import)':>15}"
+    )
     baseline = None
     for tile in (None, *tiles):
         r = _in_child(_time_gradient, size, tile, dtype, network)
@@ -74,7 +76,8 @@ def print_networks(size: int, networks, echo=print) -> None:
         echo(f"{network:>10} {r['seconds']:7.2f} s per iteration   peak RSS {r['peak']:6.0f} MiB")
 
 
-def _time_iteration(size: int, tile: int, network: str, steps: int, directory: str) -> list[dict]:
+def _time_iteration(size: int, tile: int, network: str, steps: int, directory: str,
+                    precision: str = "exact") -> list[dict]:  # fmt: skip
     """In a child: a level of ``size``² on disk, then ``steps`` timed iterations."""
     import dask.array as da
 
@@ -84,8 +87,10 @@ def _time_iteration(size: int, tile: int, network: str, steps: int, directory: s
     from .optim import LevelState
     from .run import content_target
 
-    canvas, content, style = (da.from_array(x.astype(np.float32), chunks=(tile, tile, 3)) for x in _images(size))
-    graph = style_graph(network=network, weights=random_weights(network))
+    canvas, content, style = (
+        da.from_array(x.astype(np.float32), chunks=(tile, tile, 3)) for x in _images(size)
+    )
+    graph = style_graph(network=network, weights=random_weights(network), precision=precision)
     plan = make_plan((size, size), tile, graph.halo.align)
     style_plan = make_plan(style.shape[:2], tile, graph.halo.align)
     (targets,) = da.compute(graph.normalised_grams(as_tiled(style, style_plan), style_plan))
@@ -101,15 +106,26 @@ def _time_iteration(size: int, tile: int, network: str, steps: int, directory: s
     return results
 
 
-def print_iteration(size: int, tile: int, network: str, steps: int = 2, echo=print) -> None:
+def print_iteration(size: int, tile: int, network: str, steps: int = 2, precision: str = "exact",
+                    echo=print) -> None:  # fmt: skip
     """Whole iterations on an on-disk level; the first includes the learning-rate pass."""
-    echo(f"{size}x{size} canvas, {tile}-px tiles, {network}, float32, zarr state on disk")
+    echo(f"{size}x{size} canvas, {tile}-px tiles, {network}, float32 ({precision}), "
+         f"zarr state on disk, {_device_name()}")  # fmt: skip
+    megapixels = size * size / 1e6
     with tempfile.TemporaryDirectory(prefix="daskstyle-bench-") as directory:
-        for r in _in_child(_time_iteration, size, tile, network, steps, directory):
-            echo(f"step {r['step']}: {r['tiles']} tiles, {r['seconds']:7.1f} s, "
+        for r in _in_child(_time_iteration, size, tile, network, steps, directory, precision):
+            echo(f"step {r['step']}: {r['tiles']} tiles, {r['seconds']:7.1f} s "
+                 f"({r['seconds'] / megapixels:6.2f} s/MP), "
                  f"peak RSS so far {r['peak'] / 1024:5.2f} GiB")  # fmt: skip
     untiled = UNTILED_BYTES_PER_PIXEL * size * size / 2**30
     echo(f"untiled, the activations alone would need about {untiled:.1f} GiB")
+
+
+def _device_name() -> str:
+    """The device the tile kernels run on in this process's children."""
+    import torch
+
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
 
 
 def _precision_errors(size: int, network: str, weights_path) -> list[tuple[str, float]]:

@@ -68,7 +68,7 @@ def _bench(args: argparse.Namespace) -> None:
     elif args.kind == "networks":
         bench.print_networks(args.size, args.networks)
     elif args.kind == "iteration":
-        bench.print_iteration(args.size, args.tile, args.network, args.steps)
+        bench.print_iteration(args.size, args.tile, args.network, args.steps, args.precision)
     else:
         bench.print_precision(args.size, args.network)
 
@@ -102,37 +102,68 @@ def parser() -> argparse.ArgumentParser:
     _add_run_options(run)
     run.set_defaults(run=_run)
 
-    pipeline = commands.add_parser("pipeline", parents=[common],
-                                   help="run a production or scaling study described by a TOML file")
+    pipeline = commands.add_parser(
+        "pipeline",
+        parents=[common],
+        help="run a production or scaling study described by a TOML file",
+    )
     pipeline.add_argument("file", help="pipeline file (.toml, see pipelines/README.md)")
     pipeline.set_defaults(run=_pipeline)
 
     bench = commands.add_parser("bench", help="benchmarks that print figures")
     kinds = bench.add_subparsers(dest="kind", required=True)
-    gradient = kinds.add_parser("gradient", parents=[common], help="untiled vs tiled: seconds, ratio, peak RSS")
-    gradient.add_argument("--size", type=int, default=1024, help="canvas side in px (default 1024)")
-    gradient.add_argument("--tiles", type=int, nargs="+", default=[256, 512, 1024], help="core tile sizes")
-    gradient.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    gradient.add_argument("--network", default="vgg19")
-    networks = kinds.add_parser("networks", parents=[common], help="seconds per iteration of each network")
-    networks.add_argument("--size", type=int, default=512)
-    networks.add_argument("--networks", nargs="+", default=["vgg19", "vgg16", "hed-vgg16"])
-    iteration = kinds.add_parser("iteration", parents=[common], help="whole iterations on disk: seconds, RSS")
-    iteration.add_argument("--size", type=int, default=2048)
-    iteration.add_argument("--tile", type=int, default=512)
-    iteration.add_argument("--steps", type=int, default=2)
-    iteration.add_argument("--network", default="vgg19")
-    precision = kinds.add_parser("precision", parents=[common], help="gradient error of float32/TF32/bf16 vs float64")
-    precision.add_argument("--size", type=int, default=256)
-    precision.add_argument("--network", default="hed-vgg16")
+    options = {"parents": [common], "formatter_class": argparse.ArgumentDefaultsHelpFormatter}
+    names = ["vgg19", "vgg16", "hed-vgg16"]
+    gradient = kinds.add_parser(
+        "gradient", help="untiled vs tiled: seconds, ratio, peak RSS", **options
+    )
+    gradient.add_argument("--size", type=int, default=1024, help="canvas side in px")
+    gradient.add_argument(
+        "--tiles", type=int, nargs="+", default=[256, 512, 1024], help="core tile sizes"
+    )
+    gradient.add_argument(
+        "--dtype", choices=["float32", "float64"], default="float32", help="arithmetic"
+    )
+    gradient.add_argument(
+        "--network", choices=names, default="vgg19", help="layer list (random weights)"
+    )
+    networks = kinds.add_parser("networks", help="seconds per iteration of each network", **options)
+    networks.add_argument("--size", type=int, default=512, help="canvas side in px (untiled)")
+    networks.add_argument(
+        "--networks", nargs="+", choices=names, default=names, help="networks to time"
+    )
+    iteration = kinds.add_parser(
+        "iteration", help="whole iterations on disk: seconds, RSS", **options
+    )
+    iteration.add_argument("--size", type=int, default=2048, help="canvas side in px")
+    iteration.add_argument("--tile", type=int, default=512, help="core tile size")
+    iteration.add_argument(
+        "--steps", type=int, default=2, help="timed iterations (Gram, gradient, Adam)"
+    )
+    iteration.add_argument(
+        "--network", choices=names, default="vgg19", help="layer list (random weights)"
+    )
+    iteration.add_argument("--precision", choices=["exact", "tf32", "bf16"], default="exact",
+                           help="network arithmetic (tf32 and bf16 pay off on GPUs)")  # fmt: skip
+    precision = kinds.add_parser(
+        "precision", help="gradient error of float32/TF32/bf16 vs float64", **options
+    )
+    precision.add_argument("--size", type=int, default=256, help="canvas side in px")
+    precision.add_argument(
+        "--network", choices=names, default="hed-vgg16", help="network (real weights where present)"
+    )
     for kind in (gradient, networks, iteration, precision):
         kind.set_defaults(run=_bench)
 
     weights = commands.add_parser("weights", help="list or download network weights")
     actions = weights.add_subparsers(dest="action", required=True)
-    listing = actions.add_parser("list", parents=[common], help="each network's weights: present? where?")
+    listing = actions.add_parser(
+        "list", parents=[common], help="each network's weights: present? where?"
+    )
     listing.set_defaults(run=_weights_list)
-    download = actions.add_parser("download", parents=[common], help="fetch, verify and cache a network's weights")
+    download = actions.add_parser(
+        "download", parents=[common], help="fetch, verify and cache a network's weights"
+    )
     download.add_argument("name", help="vgg19, vgg16 or hed-vgg16")
     download.set_defaults(run=_weights_download)
     return top
@@ -144,38 +175,102 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     d = Settings()
     run.add_argument("content", nargs="?", help="content image (PNG, JPEG, TIFF/BigTIFF)")
     run.add_argument("style", nargs="?", help="style image, any size")
-    run.add_argument("-o", "--output", required=True, help="result: .tif (tiled BigTIFF), .png or .jpg")
+    run.add_argument(
+        "-o", "--output", required=True, help="result: .tif (tiled BigTIFF), .png or .jpg"
+    )
     run.add_argument("--example", action="store_true", help="use the built-in example pictures")
-    run.add_argument("--r0", type=int, default=d.r0,
-                     help=f"long side of the first level; each next level doubles it (default {d.r0})")
-    run.add_argument("--tile", type=int, default=d.tile,
-                     help=f"core tile side in px, a multiple of 16; larger is faster but needs more memory (default {d.tile})")
-    run.add_argument("--max-iters", type=int, default=d.max_iters, help=f"Adam steps per level at most (default {d.max_iters})")
-    run.add_argument("--tpc", type=float, default=d.tpc,
-                     help=f"largest pixel change of a level's first step on 0-255; sets the learning rate (default {d.tpc})")
-    run.add_argument("--stop", type=float, default=d.stop,
-                     help=f"a level ends when a step's mean pixel change falls below this (default {d.stop})")
-    run.add_argument("--content-weight", type=float, default=d.content_weight, help=f"(default {d.content_weight})")
-    run.add_argument("--style-weight", type=float, default=d.style_weight, help=f"(default {d.style_weight})")
-    run.add_argument("--network", default=d.network, choices=["vgg19", "vgg16", "hed-vgg16"],
-                     help="network (default: vgg19 if its weights are present, else hed-vgg16)")
-    run.add_argument("--weights", help="weights file (.pth state_dict) overriding the network's default")
-    run.add_argument("--dtype", choices=["float32", "float64"], default=d.dtype,
-                     help=f"arithmetic and on-disk state (default {d.dtype}; float64 is ~4x slower)")
-    run.add_argument("--pyramid", action="store_true", help="add reduced resolutions to a TIFF output for viewers")
-    run.add_argument("--workdir", help="run directory for the on-disk state (default: OUTPUT.daskstyle next to the output)")
-    run.add_argument("--resume", action="store_true", help="continue the unfinished run in the run directory")
-    run.add_argument("--precision", choices=["exact", "tf32", "bf16"], default=d.precision,
-                     help="network arithmetic on GPUs: exact (default), tf32, or bf16 autocast; "
-                          "`daskstyle bench precision` measures their gradient error")
-    run.add_argument("--cluster", "--scheduler", default="threads",
-                     help="where tiles run: threads (default), sync, local (a LocalCluster on "
-                          "127.0.0.1, one worker per GPU with dask-cuda), slurm (dask-jobqueue), "
-                          "or a scheduler address tcp://HOST:PORT / tls://... / scheduler file .json")
+    run.add_argument(
+        "--r0",
+        type=int,
+        default=d.r0,
+        help=f"long side of the first level; each next level doubles it (default {d.r0})",
+    )
+    run.add_argument(
+        "--tile",
+        type=int,
+        default=d.tile,
+        help=f"core tile side in px, a multiple of 16; larger is faster but needs more memory (default {d.tile})",
+    )
+    run.add_argument(
+        "--max-iters",
+        type=int,
+        default=d.max_iters,
+        help=f"Adam steps per level at most (default {d.max_iters})",
+    )
+    run.add_argument(
+        "--tpc",
+        type=float,
+        default=d.tpc,
+        help=f"largest pixel change of a level's first step on 0-255; sets the learning rate (default {d.tpc})",
+    )
+    run.add_argument(
+        "--stop",
+        type=float,
+        default=d.stop,
+        help=f"a level ends when a step's mean pixel change falls below this (default {d.stop})",
+    )
+    run.add_argument(
+        "--content-weight",
+        type=float,
+        default=d.content_weight,
+        help=f"(default {d.content_weight})",
+    )
+    run.add_argument(
+        "--style-weight", type=float, default=d.style_weight, help=f"(default {d.style_weight})"
+    )
+    run.add_argument(
+        "--network",
+        default=d.network,
+        choices=["vgg19", "vgg16", "hed-vgg16"],
+        help="network (default: vgg19 if its weights are present, else hed-vgg16)",
+    )
+    run.add_argument(
+        "--weights", help="weights file (.pth state_dict) overriding the network's default"
+    )
+    run.add_argument(
+        "--dtype",
+        choices=["float32", "float64"],
+        default=d.dtype,
+        help=f"arithmetic and on-disk state (default {d.dtype}; float64 is ~4x slower)",
+    )
+    run.add_argument(
+        "--pyramid",
+        action="store_true",
+        help="add reduced resolutions to a TIFF output for viewers",
+    )
+    run.add_argument(
+        "--workdir",
+        help="run directory for the on-disk state (default: OUTPUT.daskstyle next to the output)",
+    )
+    run.add_argument(
+        "--resume", action="store_true", help="continue the unfinished run in the run directory"
+    )
+    run.add_argument(
+        "--precision",
+        choices=["exact", "tf32", "bf16"],
+        default=d.precision,
+        help="network arithmetic on GPUs: exact (default), tf32, or bf16 autocast; "
+        "`daskstyle bench precision` measures their gradient error",
+    )
+    run.add_argument(
+        "--cluster",
+        "--scheduler",
+        default="threads",
+        help="where tiles run: threads (default), sync, local (a LocalCluster on "
+        "127.0.0.1, one worker per GPU with dask-cuda), slurm (dask-jobqueue), "
+        "or a scheduler address tcp://HOST:PORT / tls://... / scheduler file .json",
+    )
     run.add_argument("--workers", type=int, help="worker processes of a local cluster")
     run.add_argument("--jobs", type=int, help="SLURM jobs (default: adapt to the work)")
-    run.add_argument("--slurm-config", help="dask-jobqueue YAML (default cluster/slurm.yaml or $DASKSTYLE_SLURM_CONFIG)")
-    run.add_argument("--tls", action="store_true", help="encrypt scheduler/worker traffic (temporary certificates)")
+    run.add_argument(
+        "--slurm-config",
+        help="dask-jobqueue YAML (default cluster/slurm.yaml or $DASKSTYLE_SLURM_CONFIG)",
+    )
+    run.add_argument(
+        "--tls",
+        action="store_true",
+        help="encrypt scheduler/worker traffic (temporary certificates)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

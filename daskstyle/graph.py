@@ -3,7 +3,7 @@
 Each tile task stitches its padded tile (clipped at the image border, so edge tiles get no
 outer halo) from the neighbouring chunks itself: one task per tile, for tiles of any size,
 also ones smaller than the halo (``map_overlap`` refuses those), and no chunk computed twice.
-The weights (scattered once on a cluster) and the Gram errors are single inputs that every
+The weights (persisted once on a cluster) and the Gram errors are single inputs that every
 tile task shares; partial Grams are summed by a tree reduction.
 """
 
@@ -19,7 +19,6 @@ import dask
 import dask.array as da
 import numpy as np
 from dask.delayed import Delayed
-from distributed import Future
 
 from . import geometry, kernels
 from .networks import Network
@@ -101,7 +100,7 @@ class StyleGraph:
     content_weight: float
     style_weights: dict[str, float]
     spec: kernels.ModelSpec
-    weights: Delayed | Future
+    weights: Delayed  # persisted on a cluster
     halo: geometry.Halo
     split_every: int = 8
     resources: dict | None = None
@@ -184,8 +183,8 @@ class StyleGraph:
         squared_errors = []
         for tile, origin, canvas_window in padded_tiles(canvas, plan, self.halo.total):
             rows_px, cols_px = tile.padded(self.halo.total, plan.shape)
-            target_window = target.window(slice(rows_px.start // scale, rows_px.stop // scale),
-                                          slice(cols_px.start // scale, cols_px.stop // scale))  # fmt: skip
+            cells = [slice(px.start // scale, px.stop // scale) for px in (rows_px, cols_px)]
+            target_window = target.window(*cells)
             result = self._model_call(kernels.tile_gradient, [canvas_window, target_window],
                                       origin, _core(tile), terms, errors)  # fmt: skip
             shape = (tile.y1 - tile.y0, tile.x1 - tile.x0, 3)

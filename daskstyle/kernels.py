@@ -94,7 +94,9 @@ def _to_torch(image: np.ndarray, model: FeatureNet) -> torch.Tensor:
     return tensor.to(device=model.mean.device, dtype=model.mean.dtype)
 
 
-def _crop(feature: torch.Tensor, scale: int, origin: tuple[int, int], core: tuple[int, int, int, int]):
+def _crop(
+    feature: torch.Tensor, scale: int, origin: tuple[int, int], core: tuple[int, int, int, int]
+):
     y0, y1, x0, x1 = core
     rows = geometry.feature_crop(y0, y1, origin[0], scale)
     cols = geometry.feature_crop(x0, x1, origin[1], scale)
@@ -112,13 +114,17 @@ class Statistics:
     grams: dict[str, np.ndarray] = field(default_factory=dict)
     tiles: int = 0
 
-    def __add__(self, other: "Statistics") -> "Statistics":
-        grams = {k: self.grams[k] + other.grams[k] for k in self.grams} if self.grams else other.grams
+    def __add__(self, other: Statistics) -> Statistics:
+        grams = (
+            {k: self.grams[k] + other.grams[k] for k in self.grams} if self.grams else other.grams
+        )
         return Statistics(grams, self.tiles + other.tiles)
 
 
 @torch.no_grad()
-def tile_statistics(model: FeatureNet, tile: np.ndarray, origin: tuple[int, int], core, layers) -> Statistics:
+def tile_statistics(
+    model: FeatureNet, tile: np.ndarray, origin: tuple[int, int], core, layers
+) -> Statistics:
     """Partial Grams of the style ``layers`` over the core of one tile."""
     features = model(_to_torch(tile, model))
     grams = {}
@@ -166,14 +172,20 @@ def _grad_to_numpy(image: torch.Tensor, core, origin) -> np.ndarray:
 
 
 @torch.no_grad()
-def tile_content_features(model: FeatureNet, tile: np.ndarray, origin, core, layer: str) -> np.ndarray:
+def tile_content_features(
+    model: FeatureNet, tile: np.ndarray, origin, core, layer: str
+) -> np.ndarray:
     """φ_O(o) on the core of one content tile, as (cells, cells, C): the content target."""
     feature = model(_to_torch(tile, model), until=layer)[layer]
-    return _crop(feature, model.network.scale(layer), origin, core)[0].permute(1, 2, 0).cpu().numpy()
+    return (
+        _crop(feature, model.network.scale(layer), origin, core)[0].permute(1, 2, 0).cpu().numpy()
+    )
 
 
 def _target(target: np.ndarray, like: torch.Tensor) -> torch.Tensor:
-    return torch.as_tensor(np.ascontiguousarray(target), device=like.device, dtype=like.dtype).permute(2, 0, 1)[None]
+    return torch.as_tensor(
+        np.ascontiguousarray(target), device=like.device, dtype=like.dtype
+    ).permute(2, 0, 1)[None]
 
 
 def tile_gradient(model, canvas_tile, target, origin, core, terms: LossTerms, errors):
@@ -202,7 +214,10 @@ def whole_loss_and_grad(model, canvas, target, terms: LossTerms, targets_hat):
     for name in terms.style_weights:
         phi = _flat(features[name])
         grams_hat[name] = phi @ phi.T / terms.cells[name]
-    targets = {k: torch.as_tensor(v, device=image.device, dtype=image.dtype) for k, v in targets_hat.items()}
+    targets = {
+        k: torch.as_tensor(v, device=image.device, dtype=image.dtype)
+        for k, v in targets_hat.items()
+    }
     loss = terms.content((features[terms.content_layer] - _target(target, image)).square().sum())
     loss = loss + terms.style(grams_hat, targets)
     loss.backward()

@@ -122,7 +122,9 @@ def get_network(name: str) -> Network:
     try:
         return NETWORKS[name]
     except KeyError:
-        raise WeightsError(f"unknown network {name!r}; choose one of {', '.join(NETWORKS)}") from None
+        raise WeightsError(
+            f"unknown network {name!r}; choose one of {', '.join(NETWORKS)}"
+        ) from None
 
 
 def cache_dir() -> Path:
@@ -156,7 +158,10 @@ def build_features(network: Network, depth: int) -> nn.Sequential:
         if item == "M":
             layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
         else:
-            layers += [nn.Conv2d(in_channels, item, kernel_size=3, padding=1), nn.ReLU(inplace=False)]
+            layers += [
+                nn.Conv2d(in_channels, item, kernel_size=3, padding=1),
+                nn.ReLU(inplace=False),
+            ]
             in_channels = item
     return nn.Sequential(*layers[: depth + 1])
 
@@ -188,7 +193,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
-def load_weights(module: nn.Sequential, state: Mapping[str, torch.Tensor], network: Network, origin: str) -> None:
+def load_weights(
+    module: nn.Sequential, state: Mapping[str, torch.Tensor], network: Network, origin: str
+) -> None:
     """Copy ``state`` into ``module`` (a truncated ``features``), or say why it does not fit."""
     wanted = module.state_dict()
     state = features_state(state)
@@ -204,7 +211,9 @@ def load_weights(module: nn.Sequential, state: Mapping[str, torch.Tensor], netwo
     module.load_state_dict({k: state[k] for k in wanted})
 
 
-def resolve_weights(network: Network, weights: str | os.PathLike | Mapping | None) -> tuple[str, Mapping | Path]:
+def resolve_weights(
+    network: Network, weights: str | os.PathLike | Mapping | None
+) -> tuple[str, Mapping | Path]:
     """Find the weights to use: given ones, ``$DASKSTYLE_WEIGHTS``, or the network's default
     file. Returns a description of the origin and a path or state_dict."""
     if isinstance(weights, Mapping):

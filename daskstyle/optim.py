@@ -8,12 +8,14 @@ has finished. So a retried task recomputes the same chunk from unchanged inputs,
 kill at any moment the attributes name a complete, consistent state: redoing the step from
 there gives bit-identical results (given a deterministic gradient).
 
-The per-chunk update takes its array module from the chunk (NumPy, or CuPy for CuPy chunks).
+The per-chunk update runs with CuPy in a process that sees a CUDA GPU (and has CuPy), else
+with NumPy; the chunks come from and go back to zarr on the host either way.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +40,19 @@ def array_module(*arrays):
     except ImportError:
         return np
     return cupy.get_array_module(*arrays)
+
+
+@functools.cache
+def update_module():
+    """The array module of this process's Adam updates: CuPy where a CUDA GPU is visible."""
+    try:
+        import cupy
+
+        if cupy.cuda.runtime.getDeviceCount() > 0:
+            return cupy
+    except (ImportError, RuntimeError):  # no CuPy, no CUDA driver, no device: NumPy
+        pass
+    return np
 
 
 def moments_chunk(grad, m, v, beta1: float = BETA1, beta2: float = BETA2):
@@ -109,13 +124,13 @@ def _host(x):
 
 
 def _adam_block(param, grad, m, v, step, lr, beta1, beta2, eps):
-    xp = array_module(grad)
+    xp = update_module()
     arrays = [xp.asarray(a) for a in (param, grad, m, v)]
     return _host(xp.stack(adam_chunk(*arrays, step, lr, beta1, beta2, eps)))
 
 
 def _moments_block(grad, m, v, beta1, beta2):
-    xp = array_module(grad)
+    xp = update_module()
     return _host(
         xp.stack(moments_chunk(xp.asarray(grad), xp.asarray(m), xp.asarray(v), beta1, beta2))
     )

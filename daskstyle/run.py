@@ -1,8 +1,8 @@
 """A whole style-transfer run: resolution levels, on-disk state, resume, progress events.
 
 The run directory holds one zarr level state per level (:class:`daskstyle.optim.LevelState`,
-with the level's content target φ_O computed once beside it), a preview PNG of each finished level, ``loss.csv`` and ``run.json`` (settings, network,
-weights checksum). Every step is committed atomically, so a run killed at any moment
+with the level's content target φ_O computed once beside it), a preview PNG of each finished
+level, ``loss.csv`` and ``run.json`` (settings, network, weights checksum). Every step is committed atomically, so a run killed at any moment
 continues with ``resume=True`` and ends with the same image. The library never prints: it
 reports :class:`Event` objects to ``on_event``.
 """
@@ -16,9 +16,9 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import dask
 import dask.array as da
@@ -155,7 +155,9 @@ def _prepare_workdir(workdir: Path, record: dict, resume: bool) -> None:
             changed = [k for k in ("settings", "network", "weights_digest", "content", "style")
                        if earlier.get(k) != record[k]]  # fmt: skip
             if changed:
-                raise InputError(f"cannot resume {workdir}: {', '.join(changed)} differ from its run")
+                raise InputError(
+                    f"cannot resume {workdir}: {', '.join(changed)} differ from its run"
+                )
             return
         if not earlier.get("finished"):
             raise InputError(
@@ -204,7 +206,9 @@ def _open_or_create_level(path, level, shape, plan, content_image, previous, set
             pass  # killed while it was being created: create it again
     content_level = resize.resize(content_image, shape, chunks=plan.tile)
     start = content_level if previous is None else resize.resize(previous, shape, chunks=plan.tile)
-    adam = AdamSettings(tpc=settings.tpc, stop_condition=settings.stop, max_iters=settings.max_iters)
+    adam = AdamSettings(
+        tpc=settings.tpc, stop_condition=settings.stop, max_iters=settings.max_iters
+    )
     return LevelState.create(path, content_level, start, plan, adam, dtype=settings.dtype)
 
 

@@ -124,7 +124,7 @@ def network_of_state(state: Mapping[str, torch.Tensor]) -> str | None:
 
     HED's converted files carry ``side.*`` keys; vgg16 and vgg19 differ in where their
     convolutions sit in ``features``."""
-    keys = {k[len("features.") :] if k.startswith("features.") else k: v for k, v in state.items()}
+    keys = {k.removeprefix("features."): v for k, v in state.items()}
     if "side.fuse.weight" in state:
         return hed.NAME
     if getattr(keys.get("16.weight"), "ndim", 0) == 4:

@@ -35,9 +35,9 @@ import numpy as np
 
 from daskstyle import kernels, run
 from daskstyle.api import make_plan, style_graph
-from daskstyle.networks import random_weights
 from daskstyle.cluster import open_client
 from daskstyle.graph import as_tiled
+from daskstyle.networks import random_weights
 from daskstyle.optim import AdamSettings, LevelState
 
 NETWORK = "vgg19"

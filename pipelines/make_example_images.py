@@ -18,7 +18,9 @@ def content(width=384, height=256) -> Image.Image:
     draw = ImageDraw.Draw(image)
     for y in range(height):  # sky gradient
         t = y / height
-        draw.line([(0, y), (width, y)], fill=(int(90 + 120 * t), int(150 + 70 * t), int(235 - 20 * t)))
+        draw.line(
+            [(0, y), (width, y)], fill=(int(90 + 120 * t), int(150 + 70 * t), int(235 - 20 * t))
+        )
     draw.ellipse([290, 30, 340, 80], fill=(255, 225, 120))
     draw.polygon([(0, 170), (70, 95), (150, 160), (230, 80), (330, 165), (384, 120), (384, 256), (0, 256)],
                  fill=(70, 120, 70))  # fmt: skip
@@ -45,7 +47,9 @@ def style(size=256, strokes=2600, seed=7) -> Image.Image:
         x, y = rng.uniform(0, size), rng.uniform(0, size)
         color = rng.choice(palette)
         for _ in range(6):  # a stroke follows a swirling flow field
-            angle = math.sin(x / 23) * 2 + math.cos(y / 17) * 2 + math.atan2(y - size / 2, x - size / 2)
+            angle = (
+                math.sin(x / 23) * 2 + math.cos(y / 17) * 2 + math.atan2(y - size / 2, x - size / 2)
+            )
             nx, ny = x + 5 * math.cos(angle), y + 5 * math.sin(angle)
             draw.line([(x, y), (nx, ny)], fill=color, width=3)
             x, y = nx, ny

@@ -25,7 +25,11 @@ def images():
     """A canvas, a content image and a style image of another size, for a canvas size."""
 
     def make(height, width, style_shape=(112, 96)):
-        return random_image(height, width, 1), random_image(height, width, 2), random_image(*style_shape, 3)
+        return (
+            random_image(height, width, 1),
+            random_image(height, width, 2),
+            random_image(*style_shape, 3),
+        )
 
     return make
 

@@ -33,9 +33,19 @@ def _gram_hat(feature):
     return phi @ phi.T / phi.shape[1]
 
 
-def loss_and_grad(features, canvas, content, style, *, dtype=torch.float64,
-                  content_index=VGG19_CONTENT, style_indices=VGG19_STYLE,
-                  content_weight=1.0, style_weight=1.0, layer_weights=None):
+def loss_and_grad(
+    features,
+    canvas,
+    content,
+    style,
+    *,
+    dtype=torch.float64,
+    content_index=VGG19_CONTENT,
+    style_indices=VGG19_STYLE,
+    content_weight=1.0,
+    style_weight=1.0,
+    layer_weights=None,
+):
     """Loss and d loss / d canvas of the whole image, by torch autograd."""
     features = copy.deepcopy(features).to(dtype).requires_grad_(False)
     for layer in features:
@@ -54,7 +64,9 @@ def loss_and_grad(features, canvas, content, style, *, dtype=torch.float64,
     loss = content_weight * (phi_o - target).square().sum() / (2 * phi_o[0].numel())
     for w, i in zip(layer_weights, style_indices):
         channels = feats[i].shape[1]
-        loss = loss + style_weight * w * (targets[i] - _gram_hat(feats[i])).square().sum() / (4 * channels**2)
+        loss = loss + style_weight * w * (targets[i] - _gram_hat(feats[i])).square().sum() / (
+            4 * channels**2
+        )
     loss.backward()
     return loss.item(), image.grad.numpy()
 

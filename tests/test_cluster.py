@@ -285,11 +285,10 @@ def test_network_tasks_run_only_on_workers_with_a_gpu(vgg19_state, images, monke
         distributed.SpecCluster(workers=workers, scheduler=scheduler) as spec_cluster,
         distributed.Client(spec_cluster),
     ):
-        daskstyle.loss_and_grad(canvas, content, style, tile=16, weights=vgg19_state,
-                                content_layer="relu2_1", style_layers=("relu1_1", "relu2_1"))  # fmt: skip
-    assert len(ran_on) == 20 + 20 + 42 + 20 and set(ran_on) == {
-        "gpu"
-    }  # stats, grads, style, content: once each
+        layers = {"content_layer": "relu2_1", "style_layers": ("relu1_1", "relu2_1")}
+        daskstyle.loss_and_grad(canvas, content, style, tile=16, weights=vgg19_state, **layers)
+    assert set(ran_on) == {"gpu"}
+    assert len(ran_on) == 20 + 20 + 42 + 20  # stats, gradients, style, content: each tile once
 
 
 def test_without_dashboard_no_fixed_port_is_taken():

@@ -65,7 +65,9 @@ def test_weights_of_another_architecture(images, tmp_path):
     path = tmp_path / "vgg16.pth"
     torch.save(torchvision.models.vgg16(weights=None).state_dict(), path)
     with pytest.raises(WeightsError, match="do not fit vgg19"):
-        daskstyle.loss_and_grad(*images(48, 64), weights=path, network="vgg19")  # vgg16 and vgg19 part at conv3_4
+        daskstyle.loss_and_grad(
+            *images(48, 64), weights=path, network="vgg19"
+        )  # vgg16 and vgg19 part at conv3_4
     with pytest.raises(WeightsError, match="missing"):
         run(images, {"classifier.0.weight": torch.zeros(2)})
 
@@ -82,7 +84,9 @@ def test_weights_of_another_architecture(images, tmp_path):
 def test_bad_image_shapes(vgg19_state, canvas_shape, content_shape, match):
     style = np.zeros((32, 32, 3))
     with pytest.raises(InputError, match=match):
-        daskstyle.loss_and_grad(np.zeros(canvas_shape), np.zeros(content_shape), style, weights=vgg19_state)
+        daskstyle.loss_and_grad(
+            np.zeros(canvas_shape), np.zeros(content_shape), style, weights=vgg19_state
+        )
 
 
 @pytest.mark.parametrize("tile", [24, 8, 0, 33.0])

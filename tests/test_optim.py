@@ -218,3 +218,25 @@ def test_incomplete_or_missing_state_is_refused(tmp_path):
     state.group.attrs.put({})
     with pytest.raises(InputError, match="create it again"):
         LevelState.open(tmp_path / "level")
+
+
+@pytest.mark.parametrize("devices, expected", [(1, "cupy"), (0, "numpy"), (RuntimeError, "numpy")])
+def test_adam_updates_run_on_cupy_where_a_gpu_is_visible(monkeypatch, devices, expected):
+    import sys
+    import types
+
+    from daskstyle import optim
+
+    def device_count():
+        if devices is RuntimeError:
+            raise RuntimeError("no CUDA driver")
+        return devices
+
+    fake = types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=types.SimpleNamespace()))
+    fake.cuda.runtime.getDeviceCount = device_count
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    optim.update_module.cache_clear()
+    try:
+        assert optim.update_module() is (fake if expected == "cupy" else np)
+    finally:
+        optim.update_module.cache_clear()

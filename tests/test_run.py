@@ -100,9 +100,13 @@ def test_resume_after_kill_gives_the_same_image(pictures, weights_file, tmp_path
     assert not killed.exists()
     again = subprocess.run(_cli(pictures, weights_file, killed), capture_output=True, text=True)
     assert again.returncode == 1 and "--resume" in again.stderr
-    subprocess.run(_cli(pictures, weights_file, killed, "--resume"), check=True, capture_output=True)
+    subprocess.run(
+        _cli(pictures, weights_file, killed, "--resume"), check=True, capture_output=True
+    )
     assert np.array_equal(read_image(killed).compute(), read_image(reference).compute())
-    assert np.array_equal(run.final_canvas(workdir), run.final_canvas(run.default_workdir(reference)))
+    assert np.array_equal(
+        run.final_canvas(workdir), run.final_canvas(run.default_workdir(reference))
+    )
 
 
 def _steps_done(workdir, level):
@@ -122,18 +126,24 @@ def _steps_done(workdir, level):
         (["-o", "out.png"], "--example"),
     ],
 )
-def test_cli_bad_input_is_one_line_and_writes_nothing(pictures, tmp_path, monkeypatch, capsys, args, message):
+def test_cli_bad_input_is_one_line_and_writes_nothing(
+    pictures, tmp_path, monkeypatch, capsys, args, message
+):
     monkeypatch.chdir(pictures[0].parent)
     out = args[args.index("-o") + 1]
     assert cli.main(["run", *args, "--network", "vgg19", "--weights", "none.pth"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("daskstyle: error:") and message in err
-    assert not os.path.exists(out) and not os.path.exists(run.default_workdir(pictures[0].parent / out))
+    assert not os.path.exists(out) and not os.path.exists(
+        run.default_workdir(pictures[0].parent / out)
+    )
 
 
 def test_content_too_small(tmp_path, weights_file):
     tiny = tmp_path / "tiny.png"
     Image.new("RGB", (12, 40)).save(tiny)
     with pytest.raises(run.InputError, match="too small"):
-        run.transfer(tiny, tiny, tmp_path / "out.png", settings=run.Settings(**SMALL), weights=weights_file)
+        run.transfer(
+            tiny, tiny, tmp_path / "out.png", settings=run.Settings(**SMALL), weights=weights_file
+        )
     assert list(tmp_path.iterdir()) == [tiny]

