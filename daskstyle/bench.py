@@ -99,7 +99,7 @@ def _time_iteration(size: int, tile: int, network: str, steps: int, directory: s
     results = []
     for _ in range(steps):
         start = time.perf_counter()
-        loss, grad = graph.loss_and_grad(state.canvas(), target, plan, targets)
+        loss, grad = graph.loss_and_grad(state.canvas_store(), target, plan, targets)
         state.advance(grad, loss)
         results.append(dict(step=state.step, seconds=time.perf_counter() - start, peak=_peak_mib(),
                             tiles=len(plan)))  # fmt: skip

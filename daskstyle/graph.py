@@ -1,8 +1,9 @@
 """Dask graphs of one style-transfer evaluation: the Gram pass and the gradient pass.
 
-Each tile task stitches its padded tile (clipped at the image border, so edge tiles get no
-outer halo) from the neighbouring chunks itself: one task per tile, for tiles of any size,
-also ones smaller than the halo (``map_overlap`` refuses those), and no chunk computed twice.
+Each tile task reads its own padded tile (clipped at the image border, so edge tiles get no
+outer halo): straight from the zarr store of an on-disk canvas, or stitched from the
+neighbouring chunks of a Dask array. One task per tile, for tiles of any size, also ones
+smaller than the halo (``map_overlap`` refuses those), and no chunk computed twice.
 The weights (persisted once on a cluster) and the Gram errors are single inputs that every
 tile task shares; partial Grams are summed by a tree reduction.
 """
@@ -18,6 +19,7 @@ from functools import reduce
 import dask
 import dask.array as da
 import numpy as np
+import zarr
 from dask.delayed import Delayed
 
 from . import geometry, kernels
@@ -41,9 +43,38 @@ def _sum(*values):
 
 
 @dataclass(frozen=True)
+class ChunkWindow:
+    """A window of a chunked image as a task argument: the chunks it touches (Delayed in the
+    graph, arrays in the task) and the part of each inside the window."""
+
+    chunks: list[list]
+    row_cuts: list[slice]
+    col_cuts: list[slice]
+
+    def read(self) -> np.ndarray:
+        rows = [
+            np.concatenate([chunk[r, c] for chunk, c in zip(row, self.col_cuts)], axis=1)
+            for row, r in zip(self.chunks, self.row_cuts)
+        ]
+        return rows[0] if len(rows) == 1 else np.concatenate(rows, axis=0)
+
+
+@dataclass(frozen=True)
+class StoreWindow:
+    """A window that the task using it reads straight from a zarr array."""
+
+    array: zarr.Array
+    rows: slice
+    cols: slice
+
+    def read(self) -> np.ndarray:
+        return self.array[self.rows, self.cols]
+
+
+@dataclass(frozen=True)
 class Blocks:
-    """A chunked (H, W, C) Dask array as a grid of delayed chunks (its graph optimised once),
-    from which tasks stitch the windows they need."""
+    """A chunked (H, W, C) Dask array as a grid of delayed chunks (its graph optimised once):
+    a task gets the chunks its window touches, each chunk computed once for all tasks."""
 
     grid: tuple[tuple[Delayed, ...], ...]
     rows: tuple[int, ...]
@@ -54,24 +85,40 @@ class Blocks:
         image = image.rechunk({2: -1})
         return cls(tuple(tuple(row[:, 0]) for row in image.to_delayed()), *image.chunks[:2])
 
-    def window(self, rows: slice, cols: slice) -> tuple:
-        """``image[rows, cols]`` as a task argument: (chunks, their cuts) for :func:`stitch`."""
+    @property
+    def shape(self) -> tuple[int, int]:
+        return sum(self.rows), sum(self.cols)
+
+    def window(self, rows: slice, cols: slice) -> ChunkWindow:
         row_chunks, row_cuts = geometry.block_cuts(self.rows, rows.start, rows.stop)
         col_chunks, col_cuts = geometry.block_cuts(self.cols, cols.start, cols.stop)
         chunks = [[self.grid[i][j] for j in col_chunks] for i in row_chunks]
-        return chunks, row_cuts, col_cuts
+        return ChunkWindow(chunks, row_cuts, col_cuts)
 
 
-def stitch(chunks: list[list[np.ndarray]], row_cuts: list[slice], col_cuts: list[slice]):
-    """The window that :meth:`Blocks.window` describes, from its computed chunks."""
-    rows = [
-        np.concatenate([chunk[r, c] for chunk, c in zip(row, col_cuts)], axis=1)
-        for row, r in zip(chunks, row_cuts)
-    ]
-    return rows[0] if len(rows) == 1 else np.concatenate(rows, axis=0)
+@dataclass(frozen=True)
+class Store:
+    """A zarr array that tasks read their windows from themselves: no chunk tasks and no
+    transfers between workers, which all see the store (the run directory)."""
+
+    array: zarr.Array
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.array.shape[:2])
+
+    def window(self, rows: slice, cols: slice) -> StoreWindow:
+        return StoreWindow(self.array, rows, cols)
 
 
-def padded_tiles(image: Blocks, plan: geometry.TilePlan, depth: int):
+def source(image) -> Blocks | Store:
+    """Where tile tasks read ``image`` (zarr, Dask or NumPy, H x W x C) from."""
+    if isinstance(image, zarr.Array):
+        return Store(image)
+    return Blocks.of(da.asarray(image))
+
+
+def padded_tiles(image: Blocks | Store, plan: geometry.TilePlan, depth: int):
     """(tile, origin, window) for each tile of ``plan`` read with a ``depth`` halo."""
     for tile in plan:
         rows, cols = tile.padded(depth, plan.shape)
@@ -105,17 +152,17 @@ class StyleGraph:
     split_every: int = 8
     resources: dict | None = None
 
-    def _model_call(self, function, windows: list[tuple], *args):
-        """A task running ``function(model, *stitched windows, *args)``; it asks for
-        ``resources`` (a GPU)."""
+    def _model_call(self, function, windows: list, *args):
+        """A task running ``function(model, *(w.read() for w in windows), *args)``; it asks
+        for ``resources`` (a GPU)."""
         with dask.annotate(resources=self.resources) if self.resources else nullcontext():
             return dask.delayed(_with_model)(function, self.spec, self.weights, windows, *args)
 
-    def statistics(self, image: da.Array, plan: geometry.TilePlan) -> Delayed:
+    def statistics(self, image, plan: geometry.TilePlan) -> Delayed:
         """Raw Grams of the style layers over a whole image, tile by tile (forward only)."""
-        return self._statistics(Blocks.of(image), plan)
+        return self._statistics(source(image), plan)
 
-    def _statistics(self, image: Blocks, plan: geometry.TilePlan) -> Delayed:
+    def _statistics(self, image: Blocks | Store, plan: geometry.TilePlan) -> Delayed:
         layers = tuple(self.style_weights)
         parts = [
             self._model_call(kernels.tile_statistics, [window], origin, _core(tile), layers)
@@ -143,13 +190,13 @@ class StyleGraph:
             channels={name: self.network.channels(name) for name in layers},
         )
 
-    def content_features(self, content: da.Array, plan: geometry.TilePlan) -> da.Array:
+    def content_features(self, content, plan: geometry.TilePlan) -> da.Array:
         """φ_O(o), the content target, over the whole image: (H_O, W_O, C_O), one chunk per
         tile (forward only, exact through the forward halo). Compute it once per level."""
         scale = self.network.scale(self.content_layer)
         channels = self.network.channels(self.content_layer)
         rows: list[list[da.Array]] = [[] for _ in range(plan.grid[0])]
-        for tile, origin, window in padded_tiles(Blocks.of(content), plan, self.halo.forward):
+        for tile, origin, window in padded_tiles(source(content), plan, self.halo.forward):
             cells = (
                 tile.y1 // scale - tile.y0 // scale,
                 tile.x1 // scale - tile.x0 // scale,
@@ -161,18 +208,17 @@ class StyleGraph:
             rows[tile.row].append(da.from_delayed(task, cells, dtype=self.spec.dtype))
         return _assemble(rows)
 
-    def loss_and_grad(self, canvas: da.Array, target: da.Array, plan: geometry.TilePlan, targets):
+    def loss_and_grad(self, canvas, target, plan: geometry.TilePlan, targets):
         """Loss (a 0-d Dask array) and gradient (chunked like ``plan``) of a canvas, given
         the content target ``target`` (:meth:`content_features`) and the style ``targets``.
 
-        Both are Dask arrays so that computing them together runs every tile task once.
+        ``canvas`` and ``target`` are Dask, NumPy or zarr arrays (tiles read zarr directly).
+        Both results are Dask arrays so that computing them together runs every tile once.
         """
         terms = self.terms(plan.shape)
-        canvas, target = Blocks.of(canvas), Blocks.of(da.asarray(target))
+        canvas, target = source(canvas), source(target)
         if len(plan) == 1:
-            everything = [slice(0, n) for n in plan.shape]
-            feature_cells = [slice(0, n) for n in (sum(target.rows), sum(target.cols))]
-            windows = [canvas.window(*everything), target.window(*feature_cells)]
+            windows = [x.window(*(slice(0, n) for n in x.shape)) for x in (canvas, target)]
             result = self._model_call(kernels.whole_loss_and_grad, windows, terms, targets)
             grad = da.from_delayed(result[1], (*plan.shape, 3), dtype=self.spec.dtype)
             return _scalar(result[0]), grad.rechunk((*plan.chunks, 3))
@@ -205,8 +251,8 @@ def _scalar(value: Delayed) -> da.Array:
     return da.from_delayed(value, (), dtype=np.float64)
 
 
-def _with_model(function, spec, weights: Mapping, windows: list[tuple], *args):
-    return function(kernels.get_model(spec, weights), *(stitch(*w) for w in windows), *args)
+def _with_model(function, spec, weights: Mapping, windows: list, *args):
+    return function(kernels.get_model(spec, weights), *(w.read() for w in windows), *args)
 
 
 def _core(tile: geometry.Tile) -> tuple[int, int, int, int]:

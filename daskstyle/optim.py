@@ -239,7 +239,7 @@ class LevelState:
         for name, image in (("content", content), ("canvas", canvas)):
             if tuple(image.shape) != shape:
                 raise InputError(f"{name} has shape {tuple(image.shape)}, the plan needs {shape}")
-        group = zarr.open_group(Path(path), mode="w")
+        group = zarr.open_group(Path(path).absolute(), mode="w")  # the same for every worker
         chunks = (plan.tile, plan.tile, 3)
         for name in ("content", *(f"{b}{i}" for b in cls.BUFFERS for i in (0, 1))):
             group.create_array(
@@ -264,7 +264,7 @@ class LevelState:
     def open(cls, path) -> LevelState:
         """The level state saved at ``path``."""
         try:
-            group = zarr.open_group(Path(path), mode="r+")
+            group = zarr.open_group(Path(path).absolute(), mode="r+")
         except FileNotFoundError as err:
             raise InputError(f"no level state at {path}") from err
         return cls(group)
@@ -303,6 +303,10 @@ class LevelState:
     def canvas(self) -> da.Array:
         """p_t, the current canvas (same keys on every call for the same step)."""
         return self._read("canvas", self.attrs["current"])
+
+    def canvas_store(self) -> zarr.Array:
+        """p_t as its zarr array, for tasks that read their own windows of it."""
+        return self.group[f"canvas{self.attrs['current']}"]
 
     def advance(self, grad: da.Array, loss=None) -> tuple[float, float, float | None]:
         """Run step t+1 with ``grad``, the gradient at :meth:`canvas` (and optionally its lazy

@@ -507,7 +507,7 @@ def _time_iterations(graph, side: int, tile: int, config: dict, folder: Path) ->
         target = run.content_target(path / "content_target", graph, state, plan)  # as run does
         for _ in range(steps):
             start = time.perf_counter()
-            loss, grad = graph.loss_and_grad(state.canvas(), target, plan, targets)
+            loss, grad = graph.loss_and_grad(state.canvas_store(), target, plan, targets)
             state.advance(grad, loss)
             seconds.append(time.perf_counter() - start)
     finally:

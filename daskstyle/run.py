@@ -29,7 +29,7 @@ from . import geometry, io, resize
 from .api import make_plan, style_graph
 from .errors import InputError
 from .graph import as_tiled
-from .optim import AdamSettings, LevelState, read_zarr
+from .optim import AdamSettings, LevelState
 
 EXAMPLE_CONTENT = Path(__file__).parent / "data" / "example_content.png"
 EXAMPLE_STYLE = Path(__file__).parent / "data" / "example_style.png"
@@ -186,7 +186,7 @@ def _run_level(level, levels, shape, content_image, style_image, previous, graph
     on_event(LevelStarted(level, levels, shape, len(plan), state.step, settings.max_iters))
     while not state.done:
         start = time.perf_counter()
-        loss, grad = graph.loss_and_grad(state.canvas(), target, plan, targets)
+        loss, grad = graph.loss_and_grad(state.canvas_store(), target, plan, targets)
         max_change, mean_change, loss = state.advance(grad, loss)
         on_event(Stepped(level, state.step, loss, max_change, mean_change, state.lr,
                          time.perf_counter() - start))  # fmt: skip
@@ -212,9 +212,9 @@ def _open_or_create_level(path, level, shape, plan, content_image, previous, set
     return LevelState.create(path, content_level, start, plan, adam, dtype=settings.dtype)
 
 
-def content_target(path: Path, graph, state: LevelState, plan) -> da.Array:
+def content_target(path: Path, graph, state: LevelState, plan) -> zarr.Array:
     """φ_O of the level's content, computed once per level and kept on disk (written under a
-    temporary name and renamed when complete)."""
+    temporary name and renamed when complete); tile tasks read their windows of it."""
     if not path.is_dir():
         features = graph.content_features(state.content(), plan)
         tmp = path.with_name(path.name + ".tmp")
@@ -223,7 +223,7 @@ def content_target(path: Path, graph, state: LevelState, plan) -> da.Array:
                                   chunks=features.chunksize, compressors=None)  # fmt: skip
         da.store(features, array, lock=False)
         os.replace(tmp, path)
-    return read_zarr(zarr.open_array(str(path), mode="r"), state.attrs["run_id"])
+    return zarr.open_array(str(path.absolute()), mode="r")
 
 
 def _style_shape(style: tuple[int, int], level_side: int, minimum: int) -> tuple[int, int]:

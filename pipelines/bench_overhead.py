@@ -131,7 +131,7 @@ def null_iterations(tiles: int, client, warmup: int, timed: int, folder: str) ->
             counter = _Count()
             start = time.perf_counter()
             with counter, _task_stream(client) as stream:
-                loss, grad = graph.loss_and_grad(state.canvas(), target, plan, targets)
+                loss, grad = graph.loss_and_grad(state.canvas_store(), target, plan, targets)
                 state.advance(grad, loss)
             seconds.append(time.perf_counter() - start)
             tasks.append(len(stream.data) if client is not None else counter.tasks)

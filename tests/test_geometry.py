@@ -2,6 +2,7 @@ import dask
 import dask.array as da
 import numpy as np
 import pytest
+import zarr
 
 from daskstyle import geometry, graph
 from daskstyle.networks import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, get_network
@@ -97,14 +98,19 @@ def test_block_cuts_name_the_chunks_a_window_touches():
         geometry.block_cuts((4, 4), 3, 9)
 
 
-def test_stitched_windows_equal_numpy_slices():
+def test_windows_read_by_tasks_equal_numpy_slices(tmp_path):
     image = np.random.default_rng(0).uniform(size=(50, 37, 3))
-    blocks = graph.Blocks.of(da.from_array(image, chunks=((7, 0, 20, 23), (16, 16, 5), 3)))
-    for rows, cols in [
+    chunked = da.from_array(image, chunks=((7, 0, 20, 23), (16, 16, 5), 3))
+    stored = zarr.create_array(tmp_path / "image.zarr", shape=image.shape, chunks=(16, 16, 3),
+                               dtype=image.dtype)  # fmt: skip
+    stored[...] = image
+    windows = [
         (slice(0, 50), slice(0, 37)),
         (slice(5, 30), slice(15, 17)),
         (slice(27, 28), slice(36, 37)),
-    ]:
-        chunks, row_cuts, col_cuts = blocks.window(rows, cols)
-        (computed,) = dask.compute(chunks)
-        np.testing.assert_array_equal(graph.stitch(computed, row_cuts, col_cuts), image[rows, cols])
+    ]
+    for source in (graph.source(chunked), graph.source(stored), graph.source(image)):
+        assert source.shape == (50, 37)
+        for rows, cols in windows:
+            (window,) = dask.compute(source.window(rows, cols))  # the chunks it needs
+            np.testing.assert_array_equal(window.read(), image[rows, cols])
