@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 import dask
 import numpy as np
 from dask.base import get_scheduler
+from dask.delayed import Delayed
 
 from . import geometry, kernels
 from .errors import InputError
@@ -117,7 +118,7 @@ def style_graph(
         content_weight=float(content_weight),
         style_weights=_style_weights(style_layers, style_layer_weights, float(style_weight)),
         spec=kernels.ModelSpec(net.name, layers, dtype_name, token, precision),
-        weights=_shared(state, f"daskstyle-weights-{token}"),
+        weights=share(state, f"daskstyle-weights-{token}"),
         halo=exact,
         split_every=split_every,
         resources=resources,
@@ -172,17 +173,18 @@ def loss_and_grad(
     return float(loss), grad
 
 
-def _shared(state: Mapping, name: str):
-    """The weights as one graph input shared by all tasks. On a distributed cluster they are
-    persisted once (not sent with each iteration's graph) as a task, not scattered data: the
-    scheduler keeps its spec, so it recomputes the weights if the worker holding them dies."""
-    weights = dask.delayed(state, name=name, traverse=False)
+def share(value, name: str) -> Delayed:
+    """``value`` (weights, style targets) as one graph input that every task shares. On a
+    distributed cluster it is persisted once, not sent with each iteration's graph, and as a
+    task rather than scattered data: the scheduler keeps its spec and recomputes it if the
+    worker holding it dies."""
+    shared = dask.delayed(value, name=name, traverse=False)
     client = _client()
     if client is None:
-        return weights
-    with warnings.catch_warnings():  # sending them once is the point: no advice wanted
+        return shared
+    with warnings.catch_warnings():  # sending it once is the point: no advice wanted
         warnings.filterwarnings("ignore", "Sending large graph", UserWarning)
-        return client.persist(weights)
+        return client.persist(shared)
 
 
 def _client():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import dask
 
@@ -23,6 +24,7 @@ def _run(args: argparse.Namespace) -> None:
     settings = run.Settings(**{f: getattr(args, f) for f in defaults.__dataclass_fields__})
     from .cluster import dashboard_link, has_gpus, open_client
 
+    run.check_inputs(content, style, Path(args.output))  # before a cluster starts
     cluster = dict(workers=args.workers, jobs=args.jobs, config=args.slurm_config, tls=args.tls)
     cluster = {k: v for k, v in cluster.items() if v}
     scheduler = {"scheduler": "synchronous"} if args.cluster == "sync" else {}
@@ -255,10 +257,11 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--cluster",
         "--scheduler",
-        default="threads",
-        help="where tiles run: threads (default), sync, local (a LocalCluster on "
-        "127.0.0.1, one worker per GPU with dask-cuda), slurm (dask-jobqueue), "
-        "or a scheduler address tcp://HOST:PORT / tls://... / scheduler file .json",
+        default="local",
+        help="where tiles run: local (default: a LocalCluster on 127.0.0.1 with a dashboard, "
+        "worker processes sized to the machine, one worker per GPU with dask-cuda), threads, "
+        "sync, slurm (dask-jobqueue), or a scheduler address tcp://HOST:PORT / tls://... / "
+        "scheduler file .json",
     )
     run.add_argument("--workers", type=int, help="worker processes of a local cluster")
     run.add_argument("--jobs", type=int, help="SLURM jobs (default: adapt to the work)")

@@ -217,6 +217,8 @@ class StyleGraph:
         """
         terms = self.terms(plan.shape)
         canvas, target = source(canvas), source(target)
+        if not isinstance(targets, Delayed):  # one graph key, not a copy in every task using it
+            targets = dask.delayed(targets, traverse=False)
         if len(plan) == 1:
             windows = [x.window(*(slice(0, n) for n in x.shape)) for x in (canvas, target)]
             result = self._model_call(kernels.whole_loss_and_grad, windows, terms, targets)

@@ -121,7 +121,7 @@ def _settings_keys() -> dict[str, _Key]:
 
 
 CLUSTER_KEYS = {
-    "spec": _key("text", "threads"),
+    "spec": _key("text", "local"),
     "workers": _key("int", None),
     "threads_per_worker": _key("int", None),
     "memory_limit": _key("memory", None),
@@ -318,6 +318,7 @@ def run_production(config: dict, echo: Echo = print) -> list[Path]:
     settings = run.Settings(**{f.name: config[f.name] for f in dataclasses.fields(run.Settings)})
     output = config["output"]
     output.parent.mkdir(parents=True, exist_ok=True)
+    run.check_inputs(config["content"], config["style"], output)  # before a cluster starts
     cluster = dict(config["cluster"])
     spec = cluster.pop("spec")
     cluster = {k: v for k, v in cluster.items() if v is not None}

@@ -24,9 +24,10 @@ import dask
 import dask.array as da
 import numpy as np
 import zarr
+from dask.base import tokenize
 
 from . import geometry, io, resize
-from .api import make_plan, style_graph
+from .api import make_plan, share, style_graph
 from .errors import InputError
 from .graph import as_tiled
 from .optim import AdamSettings, LevelState
@@ -111,9 +112,8 @@ def transfer(
     scheduler.
     """
     output = Path(output)
-    io.check_output(output)
+    content_image, style_image = check_inputs(content, style, output)
     workdir = Path(workdir) if workdir else default_workdir(output)
-    content_image, style_image = io.read_image(content), io.read_image(style)
     graph = style_graph(
         network=settings.network, weights=weights,
         content_weight=settings.content_weight, style_weight=settings.style_weight,
@@ -145,6 +145,13 @@ def transfer(
     _write_json(workdir / "run.json", record)
     on_event(Finished(output, workdir))
     return output
+
+
+def check_inputs(content, style, output: Path) -> tuple[da.Array, da.Array]:
+    """The content and style images (read lazily), or one clear error before any work starts:
+    an unreadable picture, or an output of an unknown format or in a missing directory."""
+    io.check_output(output)
+    return io.read_image(content), io.read_image(style)
 
 
 def _prepare_workdir(workdir: Path, record: dict, resume: bool) -> None:
@@ -182,6 +189,7 @@ def _run_level(level, levels, shape, content_image, style_image, previous, graph
                            graph.halo.align)  # fmt: skip
     style_level = resize.resize(style_image, style_shape, chunks=style_plan.tile)
     (targets,) = dask.compute(graph.normalised_grams(as_tiled(style_level, style_plan), style_plan))
+    targets = share(targets, f"daskstyle-style-targets-{tokenize(targets)}")  # once per level
     target = content_target(workdir / f"level{level}" / "content_target", graph, state, plan)
     on_event(LevelStarted(level, levels, shape, len(plan), state.step, settings.max_iters))
     while not state.done:

@@ -87,7 +87,10 @@ def _cli(pictures, weights_file, out, *extra):
 
 def test_resume_after_kill_gives_the_same_image(pictures, weights_file, tmp_path):
     reference = tmp_path / "reference.tif"
-    subprocess.run(_cli(pictures, weights_file, reference), check=True, capture_output=True)
+    first = subprocess.run(
+        _cli(pictures, weights_file, reference), check=True, capture_output=True, text=True
+    )
+    assert "Dask dashboard: http://127.0.0.1:" in first.stdout  # a local cluster by default
     killed = tmp_path / "killed.tif"
     workdir = run.default_workdir(killed)
     process = subprocess.Popen(_cli(pictures, weights_file, killed), stdout=subprocess.DEVNULL,
