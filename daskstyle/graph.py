@@ -221,7 +221,7 @@ class StyleGraph:
             targets = dask.delayed(targets, traverse=False)
         if len(plan) == 1:
             windows = [x.window(*(slice(0, n) for n in x.shape)) for x in (canvas, target)]
-            result = self._model_call(kernels.whole_loss_and_grad, windows, terms, targets)
+            result = self._model_call(_whole_image, windows, terms, targets)
             grad = da.from_delayed(result[1], (*plan.shape, 3), dtype=self.spec.dtype)
             return _scalar(result[0]), grad.rechunk((*plan.chunks, 3))
         stats = self._statistics(canvas, plan)
@@ -251,6 +251,19 @@ def _assemble(rows: list[list[da.Array]]) -> da.Array:
 
 def _scalar(value: Delayed) -> da.Array:
     return da.from_delayed(value, (), dtype=np.float64)
+
+
+def _whole_image(model, canvas, target, terms, targets):
+    """The only network task of its step: it may use every thread of its Dask worker, which
+    otherwise runs torch on one thread per task."""
+    try:
+        from distributed import get_worker
+
+        threads = get_worker().state.nthreads
+    except (ImportError, ValueError):  # not on a distributed worker
+        threads = None
+    with kernels.torch_threads(threads):
+        return kernels.whole_loss_and_grad(model, canvas, target, terms, targets)
 
 
 def _with_model(function, spec, weights: Mapping, windows: list, *args):

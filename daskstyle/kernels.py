@@ -9,7 +9,8 @@ Arrays come in and go out as NumPy (H, W, 3) on the 0-255 RGB scale. A tile is r
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -223,3 +224,17 @@ def whole_loss_and_grad(model, canvas, target, terms: LossTerms, targets_hat):
     loss.backward()
     height, width = canvas.shape[:2]
     return loss.item(), _grad_to_numpy(image, (0, height, 0, width), (0, 0))
+
+
+@contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """Torch's intra-op threads set to ``count`` (None: unchanged) while the block runs."""
+    if count is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -297,3 +297,31 @@ def test_without_dashboard_no_fixed_port_is_taken():
         ports = {port for _, _, port in listening() - before}
         assert cluster.DASHBOARD_PORT not in ports, ports
         tiny_sum(client)
+
+
+def test_a_single_tile_uses_every_thread_of_its_worker(vgg19_state, images, monkeypatch):
+    """Workers run torch on one thread per task; a step's only network task takes them all."""
+    import torch
+
+    import daskstyle
+    from daskstyle import kernels
+
+    seen = []
+    original = kernels.whole_loss_and_grad
+
+    def spy(*args):
+        seen.append(torch.get_num_threads())
+        return original(*args)
+
+    monkeypatch.setattr(kernels, "whole_loss_and_grad", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a worker process
+    try:
+        canvas, content, style = images(32, 48)
+        layers = {"content_layer": "relu1_1", "style_layers": ("relu1_1",)}
+        with distributed.Client(processes=False, n_workers=1, threads_per_worker=3,
+                                dashboard_address=None):  # fmt: skip
+            daskstyle.loss_and_grad(canvas, content, style, weights=vgg19_state, **layers)
+        assert seen == [3] and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
