@@ -32,9 +32,13 @@ def _run(args: argparse.Namespace) -> None:
         if dashboard_link(client):
             print(f"Dask dashboard: {dashboard_link(client)}")
         resources = {"GPU": 1} if has_gpus(client) else None
-        run.transfer(content, style, args.output, settings=settings, weights=args.weights,
-                     workdir=args.workdir, resume=args.resume, resources=resources,
-                     on_event=_Progress())  # fmt: skip
+        progress = _Progress()
+        try:
+            run.transfer(content, style, args.output, settings=settings, weights=args.weights,
+                         workdir=args.workdir, resume=args.resume, resources=resources,
+                         on_event=progress)  # fmt: skip
+        finally:
+            progress.close()  # before any error line
 
 
 class _Progress:
@@ -56,10 +60,15 @@ class _Progress:
             self.bar.set_postfix(loss=f"{event.loss:.4g}", change=f"{event.mean_change:.3f}")
             self.bar.update(1)
         elif isinstance(event, run.LevelFinished):
-            self.bar.close()
+            self.close()
             print(f"level {event.level + 1} done: preview {event.preview}")
         elif isinstance(event, run.Finished):
             print(f"wrote {event.output} (run directory {event.workdir}, loss history in loss.csv)")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -276,6 +285,10 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     )
 
 
+def _resume_hint(args: argparse.Namespace) -> str:
+    return " (the run continues from its last step with --resume)" if args.command == "run" else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
@@ -285,8 +298,16 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"daskstyle: error: {err}", file=sys.stderr)
         return 1
+    except OSError as err:  # a full disk, a vanished directory, no permission
+        if args.debug:
+            raise
+        where = f"{err.filename}: " if err.filename else ""
+        print(
+            f"daskstyle: error: {where}{err.strerror or err}{_resume_hint(args)}", file=sys.stderr
+        )
+        return 1
     except KeyboardInterrupt:
-        print("daskstyle: interrupted", file=sys.stderr)
+        print(f"daskstyle: interrupted{_resume_hint(args)}", file=sys.stderr)
         return 130
     return 0
 
