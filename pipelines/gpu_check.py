@@ -86,7 +86,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=".", help="directory for gpu_check.txt")
     parser.add_argument(
-        "--size", type=int, default=4096, help="canvas side of the iteration timings"
+        "--size", type=int, default=2048, help="canvas side of the iteration timings"
     )
     args = parser.parse_args()
     report = Path(args.out) / "gpu_check.txt"
