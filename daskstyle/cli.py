@@ -190,45 +190,19 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
         "-o", "--output", required=True, help="result: .tif (tiled BigTIFF), .png or .jpg"
     )
     run.add_argument("--example", action="store_true", help="use the built-in example pictures")
-    run.add_argument(
-        "--r0",
-        type=int,
-        default=d.r0,
-        help=f"long side of the first level; each next level doubles it (default {d.r0})",
-    )
-    run.add_argument(
-        "--tile",
-        type=int,
-        default=d.tile,
-        help=f"core tile side in px, a multiple of 16; larger is faster but needs more memory (default {d.tile})",
-    )
-    run.add_argument(
-        "--max-iters",
-        type=int,
-        default=d.max_iters,
-        help=f"Adam steps per level at most (default {d.max_iters})",
-    )
-    run.add_argument(
-        "--tpc",
-        type=float,
-        default=d.tpc,
-        help=f"largest pixel change of a level's first step on 0-255; sets the learning rate (default {d.tpc})",
-    )
-    run.add_argument(
-        "--stop",
-        type=float,
-        default=d.stop,
-        help=f"a level ends when a step's mean pixel change falls below this (default {d.stop})",
-    )
-    run.add_argument(
-        "--content-weight",
-        type=float,
-        default=d.content_weight,
-        help=f"(default {d.content_weight})",
-    )
-    run.add_argument(
-        "--style-weight", type=float, default=d.style_weight, help=f"(default {d.style_weight})"
-    )
+    numbers = [  # option, type, default, meaning
+        ("--r0", int, d.r0, "long side of the first level; each next level doubles it"),
+        ("--tile", int, d.tile, "core tile side in px, a multiple of 16; larger is faster but "
+                                "needs more memory"),
+        ("--max-iters", int, d.max_iters, "Adam steps per level at most"),
+        ("--tpc", float, d.tpc, "largest pixel change of a level's first step on 0-255; sets "
+                                "the learning rate"),
+        ("--stop", float, d.stop, "a level ends when a step's mean pixel change falls below this"),
+        ("--content-weight", float, d.content_weight, "weight of the content loss"),
+        ("--style-weight", float, d.style_weight, "weight of the style loss"),
+    ]  # fmt: skip
+    for option, kind, default, meaning in numbers:
+        run.add_argument(option, type=kind, default=default, help=f"{meaning} (default {default})")
     run.add_argument(
         "--network",
         default=d.network,

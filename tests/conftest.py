@@ -1,3 +1,5 @@
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -43,3 +45,18 @@ def hed_weights():
     if not path.is_file():
         pytest.skip(f"HED weights absent: run `daskstyle weights download hed-vgg16` (puts {path})")
     return read_state_dict(path)
+
+
+@contextlib.contextmanager
+def two_process_client():
+    """A LocalCluster of two one-thread worker processes on 127.0.0.1, and its client."""
+    import distributed
+
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+            dashboard_address=None,
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):  # fmt: skip
+        yield client

@@ -11,6 +11,7 @@ import daskstyle
 from daskstyle import kernels
 
 from . import reference
+from .conftest import two_process_client
 from .reference import relative_error
 
 SHALLOW = dict(content_layer="relu2_1", style_layers=("relu1_1", "relu2_1"))
@@ -145,23 +146,13 @@ def test_one_model_per_process_not_per_task(vgg19_state, images, monkeypatch):
 
 
 def test_same_numbers_on_synchronous_threads_and_two_process_cluster(vgg19_state, images):
-    distributed = pytest.importorskip("distributed")
     canvas, content, style = images(96, 112)
     kw = dict(tile=32, weights=vgg19_state, dtype=np.float64, **SHALLOW)
     results = {}
     for scheduler in ("synchronous", "threads"):
         with dask.config.set(scheduler=scheduler):
             results[scheduler] = daskstyle.loss_and_grad(canvas, content, style, **kw)
-    with (
-        distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
+    with two_process_client() as client:
         results["cluster"] = daskstyle.loss_and_grad(canvas, content, style, **kw)
         ran_on = client.run(lambda: len(__import__("daskstyle.kernels").kernels._models))
     assert sum(ran_on.values()) >= 1

@@ -9,12 +9,12 @@ import signal
 import threading
 
 import dask
-import distributed
 import numpy as np
 import pytest
 
 from daskstyle import run
 
+from .conftest import two_process_client
 from .test_run import SMALL, pictures, weights_file  # noqa: F401 (fixtures)
 
 SETTINGS = run.Settings(**{**SMALL, "max_iters": 2, "dtype": "float64"}, tile=48)
@@ -27,16 +27,7 @@ def paint(pictures, weights_file, out, on_event=lambda event: None):  # noqa: F8
 
 @pytest.fixture(scope="module")
 def cluster():
-    with (
-        distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-        ) as local,
-        distributed.Client(local) as client,
-    ):
+    with two_process_client() as client:
         yield client
 
 
