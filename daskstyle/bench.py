@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .geometry import TILE_BYTES_PER_PIXEL
+
 #: Bytes of activations per pixel for VGG-19 up to relu5_1 in float32 (DESIGN.md section 5).
-UNTILED_BYTES_PER_PIXEL = 2.5e3
 
 
 def _in_child(function, *args):
@@ -117,7 +118,7 @@ def print_iteration(size: int, tile: int, network: str, steps: int = 2, precisio
             echo(f"step {r['step']}: {r['tiles']} tiles, {r['seconds']:7.1f} s "
                  f"({r['seconds'] / megapixels:6.2f} s/MP), "
                  f"peak RSS so far {r['peak'] / 1024:5.2f} GiB")  # fmt: skip
-    untiled = UNTILED_BYTES_PER_PIXEL * size * size / 2**30
+    untiled = TILE_BYTES_PER_PIXEL * size * size / 2**30
     echo(f"untiled, the activations alone would need about {untiled:.1f} GiB")
 
 

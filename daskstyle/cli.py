@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import dask
+from dask.system import CPU_COUNT
 
 from .errors import DaskstyleError, InputError
 
@@ -22,11 +23,19 @@ def _run(args: argparse.Namespace) -> None:
         raise InputError("give CONTENT and STYLE images, or --example")
     defaults = run.Settings()
     settings = run.Settings(**{f: getattr(args, f) for f in defaults.__dataclass_fields__})
-    from .cluster import dashboard_link, has_gpus, open_client
+    from .cluster import dashboard_link, gpu_count, has_gpus, open_client
 
     run.check_inputs(content, style, Path(args.output))  # before a cluster starts
     cluster = dict(workers=args.workers, jobs=args.jobs, config=args.slurm_config, tls=args.tls)
     cluster = {k: v for k, v in cluster.items() if v}
+    cluster["max_tasks"] = run.tiles_in_memory(settings)  # CPU tiles at once, by memory
+    if (
+        cluster["max_tasks"] < CPU_COUNT
+        and args.cluster in ("local", "threads")
+        and not gpu_count()
+    ):
+        print(f"memory holds {cluster['max_tasks']} tiles of {settings.tile} px at once: "
+              f"{cluster['max_tasks']} of {CPU_COUNT} cores used (a smaller --tile uses more)")  # fmt: skip
     scheduler = {"scheduler": "synchronous"} if args.cluster == "sync" else {}
     with dask.config.set(scheduler), open_client(args.cluster, **cluster) as client:
         if dashboard_link(client):

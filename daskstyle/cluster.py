@@ -42,6 +42,7 @@ def open_client(
     tls: bool = False,
     dashboard: bool = True,
     jobs: int | None = None,
+    max_tasks: int | None = None,
 ) -> Iterator[Client | None]:
     """A ``distributed.Client`` for ``spec``; clusters started here are closed on exit.
 
@@ -51,17 +52,21 @@ def open_client(
     1 to ``ADAPT_MAX_JOBS`` jobs when None), ``"tcp://HOST:PORT"``, ``"tls://HOST:PORT"`` or a
     scheduler file ``*.json`` (an existing scheduler; TLS certificates from the Dask config),
     or ``None``/``"sync"``/``"threads"``: yields None, the caller keeps Dask's local scheduler.
-    ``tls=True`` encrypts a cluster started here with temporary certificates.
+    ``tls=True`` encrypts a cluster started here with temporary certificates. ``max_tasks``
+    caps the tasks that run at once on this machine's CPUs (what fits in memory): a local
+    CPU cluster's threads in all, or the threaded scheduler's.
     """
+    slots = min(CPU_COUNT, max_tasks or CPU_COUNT)
     if spec in NO_CLIENT:
-        yield None
+        with dask.config.set({"num_workers": slots} if spec == "threads" else {}):
+            yield None
         return
     if spec.startswith(("tcp://", "tls://")) or spec.endswith(".json"):
         with _connect(spec) as client:
             yield client
         return
     if spec == "local":
-        cluster = _local_cluster(workers, threads_per_worker, memory_limit, tls, dashboard)
+        cluster = _local_cluster(workers, threads_per_worker, memory_limit, tls, dashboard, slots)
         with cluster, Client(cluster) as client:
             yield client
         return
@@ -122,13 +127,16 @@ def gpu_count() -> int:
 # --- local -------------------------------------------------------------------------------------
 
 
-def _local_cluster(workers, threads_per_worker, memory_limit, tls, dashboard) -> LocalCluster:
+def _local_cluster(
+    workers, threads_per_worker, memory_limit, tls, dashboard, slots
+) -> LocalCluster:
     gpus = gpu_count()
     if workers is None:
-        workers = gpus or max(1, CPU_COUNT // 2)
+        workers = gpus or max(1, slots // 2)
     options = {
         "n_workers": workers,
-        "threads_per_worker": threads_per_worker or max(1, CPU_COUNT // workers),
+        "threads_per_worker": threads_per_worker
+        or max(1, (CPU_COUNT if gpus else slots) // workers),
         "memory_limit": "auto" if memory_limit is None else memory_limit,
         "host": LOOPBACK,
         # without the dashboard the scheduler still serves /health: on a free port, not 8787

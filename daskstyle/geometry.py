@@ -179,6 +179,18 @@ def block_cuts(sizes: Sequence[int], start: int, stop: int) -> tuple[range, list
     ]
 
 
+#: Peak bytes per padded pixel of one float32 gradient tile (VGG-19 to relu5_1 with its
+#: backward pass; about 1.7 GB for a 512-px core with a 160-px halo, as measured).
+TILE_BYTES_PER_PIXEL = 2.5e3
+
+
+def concurrent_tiles(memory: float, tile: int, depth: int, itemsize: int = 4) -> int:
+    """How many gradient tiles (``tile``-px cores, ``depth``-px halos) fit in ``memory``
+    bytes at the same time; at least one."""
+    per_tile = TILE_BYTES_PER_PIXEL * itemsize / 4 * (tile + 2 * depth) ** 2
+    return max(1, int(memory // per_tile))
+
+
 def feature_crop(start: int, stop: int, origin: int, scale: int) -> slice:
     """Cells of a layer at ``scale`` that belong to pixels ``[start, stop)`` of a tile read
     from pixel ``origin`` (all aligned to ``scale``, or ``stop`` the image's edge)."""

@@ -327,7 +327,7 @@ def run_production(config: dict, echo: Echo = print) -> list[Path]:
     with (
         _weights_file(config) as weights,
         dask.config.set(scheduler),
-        open_client(spec, **cluster) as client,
+        open_client(spec, max_tasks=run.tiles_in_memory(settings), **cluster) as client,
     ):
         link = dashboard_link(client)
         echo(f"cluster {spec}" + (f": Dask dashboard {link}" if link else ""))

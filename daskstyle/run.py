@@ -2,9 +2,10 @@
 
 The run directory holds one zarr level state per level (:class:`daskstyle.optim.LevelState`,
 with the level's content target φ_O computed once beside it), a preview PNG of each finished
-level, ``loss.csv`` and ``run.json`` (settings, network, weights checksum). Every step is committed atomically, so a run killed at any moment
-continues with ``resume=True`` and ends with the same image. The library never prints: it
-reports :class:`Event` objects to ``on_event``.
+level, ``loss.csv`` and ``run.json`` (settings, network, weights checksum). Every step is
+committed atomically, so a run killed at any moment continues with ``resume=True`` and ends
+with the same image. The library never prints: it reports :class:`Event` objects to
+``on_event``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from . import geometry, io, resize
 from .api import make_plan, share, style_graph
 from .errors import InputError
 from .graph import as_tiled
+from .networks import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, NETWORKS, get_network
 from .optim import AdamSettings, LevelState
 
 EXAMPLE_CONTENT = Path(__file__).parent / "data" / "example_content.png"
@@ -145,6 +147,17 @@ def transfer(
     _write_json(workdir / "run.json", record)
     on_event(Finished(output, workdir))
     return output
+
+
+def tiles_in_memory(settings: Settings, memory: float | None = None) -> int:
+    """How many of a run's gradient tiles fit in 80 % of ``memory`` (this machine's) at once,
+    with the largest halo of the known networks: the tasks to run at the same time on CPUs."""
+    from distributed.system import MEMORY_LIMIT
+
+    layers = (DEFAULT_CONTENT_LAYER, *DEFAULT_STYLE_LAYERS)
+    depth = max(get_network(name).halo(layers).total for name in NETWORKS)
+    itemsize = np.dtype(settings.dtype).itemsize
+    return geometry.concurrent_tiles(0.8 * (memory or MEMORY_LIMIT), settings.tile, depth, itemsize)
 
 
 def check_inputs(content, style, output: Path) -> tuple[da.Array, da.Array]:

@@ -325,3 +325,13 @@ def test_a_single_tile_uses_every_thread_of_its_worker(vgg19_state, images, monk
         assert seen == [3] and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_local_cluster_runs_no_more_tasks_at_once_than_fit_in_memory():
+    if cluster.gpu_count():
+        pytest.skip("with GPUs a local cluster has one worker per GPU")
+    with open_client("local", dashboard=False, max_tasks=1) as client:
+        workers = client.scheduler_info()["workers"].values()
+        assert [w["nthreads"] for w in workers] == [1]
+    with open_client("threads", max_tasks=1):
+        assert dask.config.get("num_workers") == 1

@@ -114,3 +114,10 @@ def test_windows_read_by_tasks_equal_numpy_slices(tmp_path):
         for rows, cols in windows:
             (window,) = dask.compute(source.window(rows, cols))  # the chunks it needs
             np.testing.assert_array_equal(window.read(), image[rows, cols])
+
+
+def test_concurrent_tiles_follow_the_measured_memory_of_a_tile():
+    per_tile = geometry.TILE_BYTES_PER_PIXEL * (512 + 320) ** 2  # ~1.7 GB, as measured
+    assert geometry.concurrent_tiles(10 * per_tile, 512, 160) == 10
+    assert geometry.concurrent_tiles(10 * per_tile, 512, 160, itemsize=8) == 5
+    assert geometry.concurrent_tiles(per_tile / 3, 512, 160) == 1  # never none

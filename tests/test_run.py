@@ -175,3 +175,26 @@ def test_disk_full_mid_run_is_one_line_and_the_run_resumes(
     assert "--resume" in last and not out.exists()
     monkeypatch.setattr(LevelState, "advance", real_advance)
     assert cli.main([*argv, "--resume"]) == 0 and out.is_file()
+
+
+def test_cli_runs_only_as_many_tiles_at_once_as_memory_holds(
+    pictures, weights_file, tmp_path, monkeypatch, capsys
+):
+    import dask
+
+    if dask.system.CPU_COUNT < 2:
+        pytest.skip("one core: nothing to cap")
+    seen = []
+    real_transfer = run.transfer
+    monkeypatch.setattr(run, "tiles_in_memory", lambda settings: 1)
+
+    def transfer(*args, **kwargs):
+        seen.append(dask.config.get("num_workers"))  # the threaded scheduler's threads
+        return real_transfer(*args, **kwargs)
+
+    monkeypatch.setattr(run, "transfer", transfer)
+    argv = ["run", *map(str, pictures), "-o", str(tmp_path / "out.png"), "--r0", "48",
+            "--max-iters", "1", "--network", "vgg19", "--weights", str(weights_file),
+            "--cluster", "threads"]  # fmt: skip
+    assert cli.main(argv) == 0
+    assert seen == [1] and "memory holds 1 tiles of 512 px at once" in capsys.readouterr().out
