@@ -133,10 +133,10 @@ def _local_cluster(
     gpus = gpu_count()
     if workers is None:
         workers = gpus or max(1, slots // 2)
+    threads = threads_per_worker or max(1, (CPU_COUNT if gpus else slots) // workers)
     options = {
         "n_workers": workers,
-        "threads_per_worker": threads_per_worker
-        or max(1, (CPU_COUNT if gpus else slots) // workers),
+        "threads_per_worker": threads,
         "memory_limit": "auto" if memory_limit is None else memory_limit,
         "host": LOOPBACK,
         # without the dashboard the scheduler still serves /health: on a free port, not 8787
