@@ -133,7 +133,10 @@ def parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="benchmarks that print figures")
     kinds = bench.add_subparsers(dest="kind", required=True)
     options = {"parents": [common], "formatter_class": argparse.ArgumentDefaultsHelpFormatter}
-    names = ["vgg19", "vgg16", "hed-vgg16"]
+    from .kernels import PRECISIONS
+    from .networks import NETWORKS
+
+    names = list(NETWORKS)
     gradient = kinds.add_parser(
         "gradient", help="untiled vs tiled: seconds, ratio, peak RSS", **options
     )
@@ -163,7 +166,7 @@ def parser() -> argparse.ArgumentParser:
     iteration.add_argument(
         "--network", choices=names, default="vgg19", help="layer list (random weights)"
     )
-    iteration.add_argument("--precision", choices=["exact", "tf32", "bf16"], default="exact",
+    iteration.add_argument("--precision", choices=PRECISIONS, default="exact",
                            help="network arithmetic (tf32 and bf16 pay off on GPUs)")  # fmt: skip
     precision = kinds.add_parser(
         "precision", help="gradient error of float32/TF32/bf16 vs float64", **options
@@ -190,6 +193,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _add_run_options(run: argparse.ArgumentParser) -> None:
+    from .kernels import PRECISIONS
+    from .networks import NETWORKS
     from .run import Settings
 
     d = Settings()
@@ -215,7 +220,7 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--network",
         default=d.network,
-        choices=["vgg19", "vgg16", "hed-vgg16"],
+        choices=list(NETWORKS),
         help="network (default: vgg19 if its weights are present, else hed-vgg16)",
     )
     run.add_argument(
@@ -241,7 +246,7 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     )
     run.add_argument(
         "--precision",
-        choices=["exact", "tf32", "bf16"],
+        choices=PRECISIONS,
         default=d.precision,
         help="network arithmetic on GPUs: exact (default), tf32, or bf16 autocast; "
         "`daskstyle bench precision` measures their gradient error",
