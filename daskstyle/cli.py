@@ -25,6 +25,11 @@ def _run(args: argparse.Namespace) -> None:
     settings = run.Settings(**{f: getattr(args, f) for f in defaults.__dataclass_fields__})
     from .cluster import dashboard_link, gpu_count, has_gpus, open_client
 
+    if args.dry_run:
+        for line in run.dry_run(content, style, args.output, settings=settings,
+                                weights=args.weights, workdir=args.workdir):  # fmt: skip
+            print(line)
+        return
     run.check_inputs(content, style, Path(args.output))  # before a cluster starts
     cluster = dict(workers=args.workers, jobs=args.jobs, config=args.slurm_config, tls=args.tls)
     cluster = {k: v for k, v in cluster.items() if v}
@@ -34,8 +39,9 @@ def _run(args: argparse.Namespace) -> None:
         and args.cluster in ("local", "threads")
         and not gpu_count()
     ):
-        print(f"memory holds {cluster['max_tasks']} tiles of {settings.tile} px at once: "
-              f"{cluster['max_tasks']} of {CPU_COUNT} cores used (a smaller --tile uses more)")  # fmt: skip
+        tiles = run.counted(cluster["max_tasks"], "tile")
+        print(f"memory holds {tiles} of {settings.tile} px at once: {cluster['max_tasks']} of "
+              f"{CPU_COUNT} cores used (a smaller --tile uses more)")  # fmt: skip
     scheduler = {"scheduler": "synchronous"} if args.cluster == "sync" else {}
     with dask.config.set(scheduler), open_client(args.cluster, **cluster) as client:
         if dashboard_link(client):
@@ -96,7 +102,7 @@ def _bench(args: argparse.Namespace) -> None:
 def _pipeline(args: argparse.Namespace) -> None:
     from .pipeline import run_pipeline
 
-    run_pipeline(args.file)
+    run_pipeline(args.file, dry_run=args.dry_run)
 
 
 def _weights_list(args: argparse.Namespace) -> None:
@@ -128,6 +134,11 @@ def parser() -> argparse.ArgumentParser:
         help="run a production or scaling study described by a TOML file",
     )
     pipeline.add_argument("file", help="pipeline file (.toml, see pipelines/README.md)")
+    pipeline.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="a production: print its levels, tiles and disk space, check the disks, and stop",
+    )
     pipeline.set_defaults(run=_pipeline)
 
     bench = commands.add_parser("bench", help="benchmarks that print figures")
@@ -243,6 +254,11 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     )
     run.add_argument(
         "--resume", action="store_true", help="continue the unfinished run in the run directory"
+    )
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the levels, tiles and disk space the run needs, check the disks, and stop",
     )
     run.add_argument(
         "--precision",

@@ -261,6 +261,13 @@ class LevelState:
         return cls(group)
 
     @classmethod
+    def nbytes(cls, plan: TilePlan, dtype=np.float32, *, released: bool = False) -> int:
+        """Bytes on disk of a level state for ``plan`` (uncompressed, edge chunks whole): all
+        its arrays once stepped, or its final canvas alone after :meth:`release`."""
+        arrays = 1 if released else 1 + 2 * len(cls.BUFFERS)
+        return arrays * len(plan) * plan.tile**2 * 3 * np.dtype(dtype).itemsize
+
+    @classmethod
     def open(cls, path) -> LevelState:
         """The level state saved at ``path``."""
         try:
@@ -339,6 +346,13 @@ class LevelState:
             step=t + 1, current=nxt, pending=None, history=[*attrs["history"], list(result)]
         )
         return result
+
+    def release(self) -> None:
+        """Delete all but the current canvas (and anything stored beside the arrays, such as
+        a content target): what a finished level keeps. Safe to repeat after a kill."""
+        keep = f"canvas{self.attrs['current']}"
+        for name in [name for name, _ in self.group.members() if name != keep]:
+            del self.group[name]
 
     def _commit(self, **changes) -> None:
         """Write the attributes in one atomic store write (zarr writes ``zarr.json`` via rename)."""

@@ -53,10 +53,22 @@ _REQUIRED = object()
 Echo = Callable[[str], None]
 
 
-def run_pipeline(path: str | os.PathLike, echo: Echo = print) -> list[Path]:
-    """Check the pipeline file ``path``, run it, and return the files it wrote."""
+def run_pipeline(path: str | os.PathLike, echo: Echo = print, dry_run: bool = False) -> list[Path]:
+    """Check the pipeline file ``path``, run it, and return the files it wrote. ``dry_run``:
+    echo what a production would do (:func:`daskstyle.run.dry_run`), write nothing."""
     config = load(path)
     kind = config.pop("kind")
+    if dry_run:
+        if kind != "production":
+            raise InputError(f"{path}: --dry-run is for productions, this is a {kind} study")
+        with _weights_file(config) as weights:
+            settings = _settings(config)
+            lines = run.dry_run(config["content"], config["style"], config["output"],
+                                settings=settings, weights=weights, workdir=config["workdir"],
+                                makes_output_dir=True)  # fmt: skip
+        for line in lines:
+            echo(line)
+        return []
     return {"production": run_production, "scaling": run_scaling}[kind](config, echo)
 
 
@@ -315,7 +327,7 @@ def run_production(config: dict, echo: Echo = print) -> list[Path]:
 
     from .cluster import dashboard_link, has_gpus, open_client
 
-    settings = run.Settings(**{f.name: config[f.name] for f in dataclasses.fields(run.Settings)})
+    settings = _settings(config)
     output = config["output"]
     output.parent.mkdir(parents=True, exist_ok=True)
     run.check_inputs(config["content"], config["style"], output)  # before a cluster starts
@@ -337,6 +349,10 @@ def run_production(config: dict, echo: Echo = print) -> list[Path]:
                      resources=resources, on_event=progress)  # fmt: skip
     workdir = config["workdir"] or run.default_workdir(output)
     return [output, *progress.previews, workdir / "loss.csv"]
+
+
+def _settings(config: dict) -> run.Settings:
+    return run.Settings(**{f.name: config[f.name] for f in dataclasses.fields(run.Settings)})
 
 
 @contextlib.contextmanager

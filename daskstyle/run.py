@@ -1,8 +1,10 @@
 """A whole style-transfer run: resolution levels, on-disk state, resume, progress events.
 
 The run directory holds one zarr level state per level (:class:`daskstyle.optim.LevelState`,
-with the level's content target φ_O computed once beside it), a preview PNG of each finished
-level, ``loss.csv`` and ``run.json`` (settings, network, weights checksum). Every step is
+with the level's content target φ_O computed once beside it; a finished level keeps only its
+final canvas), a preview PNG of each finished level, ``loss.csv`` and ``run.json`` (settings,
+network, weights checksum). A run that would not fit on its disks stops before it starts
+(:func:`check_disk`). Every step is
 committed atomically, so a run killed at any moment continues with ``resume=True`` and ends
 with the same image. The library never prints: it reports :class:`Event` objects to
 ``on_event``.
@@ -136,6 +138,7 @@ def transfer(
                 f"{name} of {shape[0]}x{shape[1]} px (at r0={settings.r0}) is too small: "
                 f"{graph.network.name} needs at least {graph.halo.align} px per side"
             )
+    check_disk(workdir, output, level_sizes(shapes[-1], settings, graph), settings.pyramid)
     _prepare_workdir(workdir, record, resume)
     canvas = None
     with dask.config.set({"optimization.fuse.active": False} if resources else {}):
@@ -149,6 +152,45 @@ def transfer(
     return output
 
 
+def dry_run(
+    content: str | os.PathLike,
+    style: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    settings: Settings = Settings(),
+    weights: str | os.PathLike | None = None,
+    workdir: str | os.PathLike | None = None,
+    makes_output_dir: bool = False,
+) -> list[str]:
+    """What :func:`transfer` would do, as lines to print: the network and halo, each level's
+    pixels, tiles and disk space, and the tiles this machine's memory holds at once. Raises
+    the errors the run would raise before starting (inputs, weights, too little disk).
+    ``makes_output_dir``: the caller creates the output's directory (a pipeline does)."""
+    output = Path(output)
+    where = _existing(output.parent) / output.name if makes_output_dir else output
+    content_image, _ = check_inputs(content, style, where)
+    workdir = Path(workdir) if workdir else default_workdir(output)
+    graph = style_graph(network=settings.network, weights=weights, dtype=settings.dtype)
+    sizes = level_sizes(tuple(content_image.shape[:2]), settings, graph)
+    halo = graph.halo
+    lines = [f"network {graph.network.name}, {settings.dtype}: halo {halo.total} px "
+             f"({halo.forward} forward + {halo.backward} backward), tile origins on {halo.align} px"]  # fmt: skip
+    for level, size in enumerate(sizes):
+        (h, w), tile = size.shape, min(settings.tile, max(size.shape))
+        lines.append(f"level {level + 1}/{len(sizes)}: {w}x{h} px, {counted(size.tiles, 'tile')} "
+                     f"of {tile} px, {gigabytes(size.running_bytes)} on disk while it runs")  # fmt: skip
+    lines.append(f"run directory {workdir}: at most {gigabytes(disk_needed(sizes))} at once")
+    lines.append(f"memory of this machine holds {counted(tiles_in_memory(settings), 'tile')} of "
+                 f"{settings.tile} px at once")  # fmt: skip
+    check_disk(workdir, output, sizes, settings.pyramid)
+    return [*lines, "the disks are large enough; nothing was written"]
+
+
+def counted(number: int, noun: str) -> str:
+    """``"1 tile"``, ``"2 tiles"``."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def tiles_in_memory(settings: Settings, memory: float | None = None) -> int:
     """How many of a run's gradient tiles fit in 80 % of ``memory`` (this machine's) at once,
     with the largest halo of the known networks: the tasks to run at the same time on CPUs."""
@@ -158,6 +200,80 @@ def tiles_in_memory(settings: Settings, memory: float | None = None) -> int:
     depth = max(get_network(name).halo(layers).total for name in NETWORKS)
     itemsize = np.dtype(settings.dtype).itemsize
     return geometry.concurrent_tiles(0.8 * (memory or MEMORY_LIMIT), settings.tile, depth, itemsize)
+
+
+@dataclass(frozen=True)
+class LevelSize:
+    """A level of a run: its pixels, tiles and bytes on disk (uncompressed zarr)."""
+
+    shape: tuple[int, int]
+    tiles: int
+    running_bytes: int  # Adam state, content and content target while the level runs
+    kept_bytes: int  # its final canvas: all that stays once the level is finished
+
+
+def level_sizes(content_shape: tuple[int, int], settings: Settings, graph) -> list[LevelSize]:
+    """The levels of a run of ``settings`` on a content of ``content_shape`` with ``graph``."""
+    scale = graph.network.scale(graph.content_layer)
+    channels = graph.network.channels(graph.content_layer)
+    itemsize = np.dtype(settings.dtype).itemsize
+    sizes = []
+    for shape in geometry.level_shapes(content_shape, settings.r0):
+        plan = level_plan(shape, settings.tile, graph.halo.align)
+        first = next(iter(plan))  # the largest tile: the content target's chunk
+        cells = (first.y1 // scale - first.y0 // scale) * (first.x1 // scale - first.x0 // scale)
+        target = len(plan) * cells * channels * itemsize
+        state = LevelState.nbytes(plan, settings.dtype)
+        kept = LevelState.nbytes(plan, settings.dtype, released=True)
+        sizes.append(LevelSize(shape, len(plan), state + target, kept))
+    return sizes
+
+
+def disk_needed(sizes: list[LevelSize]) -> int:
+    """The most bytes a run directory holds at once: the level that runs, with the final
+    canvases of the levels before it."""
+    return max(sum(s.kept_bytes for s in sizes[:i]) + s.running_bytes for i, s in enumerate(sizes))
+
+
+def check_disk(workdir: Path, output: Path, sizes: list[LevelSize], pyramid: bool) -> None:
+    """Raise an :class:`InputError` before any work when the run directory's or the output's
+    disk is too small. What the run directory holds now counts as free: a resumed run reuses
+    it, a new run deletes it."""
+    h, w = sizes[-1].shape
+    image = h * w * 3 * (4 if pyramid else 3) // 3  # uint8 RGB (a pyramid adds < 1/3)
+    state = disk_needed(sizes)
+    workdir_disk, output_disk = _existing(workdir), _existing(output.parent)
+    if workdir_disk.stat().st_dev == output_disk.stat().st_dev:
+        state = max(state, sum(s.kept_bytes for s in sizes) + image)  # output written last
+        needs = [(workdir, state)]
+    else:
+        needs = [(workdir, state), (output.parent, image)]
+    for path, needed in needs:
+        free = shutil.disk_usage(_existing(path)).free
+        free += _tree_bytes(workdir) if path == workdir else 0
+        if needed > free:
+            raise InputError(
+                f"the run needs {gigabytes(needed)} on the disk of {path} and "
+                f"{gigabytes(free)} is free: free space, or choose a larger disk"
+                + (" (--workdir)" if path == workdir else "")
+            )
+
+
+def _existing(path: Path) -> Path:
+    """``path`` or its nearest existing parent."""
+    path = path.absolute()
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def _tree_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0
+
+
+def gigabytes(size: int) -> str:
+    """``size`` bytes for people: GB, or MB below 0.1 GB."""
+    return f"{size / 1e9:.1f} GB" if size >= 1e8 else f"{size / 1e6:.1f} MB"
 
 
 def check_inputs(content, style, output: Path) -> tuple[da.Array, da.Array]:
@@ -193,18 +309,20 @@ def _prepare_workdir(workdir: Path, record: dict, resume: bool) -> None:
 
 def _run_level(level, levels, shape, content_image, style_image, previous, graph, settings,
                workdir, on_event):  # fmt: skip
-    """Run one level to its stop test; return its final canvas (a Dask array)."""
-    plan = make_plan(shape, settings.tile if settings.tile < max(shape) else None, graph.halo.align)
-    state = _open_or_create_level(workdir / f"level{level}", level, shape, plan, content_image,
-                                  previous, settings)  # fmt: skip
-    style_shape = _style_shape(tuple(style_image.shape[:2]), max(shape), graph.halo.align)
-    style_plan = make_plan(style_shape, settings.tile if settings.tile < max(style_shape) else None,
-                           graph.halo.align)  # fmt: skip
-    style_level = resize.resize(style_image, style_shape, chunks=style_plan.tile)
-    (targets,) = dask.compute(graph.normalised_grams(as_tiled(style_level, style_plan), style_plan))
-    targets = share(targets, f"daskstyle-style-targets-{tokenize(targets)}")  # once per level
-    target = content_target(workdir / f"level{level}" / "content_target", graph, state, plan)
+    """Run one level to its stop test; keep only its final canvas; return it (a Dask array)."""
+    plan = level_plan(shape, settings.tile, graph.halo.align)
+    path = workdir / f"level{level}"
+    state = _open_or_create_level(path, level, shape, plan, content_image, previous, settings)
     on_event(LevelStarted(level, levels, shape, len(plan), state.step, settings.max_iters))
+    if not state.done:
+        style_shape = _style_shape(tuple(style_image.shape[:2]), max(shape), graph.halo.align)
+        style_plan = level_plan(style_shape, settings.tile, graph.halo.align)
+        style_level = resize.resize(style_image, style_shape, chunks=style_plan.tile)
+        (targets,) = dask.compute(
+            graph.normalised_grams(as_tiled(style_level, style_plan), style_plan)
+        )
+        targets = share(targets, f"daskstyle-style-targets-{tokenize(targets)}")  # once per level
+        target = content_target(path / "content_target", graph, state, plan)
     while not state.done:
         start = time.perf_counter()
         loss, grad = graph.loss_and_grad(state.canvas_store(), target, plan, targets)
@@ -215,8 +333,14 @@ def _run_level(level, levels, shape, content_image, style_image, previous, graph
     preview = workdir / f"level{level}.png"
     if not preview.is_file():
         io.write_image(preview, _preview(state.canvas(), shape))
+    state.release()
     on_event(LevelFinished(level, preview))
     return state.canvas()
+
+
+def level_plan(shape: tuple[int, int], tile: int, align: int) -> geometry.TilePlan:
+    """The tile plan of a level (or style image) of ``shape``: one tile when it fits one."""
+    return make_plan(shape, tile if tile < max(shape) else None, align)
 
 
 def _open_or_create_level(path, level, shape, plan, content_image, previous, settings):

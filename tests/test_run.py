@@ -197,4 +197,70 @@ def test_cli_runs_only_as_many_tiles_at_once_as_memory_holds(
             "--max-iters", "1", "--network", "vgg19", "--weights", str(weights_file),
             "--cluster", "threads"]  # fmt: skip
     assert cli.main(argv) == 0
-    assert seen == [1] and "memory holds 1 tiles of 512 px at once" in capsys.readouterr().out
+    assert seen == [1] and "memory holds 1 tile of 512 px at once" in capsys.readouterr().out
+
+
+def _array_bytes(path) -> int:
+    """Bytes of the chunk files under ``path`` (zarr.json metadata left out)."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and f.name != "zarr.json")
+
+
+def test_disk_estimate_is_what_the_run_writes_and_finished_levels_keep_one_canvas(
+    pictures, weights_file, tmp_path, monkeypatch
+):
+    from daskstyle.optim import LevelState
+
+    running = []
+    real_release = LevelState.release
+
+    def measure_then_release(self):
+        running.append(_array_bytes(self.group.store.root))
+        real_release(self)
+
+    monkeypatch.setattr(LevelState, "release", measure_then_release)
+    out = tmp_path / "out.png"
+    paint(pictures, weights_file, out, tile=32)
+    settings = run.Settings(**{**SMALL, "tile": 32})
+    graph = run.style_graph(network="vgg19", weights=weights_file)
+    sizes = run.level_sizes((96, 80), settings, graph)
+    assert [s.running_bytes for s in sizes] == running
+    workdir = run.default_workdir(out)
+    for level, size in enumerate(sizes):
+        folder = workdir / f"level{level}"
+        assert [p.name for p in folder.iterdir() if p.is_dir()] == ["canvas1"]  # step 3's
+        assert _array_bytes(folder) == size.kept_bytes
+    assert run.disk_needed(sizes) == sizes[0].kept_bytes + sizes[1].running_bytes
+    resumed = []
+    monkeypatch.setattr(run, "content_target", lambda *args: resumed.append(args))
+    run.transfer(*pictures, out, settings=settings, weights=weights_file, resume=True)
+    assert resumed == []  # finished levels compute no targets again
+
+
+def test_a_run_too_large_for_its_disk_stops_before_it_starts(
+    pictures, weights_file, tmp_path, monkeypatch, capsys
+):
+    import collections
+    import shutil
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 10**5, 10**5))
+    out = tmp_path / "out.png"
+    argv = ["run", *map(str, pictures), "-o", str(out), "--r0", "48", "--network", "vgg19",
+            "--weights", str(weights_file), "--cluster", "threads"]  # fmt: skip
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "needs 1.0 MB on the disk of" in err and "0.1 MB is free" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(pictures, weights_file, tmp_path, capsys):
+    out = tmp_path / "out.png"
+    argv = ["run", *map(str, pictures), "-o", str(out), "--r0", "48", "--tile", "32",
+            "--network", "vgg19", "--weights", str(weights_file), "--dry-run"]  # fmt: skip
+    assert cli.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("network vgg19, float32: halo 160 px")
+    assert lines[1].startswith("level 1/2: 40x48 px, 4 tiles of 32 px,")
+    assert lines[2].startswith("level 2/2: 80x96 px, 9 tiles of 32 px,")
+    assert lines[-1] == "the disks are large enough; nothing was written"
+    assert list(tmp_path.iterdir()) == []
