@@ -63,11 +63,10 @@ def run_pipeline(path: str | os.PathLike, echo: Echo = print, dry_run: bool = Fa
             raise InputError(f"{path}: --dry-run is for productions, this is a {kind} study")
         with _weights_file(config) as weights:
             settings = _settings(config)
-            lines = run.dry_run(config["content"], config["style"], config["output"],
-                                settings=settings, weights=weights, workdir=config["workdir"],
-                                makes_output_dir=True)  # fmt: skip
-        for line in lines:
-            echo(line)
+            for line in run.dry_run(config["content"], config["style"], config["output"],
+                                    settings=settings, weights=weights, workdir=config["workdir"],
+                                    makes_output_dir=True):  # fmt: skip
+                echo(line)
         return []
     return {"production": run_production, "scaling": run_scaling}[kind](config, echo)
 

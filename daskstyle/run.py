@@ -19,7 +19,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,11 +161,12 @@ def dry_run(
     weights: str | os.PathLike | None = None,
     workdir: str | os.PathLike | None = None,
     makes_output_dir: bool = False,
-) -> list[str]:
+) -> Iterator[str]:
     """What :func:`transfer` would do, as lines to print: the network and halo, each level's
-    pixels, tiles and disk space, and the tiles this machine's memory holds at once. Raises
-    the errors the run would raise before starting (inputs, weights, too little disk).
-    ``makes_output_dir``: the caller creates the output's directory (a pipeline does)."""
+    pixels, tiles and disk space, and the tiles this machine's memory holds at once. Raises,
+    after the lines, the errors the run would raise before starting (inputs, weights, too
+    little disk). ``makes_output_dir``: the caller creates the output's directory (a pipeline
+    does)."""
     output = Path(output)
     where = _existing(output.parent) / output.name if makes_output_dir else output
     content_image, _ = check_inputs(content, style, where)
@@ -173,17 +174,17 @@ def dry_run(
     graph = style_graph(network=settings.network, weights=weights, dtype=settings.dtype)
     sizes = level_sizes(tuple(content_image.shape[:2]), settings, graph)
     halo = graph.halo
-    lines = [f"network {graph.network.name}, {settings.dtype}: halo {halo.total} px "
-             f"({halo.forward} forward + {halo.backward} backward), tile origins on {halo.align} px"]  # fmt: skip
+    yield (f"network {graph.network.name}, {settings.dtype}: halo {halo.total} px "
+           f"({halo.forward} forward + {halo.backward} backward), tile origins on {halo.align} px")  # fmt: skip
     for level, size in enumerate(sizes):
         (h, w), tile = size.shape, min(settings.tile, max(size.shape))
-        lines.append(f"level {level + 1}/{len(sizes)}: {w}x{h} px, {counted(size.tiles, 'tile')} "
-                     f"of {tile} px, {gigabytes(size.running_bytes)} on disk while it runs")  # fmt: skip
-    lines.append(f"run directory {workdir}: at most {gigabytes(disk_needed(sizes))} at once")
-    lines.append(f"memory of this machine holds {counted(tiles_in_memory(settings), 'tile')} of "
-                 f"{settings.tile} px at once")  # fmt: skip
+        yield (f"level {level + 1}/{len(sizes)}: {w}x{h} px, {counted(size.tiles, 'tile')} of "
+               f"{tile} px, {gigabytes(size.running_bytes)} on disk while it runs")  # fmt: skip
+    yield f"run directory {workdir}: at most {gigabytes(disk_needed(sizes))} at once"
+    yield (f"memory of this machine holds {counted(tiles_in_memory(settings), 'tile')} of "
+           f"{settings.tile} px at once")  # fmt: skip
     check_disk(workdir, output, sizes, settings.pyramid)
-    return [*lines, "the disks are large enough; nothing was written"]
+    yield "the disks are large enough; nothing was written"
 
 
 def counted(number: int, noun: str) -> str:

@@ -251,6 +251,10 @@ def test_a_run_too_large_for_its_disk_stops_before_it_starts(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "needs 1.0 MB on the disk of" in err and "0.1 MB is free" in err
     assert list(tmp_path.iterdir()) == []
+    assert cli.main([*argv, "--dry-run"]) == 1  # the plan, then the same error
+    printed = capsys.readouterr()
+    assert printed.out.splitlines()[-1].startswith("memory of this machine holds")
+    assert printed.err == err and list(tmp_path.iterdir()) == []
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(pictures, weights_file, tmp_path, capsys):
