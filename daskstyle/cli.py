@@ -68,9 +68,9 @@ class _Progress:
         from . import run
 
         if isinstance(event, run.LevelStarted):
-            h, w = event.shape
+            (h, w), tiles = event.shape, run.counted(event.tiles, "tile")
             self.bar = tqdm(total=event.max_iters, initial=event.step, unit="step",
-                            desc=f"level {event.level + 1}/{event.levels} {w}x{h}, {event.tiles} tiles")  # fmt: skip
+                            desc=f"level {event.level + 1}/{event.levels} {w}x{h}, {tiles}")  # fmt: skip
         elif isinstance(event, run.Stepped):
             self.bar.set_postfix(loss=f"{event.loss:.4g}", change=f"{event.mean_change:.3f}")
             self.bar.update(1)

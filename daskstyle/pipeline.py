@@ -379,8 +379,8 @@ class _Progress:
 
     def __call__(self, event) -> None:
         if isinstance(event, run.LevelStarted):
-            h, w = event.shape
-            self.echo(f"level {event.level + 1}/{event.levels}: {w}x{h} px, {event.tiles} tiles, "
+            (h, w), tiles = event.shape, run.counted(event.tiles, "tile")
+            self.echo(f"level {event.level + 1}/{event.levels}: {w}x{h} px, {tiles}, "
                       f"from step {event.step} to at most {event.max_iters}")  # fmt: skip
         elif isinstance(event, run.Stepped):
             self.echo(f"level {event.level + 1} step {event.step}: loss {event.loss:.5g}, "
