@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -348,11 +349,13 @@ class LevelState:
         return result
 
     def release(self) -> None:
-        """Delete all but the current canvas (and anything stored beside the arrays, such as
-        a content target): what a finished level keeps. Safe to repeat after a kill."""
-        keep = f"canvas{self.attrs['current']}"
-        for name in [name for name, _ in self.group.members() if name != keep]:
-            del self.group[name]
+        """Delete all but the current canvas and the attributes (also anything stored beside
+        the arrays, such as a content target): what a finished level keeps. Works on files,
+        so that a repeat after a kill also removes arrays that were half deleted."""
+        keep = {"zarr.json", f"canvas{self.attrs['current']}"}
+        for entry in Path(self.group.store.root).iterdir():
+            if entry.is_dir() and entry.name not in keep:
+                shutil.rmtree(entry)
 
     def _commit(self, **changes) -> None:
         """Write the attributes in one atomic store write (zarr writes ``zarr.json`` via rename)."""

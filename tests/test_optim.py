@@ -211,6 +211,28 @@ def test_state_survives_reopening(tmp_path):
     np.testing.assert_array_equal(again.canvas().compute(), state.canvas().compute())
 
 
+def test_release_keeps_the_final_canvas_and_repeats_after_a_kill(tmp_path):
+    path = tmp_path / "level"
+    _, state = start(path, (20, 30), 16)
+    run(state, Gradient((20, 30)), 3)
+    final = state.canvas().compute()
+    chunk_files = sum(f.stat().st_size for f in path.rglob("c/*/*/*"))  # every array's chunks
+    assert chunk_files == LevelState.nbytes(TilePlan((20, 30), 16))
+    (path / "m0" / "zarr.json").unlink()  # killed while deleting m0: no longer an array
+    state.release()
+    assert sorted(p.name for p in path.iterdir()) == [
+        f"canvas{state.attrs['current']}",
+        "zarr.json",
+    ]
+    again = LevelState.open(path)
+    np.testing.assert_array_equal(again.canvas().compute(), final)
+    assert again.step == 3
+    again.release()  # again: nothing more to delete
+    assert sum(f.stat().st_size for f in path.rglob("c/*/*/*")) == LevelState.nbytes(
+        TilePlan((20, 30), 16), released=True
+    )
+
+
 def test_incomplete_or_missing_state_is_refused(tmp_path):
     with pytest.raises(InputError, match="no level state"):
         LevelState.open(tmp_path / "nothing")
