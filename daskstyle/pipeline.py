@@ -414,12 +414,13 @@ def run_scaling(config: dict, echo: Echo = print) -> list[Path]:
     graph = _scaling_graph(config)
     echo(f"scaling: {graph.network.name} {', '.join(graph.spec.layers)}, halo {graph.halo.total} px, "
          f"{config['iterations']} timed iterations after {config['warmup']} warm-up")  # fmt: skip
-    output = config["output"]
+    output, root = config["output"], config["workdir"]
+    run.require_free(Path(root or tempfile.gettempdir()), _largest_state(graph, config),
+                     option=" (workdir)")  # fmt: skip
     output.parent.mkdir(parents=True, exist_ok=True)
-    rows = []
-    root = config["workdir"]
     if root is not None:
         root.mkdir(parents=True, exist_ok=True)
+    rows = []
     with tempfile.TemporaryDirectory(prefix="daskstyle-scaling-", dir=root) as folder:
         for workers in config["workers"]:
             rows += _scaling_at(workers, config, Path(folder), echo)
@@ -432,6 +433,17 @@ def run_scaling(config: dict, echo: Echo = print) -> list[Path]:
     _write_atomic(png_path, _plot_png(rows, _plot_title(graph, config)))
     echo(f"wrote {csv_path} and {png_path}")
     return [csv_path, png_path]
+
+
+def _largest_state(graph, config: dict) -> int:
+    """Bytes on disk of the largest synthetic level of a study (one exists at a time)."""
+    from .api import make_plan
+
+    sides = {config["canvas"]}
+    if "weak" in config["modes"]:
+        sides |= {weak_side(config["canvas"], workers) for workers in config["workers"]}
+    plans = [make_plan((s, s), t, graph.halo.align) for s in sides for t in config["tiles"]]
+    return max(run.running_bytes(plan, config["dtype"], graph) for plan in plans)
 
 
 def _scaling_graph(config: dict, resources: dict | None = None):

@@ -215,19 +215,22 @@ class LevelSize:
 
 def level_sizes(content_shape: tuple[int, int], settings: Settings, graph) -> list[LevelSize]:
     """The levels of a run of ``settings`` on a content of ``content_shape`` with ``graph``."""
-    scale = graph.network.scale(graph.content_layer)
-    channels = graph.network.channels(graph.content_layer)
-    itemsize = np.dtype(settings.dtype).itemsize
     sizes = []
     for shape in geometry.level_shapes(content_shape, settings.r0):
         plan = level_plan(shape, settings.tile, graph.halo.align)
-        first = next(iter(plan))  # the largest tile: the content target's chunk
-        cells = (first.y1 // scale - first.y0 // scale) * (first.x1 // scale - first.x0 // scale)
-        target = len(plan) * cells * channels * itemsize
-        state = LevelState.nbytes(plan, settings.dtype)
         kept = LevelState.nbytes(plan, settings.dtype, released=True)
-        sizes.append(LevelSize(shape, len(plan), state + target, kept))
+        sizes.append(LevelSize(shape, len(plan), running_bytes(plan, settings.dtype, graph), kept))
     return sizes
+
+
+def running_bytes(plan: geometry.TilePlan, dtype, graph) -> int:
+    """Bytes on disk of a level of ``plan`` while it runs: its state and content target."""
+    scale = graph.network.scale(graph.content_layer)
+    channels = graph.network.channels(graph.content_layer)
+    first = next(iter(plan))  # the largest tile: the content target's chunk
+    cells = (first.y1 // scale - first.y0 // scale) * (first.x1 // scale - first.x0 // scale)
+    target = len(plan) * cells * channels * np.dtype(dtype).itemsize
+    return LevelState.nbytes(plan, dtype) + target
 
 
 def disk_needed(sizes: list[LevelSize]) -> int:
@@ -250,14 +253,20 @@ def check_disk(workdir: Path, output: Path, sizes: list[LevelSize], pyramid: boo
     else:
         needs = [(workdir, state), (output.parent, image)]
     for path, needed in needs:
-        free = shutil.disk_usage(_existing(path)).free
-        free += _tree_bytes(workdir) if path == workdir else 0
-        if needed > free:
-            raise InputError(
-                f"the run needs {gigabytes(needed)} on the disk of {path} and "
-                f"{gigabytes(free)} is free: free space, or choose a larger disk"
-                + (" (--workdir)" if path == workdir else "")
-            )
+        reusable = _tree_bytes(workdir) if path == workdir else 0
+        require_free(path, needed, reusable, " (--workdir)" if path == workdir else "")
+
+
+def require_free(path: Path, needed: int, reusable: int = 0, option: str = "") -> None:
+    """Raise an :class:`InputError` unless the disk of ``path`` has ``needed`` bytes free
+    (counting ``reusable`` bytes that will be deleted or reused as free); ``option`` is the
+    setting that chooses ``path``, for the message."""
+    free = shutil.disk_usage(_existing(path)).free + reusable
+    if needed > free:
+        raise InputError(
+            f"the run needs {gigabytes(needed)} on the disk of {path} and "
+            f"{gigabytes(free)} is free: free space, or choose a larger disk{option}"
+        )
 
 
 def _existing(path: Path) -> Path:

@@ -107,6 +107,17 @@ def test_production_dry_run_prints_its_plan_and_writes_nothing(tmp_path):
         run_pipeline(shipped("scaling_small.toml", tmp_path), dry_run=True)
 
 
+def test_a_scaling_study_too_large_for_its_disk_stops_before_it_starts(tmp_path, monkeypatch):
+    import collections
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 10**6, 10**6))
+    path = shipped("scaling_small.toml", tmp_path)
+    with pytest.raises(InputError, match=r"needs 22.3 MB on the disk of .* 1.0 MB is free"):
+        run_pipeline(path, echo=lambda line: None)
+    assert list(tmp_path.iterdir()) == [path]
+
+
 GOOD_SCALING = 'kind = "scaling"\noutput = "out"\ncanvas = 64\nworkers = [1]\ntiles = [32]\n'
 GOOD_PRODUCTION = 'kind = "production"\ncontent = "example"\nstyle = "example"\noutput = "o.tif"\n'
 
