@@ -179,8 +179,8 @@ def dry_run(
     for level, size in enumerate(sizes):
         (h, w), tile = size.shape, min(settings.tile, max(size.shape))
         yield (f"level {level + 1}/{len(sizes)}: {w}x{h} px, {counted(size.tiles, 'tile')} of "
-               f"{tile} px, {gigabytes(size.running_bytes)} on disk while it runs")  # fmt: skip
-    yield f"run directory {workdir}: at most {gigabytes(disk_needed(sizes))} at once"
+               f"{tile} px, {readable_size(size.running_bytes)} on disk while it runs")  # fmt: skip
+    yield f"run directory {workdir}: at most {readable_size(disk_needed(sizes))} at once"
     yield (f"memory of this machine holds {counted(tiles_in_memory(settings), 'tile')} of "
            f"{settings.tile} px at once")  # fmt: skip
     check_disk(workdir, output, sizes, settings.pyramid)
@@ -241,8 +241,8 @@ def disk_needed(sizes: list[LevelSize]) -> int:
 
 def check_disk(workdir: Path, output: Path, sizes: list[LevelSize], pyramid: bool) -> None:
     """Raise an :class:`InputError` before any work when the run directory's or the output's
-    disk is too small. What the run directory holds now counts as free: a resumed run reuses
-    it, a new run deletes it."""
+    disk is too small. What a run directory of an earlier run holds counts as free: a resumed
+    run reuses it, a new run deletes it."""
     h, w = sizes[-1].shape
     image = h * w * 3 * (4 if pyramid else 3) // 3  # uint8 RGB (a pyramid adds < 1/3)
     state = disk_needed(sizes)
@@ -253,7 +253,7 @@ def check_disk(workdir: Path, output: Path, sizes: list[LevelSize], pyramid: boo
     else:
         needs = [(workdir, state), (output.parent, image)]
     for path, needed in needs:
-        reusable = _tree_bytes(workdir) if path == workdir else 0
+        reusable = _run_bytes(workdir) if path == workdir else 0
         require_free(path, needed, reusable, " (--workdir)" if path == workdir else "")
 
 
@@ -264,8 +264,8 @@ def require_free(path: Path, needed: int, reusable: int = 0, option: str = "") -
     free = shutil.disk_usage(_existing(path)).free + reusable
     if needed > free:
         raise InputError(
-            f"the run needs {gigabytes(needed)} on the disk of {path} and "
-            f"{gigabytes(free)} is free: free space, or choose a larger disk{option}"
+            f"the run needs {readable_size(needed)} on the disk of {path} and "
+            f"{readable_size(free)} is free: free space, or choose a larger disk{option}"
         )
 
 
@@ -277,13 +277,19 @@ def _existing(path: Path) -> Path:
     return path
 
 
-def _tree_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0
+def _run_bytes(workdir: Path) -> int:
+    """Bytes in ``workdir`` if it is the directory of an earlier run, else 0."""
+    if not (workdir / "run.json").is_file():
+        return 0
+    return sum(f.stat().st_size for f in workdir.rglob("*") if f.is_file())
 
 
-def gigabytes(size: int) -> str:
-    """``size`` bytes for people: GB, or MB below 0.1 GB."""
-    return f"{size / 1e9:.1f} GB" if size >= 1e8 else f"{size / 1e6:.1f} MB"
+def readable_size(size: int) -> str:
+    """``size`` bytes for people: "110.1 GB", "15.5 MB", "10.0 kB"."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale / 10:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} bytes"
 
 
 def check_inputs(content, style, output: Path) -> tuple[da.Array, da.Array]:

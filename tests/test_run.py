@@ -268,3 +268,19 @@ def test_dry_run_prints_the_plan_and_writes_nothing(pictures, weights_file, tmp_
     assert lines[2].startswith("level 2/2: 80x96 px, 9 tiles of 32 px,")
     assert lines[-1] == "the disks are large enough; nothing was written"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_disk_check_counts_only_an_earlier_run_as_free(tmp_path, monkeypatch):
+    import collections
+    import shutil
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 5000, 5000))
+    sizes = [run.LevelSize((10, 10), 1, running_bytes=10_000, kept_bytes=1_000)]
+    workdir, output = tmp_path / "out.png.daskstyle", tmp_path / "out.png"
+    workdir.mkdir()
+    (workdir / "data.bin").write_bytes(bytes(6000))
+    with pytest.raises(run.InputError, match="needs 10.0 kB"):  # not a run directory: kept
+        run.check_disk(workdir, output, sizes, pyramid=False)
+    (workdir / "run.json").write_text("{}")  # an earlier run: resumed or deleted
+    run.check_disk(workdir, output, sizes, pyramid=False)
