@@ -12,6 +12,12 @@ import torch
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
+#: The layout of the convolution weights. daskstyle's models are channels-last (faster
+#: convolutions); float32 comparisons need the same arithmetic on both sides, because with
+#: random weights the deep float32 gradient differs by about 5 % between layouts (rounding
+#: flips max-pool choices), which has nothing to do with tiling.
+MEMORY_FORMAT = torch.channels_last
+
 #: torchvision vgg19 ``features`` indices of the default layers.
 VGG19_CONTENT = 22
 VGG19_STYLE = (1, 6, 11, 20, 29)
@@ -47,7 +53,7 @@ def loss_and_grad(
     layer_weights=None,
 ):
     """Loss and d loss / d canvas of the whole image, by torch autograd."""
-    features = copy.deepcopy(features).to(dtype).requires_grad_(False)
+    features = copy.deepcopy(features).to(dtype, memory_format=MEMORY_FORMAT).requires_grad_(False)
     for layer in features:
         if hasattr(layer, "inplace"):
             layer.inplace = False
