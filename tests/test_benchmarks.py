@@ -1,0 +1,69 @@
+"""The benchmarks run and print their figures (tiny sizes: these check that they work, not
+what they measure)."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from daskstyle import cli
+
+PIPELINES = Path(__file__).resolve().parent.parent / "pipelines"
+NUMBER = r"\d+\.\d+"
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["gradient", "--size", "96", "--tiles", "32", "64"],
+         [rf"untiled +{NUMBER} +1\.00x", rf"32px +{NUMBER} +{NUMBER}x", rf"64px +{NUMBER}"]),
+        (["networks", "--size", "48", "--networks", "vgg16"],
+         [rf"vgg16 +{NUMBER} s per iteration +peak RSS +\d+ MiB"]),
+        (["iteration", "--size", "96", "--tile", "32", "--steps", "1"],
+         [rf"step 1: 9 tiles, +{NUMBER} s \( *{NUMBER} s/MP\), peak RSS"]),
+        (["precision", "--size", "48", "--network", "vgg19"],
+         [r"float32 \d\.\d\de-\d\d", r"tf32 n/a \(no CUDA here\)", r"bf16 autocast \d\.\d\de-\d\d"]),
+    ],
+)  # fmt: skip
+def test_bench_commands_print_their_figures(argv, expected, capsys):
+    if argv[0] == "precision" and torch.cuda.is_available():
+        expected = [line for line in expected if "no CUDA" not in line]
+    assert cli.main(["bench", *argv]) == 0
+    out = capsys.readouterr().out
+    for pattern in expected:
+        assert re.search(pattern, out), (pattern, out)
+
+
+@pytest.mark.parametrize(
+    "script, args, expected",
+    [
+        ("bench_adam.py", ["--size", "256", "--tile", "128", "--steps", "1"],
+         rf"step 1: {NUMBER} s, {NUMBER} GB moved"),
+        ("bench_output.py", ["--size", "256", "--tile", "128"],
+         rf"{NUMBER} s \({NUMBER} MP/s\), {NUMBER} GB, peak RSS"),
+        ("bench_overhead.py", ["--tiles", "4", "--core", "32", "--warmup", "0", "--timed", "1",
+                               "--workers", "1"],
+         rf"4 +local 1 proc +\d+ +{NUMBER}"),
+    ],
+)  # fmt: skip
+def test_pipeline_benchmarks_print_their_figures(script, args, expected, tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(PIPELINES / script), *args],
+        capture_output=True, text=True, check=False, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert re.search(expected, done.stdout), done.stdout
+
+
+def test_gpu_check_says_when_there_is_no_gpu(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: pipelines/gpu_check.py runs for real")
+    done = subprocess.run(
+        [sys.executable, str(PIPELINES / "gpu_check.py"), "--out", str(tmp_path)],
+        capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert (tmp_path / "gpu_check.txt").read_text() == "no CUDA device: nothing to check\n"
