@@ -52,6 +52,11 @@ def make_plan(shape: tuple[int, int], tile: int | None, align: int) -> geometry.
     return geometry.TilePlan(shape, int(tile))
 
 
+def level_plan(shape: tuple[int, int], tile: int, align: int) -> geometry.TilePlan:
+    """The tile plan of a level (or style image) of ``shape``: one tile when it fits one."""
+    return make_plan(shape, tile if tile < max(shape) else None, align)
+
+
 def _style_weights(layers: Sequence[str], weights, style_weight: float) -> dict[str, float]:
     if weights is None:
         weights = [1.0] * len(layers)

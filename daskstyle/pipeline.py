@@ -37,7 +37,7 @@ import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
-from . import run
+from . import footprint, run
 from .errors import DaskstyleError, InputError
 from .kernels import PRECISIONS
 
@@ -415,7 +415,7 @@ def run_scaling(config: dict, echo: Echo = print) -> list[Path]:
     echo(f"scaling: {graph.network.name} {', '.join(graph.spec.layers)}, halo {graph.halo.total} px, "
          f"{config['iterations']} timed iterations after {config['warmup']} warm-up")  # fmt: skip
     output, root = config["output"], config["workdir"]
-    run.require_free(Path(root or tempfile.gettempdir()), _largest_state(graph, config),
+    footprint.require_free(Path(root or tempfile.gettempdir()), _largest_state(graph, config),
                      option=" (workdir)")  # fmt: skip
     output.parent.mkdir(parents=True, exist_ok=True)
     if root is not None:
@@ -443,7 +443,7 @@ def _largest_state(graph, config: dict) -> int:
     if "weak" in config["modes"]:
         sides |= {weak_side(config["canvas"], workers) for workers in config["workers"]}
     plans = [make_plan((s, s), t, graph.halo.align) for s in sides for t in config["tiles"]]
-    return max(run.running_bytes(plan, config["dtype"], graph) for plan in plans)
+    return max(footprint.running_bytes(plan, config["dtype"], graph) for plan in plans)
 
 
 def _scaling_graph(config: dict, resources: dict | None = None):

@@ -4,7 +4,7 @@ The run directory holds one zarr level state per level (:class:`daskstyle.optim.
 with the level's content target φ_O computed once beside it; a finished level keeps only its
 final canvas), a preview PNG of each finished level, ``loss.csv`` and ``run.json`` (settings,
 network, weights checksum). A run that would not fit on its disks stops before it starts
-(:func:`check_disk`). Every step is
+(:func:`daskstyle.footprint.check_disk`). Every step is
 committed atomically, so a run killed at any moment continues with ``resume=True`` and ends
 with the same image. The library never prints: it reports :class:`Event` objects to
 ``on_event``.
@@ -29,8 +29,8 @@ import numpy as np
 import zarr
 from dask.base import tokenize
 
-from . import geometry, io, resize
-from .api import make_plan, share, style_graph
+from . import footprint, geometry, io, resize
+from .api import level_plan, share, style_graph
 from .errors import InputError
 from .graph import as_tiled
 from .networks import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, NETWORKS, get_network
@@ -138,7 +138,7 @@ def transfer(
                 f"{name} of {shape[0]}x{shape[1]} px (at r0={settings.r0}) is too small: "
                 f"{graph.network.name} needs at least {graph.halo.align} px per side"
             )
-    check_disk(workdir, output, level_sizes(shapes[-1], settings, graph), settings.pyramid)
+    footprint.check_disk(workdir, output, _sizes(shapes[-1], settings, graph), settings.pyramid)
     _prepare_workdir(workdir, record, resume)
     canvas = None
     with dask.config.set({"optimization.fuse.active": False} if resources else {}):
@@ -168,23 +168,30 @@ def dry_run(
     little disk). ``makes_output_dir``: the caller creates the output's directory (a pipeline
     does)."""
     output = Path(output)
-    where = _existing(output.parent) / output.name if makes_output_dir else output
+    where = footprint.nearest_existing(output.parent) / output.name if makes_output_dir else output
     content_image, _ = check_inputs(content, style, where)
     workdir = Path(workdir) if workdir else default_workdir(output)
     graph = style_graph(network=settings.network, weights=weights, dtype=settings.dtype)
-    sizes = level_sizes(tuple(content_image.shape[:2]), settings, graph)
+    sizes = _sizes(tuple(content_image.shape[:2]), settings, graph)
     halo = graph.halo
     yield (f"network {graph.network.name}, {settings.dtype}: halo {halo.total} px "
            f"({halo.forward} forward + {halo.backward} backward), tile origins on {halo.align} px")  # fmt: skip
     for level, size in enumerate(sizes):
         (h, w), tile = size.shape, min(settings.tile, max(size.shape))
         yield (f"level {level + 1}/{len(sizes)}: {w}x{h} px, {counted(size.tiles, 'tile')} of "
-               f"{tile} px, {readable_size(size.running_bytes)} on disk while it runs")  # fmt: skip
-    yield f"run directory {workdir}: at most {readable_size(disk_needed(sizes))} at once"
+               f"{tile} px, {footprint.readable(size.running_bytes)} on disk while it runs")  # fmt: skip
+    most = footprint.readable(footprint.disk_needed(sizes))
+    yield f"run directory {workdir}: at most {most} at once"
     yield (f"memory of this machine holds {counted(tiles_in_memory(settings), 'tile')} of "
            f"{settings.tile} px at once")  # fmt: skip
-    check_disk(workdir, output, sizes, settings.pyramid)
+    footprint.check_disk(workdir, output, sizes, settings.pyramid)
     yield "the disks are large enough; nothing was written"
+
+
+def _sizes(content_shape: tuple[int, int], settings: Settings, graph) -> list:
+    return footprint.level_sizes(
+        content_shape, graph, r0=settings.r0, tile=settings.tile, dtype=settings.dtype
+    )
 
 
 def counted(number: int, noun: str) -> str:
@@ -201,95 +208,6 @@ def tiles_in_memory(settings: Settings, memory: float | None = None) -> int:
     depth = max(get_network(name).halo(layers).total for name in NETWORKS)
     itemsize = np.dtype(settings.dtype).itemsize
     return geometry.concurrent_tiles(0.8 * (memory or MEMORY_LIMIT), settings.tile, depth, itemsize)
-
-
-@dataclass(frozen=True)
-class LevelSize:
-    """A level of a run: its pixels, tiles and bytes on disk (uncompressed zarr)."""
-
-    shape: tuple[int, int]
-    tiles: int
-    running_bytes: int  # Adam state, content and content target while the level runs
-    kept_bytes: int  # its final canvas: all that stays once the level is finished
-
-
-def level_sizes(content_shape: tuple[int, int], settings: Settings, graph) -> list[LevelSize]:
-    """The levels of a run of ``settings`` on a content of ``content_shape`` with ``graph``."""
-    sizes = []
-    for shape in geometry.level_shapes(content_shape, settings.r0):
-        plan = level_plan(shape, settings.tile, graph.halo.align)
-        kept = LevelState.nbytes(plan, settings.dtype, released=True)
-        sizes.append(LevelSize(shape, len(plan), running_bytes(plan, settings.dtype, graph), kept))
-    return sizes
-
-
-def running_bytes(plan: geometry.TilePlan, dtype, graph) -> int:
-    """Bytes on disk of a level of ``plan`` while it runs: its state and content target."""
-    scale = graph.network.scale(graph.content_layer)
-    channels = graph.network.channels(graph.content_layer)
-    first = next(iter(plan))  # the largest tile: the content target's chunk
-    cells = (first.y1 // scale - first.y0 // scale) * (first.x1 // scale - first.x0 // scale)
-    target = len(plan) * cells * channels * np.dtype(dtype).itemsize
-    return LevelState.nbytes(plan, dtype) + target
-
-
-def disk_needed(sizes: list[LevelSize]) -> int:
-    """The most bytes a run directory holds at once: the level that runs, with the final
-    canvases of the levels before it."""
-    return max(sum(s.kept_bytes for s in sizes[:i]) + s.running_bytes for i, s in enumerate(sizes))
-
-
-def check_disk(workdir: Path, output: Path, sizes: list[LevelSize], pyramid: bool) -> None:
-    """Raise an :class:`InputError` before any work when the run directory's or the output's
-    disk is too small. What a run directory of an earlier run holds counts as free: a resumed
-    run reuses it, a new run deletes it."""
-    h, w = sizes[-1].shape
-    image = h * w * 3 * (4 if pyramid else 3) // 3  # uint8 RGB (a pyramid adds < 1/3)
-    state = disk_needed(sizes)
-    workdir_disk, output_disk = _existing(workdir), _existing(output.parent)
-    if workdir_disk.stat().st_dev == output_disk.stat().st_dev:
-        state = max(state, sum(s.kept_bytes for s in sizes) + image)  # output written last
-        needs = [(workdir, state)]
-    else:
-        needs = [(workdir, state), (output.parent, image)]
-    for path, needed in needs:
-        reusable = _run_bytes(workdir) if path == workdir else 0
-        require_free(path, needed, reusable, " (--workdir)" if path == workdir else "")
-
-
-def require_free(path: Path, needed: int, reusable: int = 0, option: str = "") -> None:
-    """Raise an :class:`InputError` unless the disk of ``path`` has ``needed`` bytes free
-    (counting ``reusable`` bytes that will be deleted or reused as free); ``option`` is the
-    setting that chooses ``path``, for the message."""
-    free = shutil.disk_usage(_existing(path)).free + reusable
-    if needed > free:
-        raise InputError(
-            f"the run needs {readable_size(needed)} on the disk of {path} and "
-            f"{readable_size(free)} is free: free space, or choose a larger disk{option}"
-        )
-
-
-def _existing(path: Path) -> Path:
-    """``path`` or its nearest existing parent."""
-    path = path.absolute()
-    while not path.exists():
-        path = path.parent
-    return path
-
-
-def _run_bytes(workdir: Path) -> int:
-    """Bytes in ``workdir`` if it is the directory of an earlier run, else 0."""
-    if not (workdir / "run.json").is_file():
-        return 0
-    return sum(f.stat().st_size for f in workdir.rglob("*") if f.is_file())
-
-
-def readable_size(size: int) -> str:
-    """``size`` bytes for people: "110.1 GB", "15.5 MB", "10.0 kB"."""
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if size >= scale / 10:
-            return f"{size / scale:.1f} {unit}"
-    return f"{size} bytes"
 
 
 def check_inputs(content, style, output: Path) -> tuple[da.Array, da.Array]:
@@ -352,11 +270,6 @@ def _run_level(level, levels, shape, content_image, style_image, previous, graph
     state.release()
     on_event(LevelFinished(level, preview))
     return state.canvas()
-
-
-def level_plan(shape: tuple[int, int], tile: int, align: int) -> geometry.TilePlan:
-    """The tile plan of a level (or style image) of ``shape``: one tile when it fits one."""
-    return make_plan(shape, tile if tile < max(shape) else None, align)
 
 
 def _open_or_create_level(path, level, shape, plan, content_image, previous, settings):

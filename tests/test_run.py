@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from daskstyle import cli, run
+from daskstyle import cli, footprint, run
 from daskstyle.io import read_image
 
 SMALL = dict(r0=48, max_iters=3, style_weight=10.0, network="vgg19")
@@ -222,14 +222,14 @@ def test_disk_estimate_is_what_the_run_writes_and_finished_levels_keep_one_canva
     paint(pictures, weights_file, out, tile=32)
     settings = run.Settings(**{**SMALL, "tile": 32})
     graph = run.style_graph(network="vgg19", weights=weights_file)
-    sizes = run.level_sizes((96, 80), settings, graph)
+    sizes = footprint.level_sizes((96, 80), graph, r0=48, tile=32, dtype="float32")
     assert [s.running_bytes for s in sizes] == running
     workdir = run.default_workdir(out)
     for level, size in enumerate(sizes):
         folder = workdir / f"level{level}"
         assert [p.name for p in folder.iterdir() if p.is_dir()] == ["canvas1"]  # step 3's
         assert _array_bytes(folder) == size.kept_bytes
-    assert run.disk_needed(sizes) == sizes[0].kept_bytes + sizes[1].running_bytes
+    assert footprint.disk_needed(sizes) == sizes[0].kept_bytes + sizes[1].running_bytes
     resumed = []
     monkeypatch.setattr(run, "content_target", lambda *args: resumed.append(args))
     run.transfer(*pictures, out, settings=settings, weights=weights_file, resume=True)
@@ -276,11 +276,11 @@ def test_disk_check_counts_only_an_earlier_run_as_free(tmp_path, monkeypatch):
 
     usage = collections.namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 5000, 5000))
-    sizes = [run.LevelSize((10, 10), 1, running_bytes=10_000, kept_bytes=1_000)]
+    sizes = [footprint.LevelSize((10, 10), 1, running_bytes=10_000, kept_bytes=1_000)]
     workdir, output = tmp_path / "out.png.daskstyle", tmp_path / "out.png"
     workdir.mkdir()
     (workdir / "data.bin").write_bytes(bytes(6000))
     with pytest.raises(run.InputError, match="needs 10.0 kB"):  # not a run directory: kept
-        run.check_disk(workdir, output, sizes, pyramid=False)
+        footprint.check_disk(workdir, output, sizes, pyramid=False)
     (workdir / "run.json").write_text("{}")  # an earlier run: resumed or deleted
-    run.check_disk(workdir, output, sizes, pyramid=False)
+    footprint.check_disk(workdir, output, sizes, pyramid=False)

@@ -1,0 +1,111 @@
+"""What a run occupies on disk, and whether its disks have room, known before it starts.
+
+A level's state is uncompressed zarr (:class:`daskstyle.optim.LevelState`, edge chunks
+stored whole) plus its content target; a finished level keeps only its final canvas. So the
+bytes are exact, and a run that would fill its disk stops in one line before any work.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import geometry
+from .api import level_plan
+from .errors import InputError
+from .optim import LevelState
+
+
+@dataclass(frozen=True)
+class LevelSize:
+    """A level of a run: its pixels, tiles and bytes on disk (uncompressed zarr)."""
+
+    shape: tuple[int, int]
+    tiles: int
+    running_bytes: int  # Adam state, content and content target while the level runs
+    kept_bytes: int  # its final canvas: all that stays once the level is finished
+
+
+def level_sizes(
+    content_shape: tuple[int, int], graph, *, r0: int, tile: int, dtype
+) -> list[LevelSize]:
+    """The levels of a run (first level ``r0``, tiles of ``tile`` px, state in ``dtype``) on a
+    content of ``content_shape`` with ``graph``, a :class:`daskstyle.graph.StyleGraph`."""
+    sizes = []
+    for shape in geometry.level_shapes(content_shape, r0):
+        plan = level_plan(shape, tile, graph.halo.align)
+        kept = LevelState.nbytes(plan, dtype, released=True)
+        sizes.append(LevelSize(shape, len(plan), running_bytes(plan, dtype, graph), kept))
+    return sizes
+
+
+def running_bytes(plan: geometry.TilePlan, dtype, graph) -> int:
+    """Bytes on disk of a level of ``plan`` while it runs: its state and content target."""
+    scale = graph.network.scale(graph.content_layer)
+    channels = graph.network.channels(graph.content_layer)
+    first = next(iter(plan))  # the largest tile: the content target's chunk
+    cells = (first.y1 // scale - first.y0 // scale) * (first.x1 // scale - first.x0 // scale)
+    target = len(plan) * cells * channels * np.dtype(dtype).itemsize
+    return LevelState.nbytes(plan, dtype) + target
+
+
+def disk_needed(sizes: list[LevelSize]) -> int:
+    """The most bytes a run directory holds at once: the level that runs, with the final
+    canvases of the levels before it."""
+    return max(sum(s.kept_bytes for s in sizes[:i]) + s.running_bytes for i, s in enumerate(sizes))
+
+
+def check_disk(workdir: Path, output: Path, sizes: list[LevelSize], pyramid: bool) -> None:
+    """Raise an :class:`InputError` before any work when the run directory's or the output's
+    disk is too small. What a run directory of an earlier run holds counts as free: a resumed
+    run reuses it, a new run deletes it."""
+    h, w = sizes[-1].shape
+    image = h * w * 3 * (4 if pyramid else 3) // 3  # uint8 RGB (a pyramid adds < 1/3)
+    state = disk_needed(sizes)
+    workdir_disk, output_disk = nearest_existing(workdir), nearest_existing(output.parent)
+    if workdir_disk.stat().st_dev == output_disk.stat().st_dev:
+        state = max(state, sum(s.kept_bytes for s in sizes) + image)  # output written last
+        needs = [(workdir, state)]
+    else:
+        needs = [(workdir, state), (output.parent, image)]
+    for path, needed in needs:
+        reusable = _run_bytes(workdir) if path == workdir else 0
+        require_free(path, needed, reusable, " (--workdir)" if path == workdir else "")
+
+
+def require_free(path: Path, needed: int, reusable: int = 0, option: str = "") -> None:
+    """Raise an :class:`InputError` unless the disk of ``path`` has ``needed`` bytes free
+    (counting ``reusable`` bytes that will be deleted or reused as free); ``option`` is the
+    setting that chooses ``path``, for the message."""
+    free = shutil.disk_usage(nearest_existing(path)).free + reusable
+    if needed > free:
+        raise InputError(
+            f"the run needs {readable(needed)} on the disk of {path} and "
+            f"{readable(free)} is free: free space, or choose a larger disk{option}"
+        )
+
+
+def nearest_existing(path: Path) -> Path:
+    """``path`` (absolute) or its nearest existing parent."""
+    path = path.absolute()
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def _run_bytes(workdir: Path) -> int:
+    """Bytes in ``workdir`` if it is the directory of an earlier run, else 0."""
+    if not (workdir / "run.json").is_file():
+        return 0
+    return sum(f.stat().st_size for f in workdir.rglob("*") if f.is_file())
+
+
+def readable(size: int) -> str:
+    """``size`` bytes for people: "110.1 GB", "15.5 MB", "10.0 kB"."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale / 10:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} bytes"
