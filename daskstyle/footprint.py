@@ -25,7 +25,7 @@ class LevelSize:
 
     shape: tuple[int, int]
     tiles: int
-    running_bytes: int  # Adam state, content and content target while the level runs
+    running_bytes: int  # Adam state and content target while the level runs
     kept_bytes: int  # its final canvas: all that stays once the level is finished
 
 

@@ -263,9 +263,10 @@ class LevelState:
 
     @classmethod
     def nbytes(cls, plan: TilePlan, dtype=np.float32, *, released: bool = False) -> int:
-        """Bytes on disk of a level state for ``plan`` (uncompressed, edge chunks whole): all
-        its arrays once stepped, or its final canvas alone after :meth:`release`."""
-        arrays = 1 if released else 1 + 2 * len(cls.BUFFERS)
+        """Bytes on disk of a level state for ``plan`` (uncompressed, edge chunks whole): the
+        most it holds, both buffers of canvas, m and v after :meth:`drop_content` (before it,
+        only the content and one canvas), or its final canvas alone after :meth:`release`."""
+        arrays = 1 if released else 2 * len(cls.BUFFERS)
         return arrays * len(plan) * plan.tile**2 * 3 * np.dtype(dtype).itemsize
 
     @classmethod
@@ -347,6 +348,11 @@ class LevelState:
             step=t + 1, current=nxt, pending=None, history=[*attrs["history"], list(result)]
         )
         return result
+
+    def drop_content(self) -> None:
+        """Delete the content image, once what is computed from it (the content target) is on
+        disk and nothing reads it any more; :meth:`content` fails afterwards."""
+        shutil.rmtree(Path(self.group.store.root) / "content", ignore_errors=True)
 
     def release(self) -> None:
         """Delete all but the current canvas and the attributes (also anything stored beside

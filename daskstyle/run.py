@@ -288,7 +288,8 @@ def _open_or_create_level(path, level, shape, plan, content_image, previous, set
 
 def content_target(path: Path, graph, state: LevelState, plan) -> zarr.Array:
     """φ_O of the level's content, computed once per level and kept on disk (written under a
-    temporary name and renamed when complete); tile tasks read their windows of it."""
+    temporary name and renamed when complete); tile tasks read their windows of it. The
+    level's content image is deleted then: nothing else reads it."""
     if not path.is_dir():
         features = graph.content_features(state.content(), plan)
         tmp = path.with_name(path.name + ".tmp")
@@ -297,6 +298,7 @@ def content_target(path: Path, graph, state: LevelState, plan) -> zarr.Array:
                                   chunks=features.chunksize, compressors=None)  # fmt: skip
         da.store(features, array, lock=False)
         os.replace(tmp, path)
+    state.drop_content()
     return zarr.open_array(str(path.absolute()), mode="r")
 
 

@@ -216,6 +216,9 @@ def test_release_keeps_the_final_canvas_and_repeats_after_a_kill(tmp_path):
     _, state = start(path, (20, 30), 16)
     run(state, Gradient((20, 30)), 3)
     final = state.canvas().compute()
+    state.drop_content()
+    with pytest.raises(KeyError):
+        state.content()
     chunk_files = sum(f.stat().st_size for f in path.rglob("c/*/*/*"))  # every array's chunks
     assert chunk_files == LevelState.nbytes(TilePlan((20, 30), 16))
     (path / "m0" / "zarr.json").unlink()  # killed while deleting m0: no longer an array
