@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import dask
 from dask.system import CPU_COUNT
@@ -25,12 +24,12 @@ def _run(args: argparse.Namespace) -> None:
     settings = run.Settings(**{f: getattr(args, f) for f in defaults.__dataclass_fields__})
     from .cluster import dashboard_link, gpu_count, has_gpus, open_client
 
+    options = {"settings": settings, "weights": args.weights, "workdir": args.workdir}
     if args.dry_run:
-        for line in run.dry_run(content, style, args.output, settings=settings,
-                                weights=args.weights, workdir=args.workdir):  # fmt: skip
+        for line in run.dry_run(content, style, args.output, **options):
             print(line)
         return
-    run.check_inputs(content, style, Path(args.output))  # before a cluster starts
+    run.check_run(content, style, args.output, **options, resume=args.resume)  # before a cluster
     cluster = dict(workers=args.workers, jobs=args.jobs, config=args.slurm_config, tls=args.tls)
     cluster = {k: v for k, v in cluster.items() if v}
     cluster["max_tasks"] = run.tiles_in_memory(settings)  # CPU tiles at once, by memory
@@ -49,9 +48,8 @@ def _run(args: argparse.Namespace) -> None:
         resources = {"GPU": 1} if has_gpus(client) else None
         progress = _Progress()
         try:
-            run.transfer(content, style, args.output, settings=settings, weights=args.weights,
-                         workdir=args.workdir, resume=args.resume, resources=resources,
-                         on_event=progress)  # fmt: skip
+            run.transfer(content, style, args.output, **options, resume=args.resume,
+                         resources=resources, on_event=progress)  # fmt: skip
         finally:
             progress.close()  # before any error line
 

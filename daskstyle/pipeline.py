@@ -329,23 +329,25 @@ def run_production(config: dict, echo: Echo = print) -> list[Path]:
     settings = _settings(config)
     output = config["output"]
     output.parent.mkdir(parents=True, exist_ok=True)
-    run.check_inputs(config["content"], config["style"], output)  # before a cluster starts
     cluster = dict(config["cluster"])
     spec = cluster.pop("spec")
     cluster = {k: v for k, v in cluster.items() if v is not None}
     scheduler = {"scheduler": "synchronous"} if spec == "sync" else {}
     progress = _Progress(echo)
-    with (
-        _weights_file(config) as weights,
-        dask.config.set(scheduler),
-        open_client(spec, max_tasks=run.tiles_in_memory(settings), **cluster) as client,
-    ):
-        link = dashboard_link(client)
-        echo(f"cluster {spec}" + (f": Dask dashboard {link}" if link else ""))
-        resources = {"GPU": 1} if has_gpus(client) else None
-        run.transfer(config["content"], config["style"], output, settings=settings,
-                     weights=weights, workdir=config["workdir"], resume=config["resume"],
-                     resources=resources, on_event=progress)  # fmt: skip
+    pictures = config["content"], config["style"], output
+    with _weights_file(config) as weights:
+        run.check_run(*pictures, settings=settings, weights=weights, workdir=config["workdir"],
+                      resume=config["resume"])  # fmt: skip
+        with (
+            dask.config.set(scheduler),
+            open_client(spec, max_tasks=run.tiles_in_memory(settings), **cluster) as client,
+        ):
+            link = dashboard_link(client)
+            echo(f"cluster {spec}" + (f": Dask dashboard {link}" if link else ""))
+            resources = {"GPU": 1} if has_gpus(client) else None
+            run.transfer(*pictures, settings=settings, weights=weights,
+                         workdir=config["workdir"], resume=config["resume"],
+                         resources=resources, on_event=progress)  # fmt: skip
     workdir = config["workdir"] or run.default_workdir(output)
     return [output, *progress.previews, workdir / "loss.csv"]
 

@@ -32,7 +32,7 @@ from dask.base import tokenize
 from . import footprint, geometry, io, resize
 from .api import level_plan, share, style_graph
 from .errors import InputError
-from .graph import as_tiled
+from .graph import StyleGraph, as_tiled
 from .networks import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, NETWORKS, get_network
 from .optim import AdamSettings, LevelState
 
@@ -116,35 +116,15 @@ def transfer(
     scheduler.
     """
     output = Path(output)
-    content_image, style_image = check_inputs(content, style, output)
-    workdir = Path(workdir) if workdir else default_workdir(output)
-    graph = style_graph(
-        network=settings.network, weights=weights,
-        content_weight=settings.content_weight, style_weight=settings.style_weight,
-        dtype=settings.dtype, precision=settings.precision, resources=resources,
-    )  # fmt: skip
-    record = {
-        "settings": dataclasses.asdict(settings),
-        "network": graph.network.name,
-        "weights_digest": graph.spec.weights_token,
-        "layers": list(graph.spec.layers),
-        "content": str(Path(content).resolve()),
-        "style": str(Path(style).resolve()),
-    }
-    shapes = geometry.level_shapes(tuple(content_image.shape[:2]), settings.r0)
-    for name, shape in (("content", shapes[0]), ("style", style_image.shape[:2])):
-        if min(shape) < graph.halo.align:
-            raise InputError(
-                f"{name} of {shape[0]}x{shape[1]} px (at r0={settings.r0}) is too small: "
-                f"{graph.network.name} needs at least {graph.halo.align} px per side"
-            )
-    footprint.check_disk(workdir, output, _sizes(shapes[-1], settings, graph), settings.pyramid)
+    plan = _plan(content, style, output, settings, weights, workdir, resources)
+    graph, workdir, record = plan.graph, plan.workdir, plan.record
+    footprint.check_disk(workdir, output, plan.sizes, settings.pyramid)
     _prepare_workdir(workdir, record, resume)
     canvas = None
     with dask.config.set({"optimization.fuse.active": False} if resources else {}):
-        for level, shape in enumerate(shapes):
-            canvas = _run_level(level, len(shapes), shape, content_image, style_image, canvas,
-                                graph, settings, workdir, on_event)  # fmt: skip
+        for level, size in enumerate(plan.sizes):
+            canvas = _run_level(level, len(plan.sizes), size.shape, plan.content, plan.style,
+                                canvas, graph, settings, workdir, on_event)  # fmt: skip
     record["finished"] = True
     io.write_image(output, canvas, pyramid=settings.pyramid, description=json.dumps(record))
     _write_json(workdir / "run.json", record)
@@ -169,10 +149,8 @@ def dry_run(
     does)."""
     output = Path(output)
     where = footprint.nearest_existing(output.parent) / output.name if makes_output_dir else output
-    content_image, _ = check_inputs(content, style, where)
-    workdir = Path(workdir) if workdir else default_workdir(output)
-    graph = style_graph(network=settings.network, weights=weights, dtype=settings.dtype)
-    sizes = _sizes(tuple(content_image.shape[:2]), settings, graph)
+    plan = _plan(content, style, output, settings, weights, workdir, output_check=where)
+    graph, sizes, workdir = plan.graph, plan.sizes, plan.workdir
     halo = graph.halo
     yield (f"network {graph.network.name}, {settings.dtype}: halo {halo.total} px "
            f"({halo.forward} forward + {halo.backward} backward), tile origins on {halo.align} px")  # fmt: skip
@@ -188,10 +166,65 @@ def dry_run(
     yield "the disks are large enough; nothing was written"
 
 
-def _sizes(content_shape: tuple[int, int], settings: Settings, graph) -> list:
-    return footprint.level_sizes(
-        content_shape, graph, r0=settings.r0, tile=settings.tile, dtype=settings.dtype
+def check_run(
+    content: str | os.PathLike,
+    style: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    settings: Settings = Settings(),
+    weights: str | os.PathLike | None = None,
+    workdir: str | os.PathLike | None = None,
+    resume: bool = False,
+) -> None:
+    """The checks :func:`transfer` makes before it starts (inputs, weights, sizes, disk
+    space, run directory), for callers that start a cluster first: one clear error before
+    any work."""
+    output = Path(output)
+    plan = _plan(content, style, output, settings, weights, workdir)
+    footprint.check_disk(plan.workdir, output, plan.sizes, settings.pyramid)
+    _check_workdir(plan.workdir, plan.record, resume)
+
+
+@dataclass(frozen=True)
+class _RunPlan:
+    content: da.Array
+    style: da.Array
+    graph: StyleGraph
+    sizes: list[footprint.LevelSize]
+    workdir: Path
+    record: dict  # what run.json says of the run
+
+
+def _plan(content, style, output: Path, settings: Settings, weights, workdir, resources=None,
+          output_check: Path | None = None) -> _RunPlan:  # fmt: skip
+    """Read and check the inputs, load the weights, size the levels."""
+    content_image, style_image = check_inputs(content, style, output_check or output)
+    graph = style_graph(
+        network=settings.network, weights=weights,
+        content_weight=settings.content_weight, style_weight=settings.style_weight,
+        dtype=settings.dtype, precision=settings.precision, resources=resources,
+    )  # fmt: skip
+    shape = tuple(content_image.shape[:2])
+    first = geometry.level_shapes(shape, settings.r0)[0]
+    for name, (h, w) in (("content", first), ("style", style_image.shape[:2])):
+        if min(h, w) < graph.halo.align:
+            raise InputError(
+                f"{name} of {h}x{w} px (at r0={settings.r0}) is too small: "
+                f"{graph.network.name} needs at least {graph.halo.align} px per side"
+            )
+    sizes = footprint.level_sizes(
+        shape, graph, r0=settings.r0, tile=settings.tile, dtype=settings.dtype
     )
+    record = {
+        "settings": dataclasses.asdict(settings),
+        "network": graph.network.name,
+        "weights_digest": graph.spec.weights_token,
+        "layers": list(graph.spec.layers),
+        "content": str(Path(content).resolve()),
+        "style": str(Path(style).resolve()),
+    }
+    workdir = Path(workdir) if workdir else default_workdir(output)
+    return _RunPlan(content_image, style_image, graph, sizes, workdir, record)
 
 
 def counted(number: int, noun: str) -> str:
@@ -217,28 +250,35 @@ def check_inputs(content, style, output: Path) -> tuple[da.Array, da.Array]:
     return io.read_image(content), io.read_image(style)
 
 
-def _prepare_workdir(workdir: Path, record: dict, resume: bool) -> None:
+def _check_workdir(workdir: Path, record: dict, resume: bool) -> bool:
+    """Whether ``workdir`` holds a finished earlier run that a new run replaces; or an error
+    when it cannot be used as asked."""
     manifest = workdir / "run.json"
-    if manifest.is_file():
-        earlier = json.loads(manifest.read_text())
+    if not manifest.is_file():
         if resume:
-            changed = [k for k in ("settings", "network", "weights_digest", "content", "style")
-                       if earlier.get(k) != record[k]]  # fmt: skip
-            if changed:
-                raise InputError(
-                    f"cannot resume {workdir}: {', '.join(changed)} differ from its run"
-                )
-            return
-        if not earlier.get("finished"):
-            raise InputError(
-                f"{workdir} holds an unfinished run: continue it with --resume (resume = true in a "
-                "pipeline), or delete it"
-            )
+            raise InputError(f"nothing to resume: {manifest} does not exist")
+        return False
+    earlier = json.loads(manifest.read_text())
+    if resume:
+        changed = [k for k in ("settings", "network", "weights_digest", "content", "style")
+                   if earlier.get(k) != record[k]]  # fmt: skip
+        if changed:
+            raise InputError(f"cannot resume {workdir}: {', '.join(changed)} differ from its run")
+        return False
+    if not earlier.get("finished"):
+        raise InputError(
+            f"{workdir} holds an unfinished run: continue it with --resume (resume = true in a "
+            "pipeline), or delete it"
+        )
+    return True
+
+
+def _prepare_workdir(workdir: Path, record: dict, resume: bool) -> None:
+    if _check_workdir(workdir, record, resume):
         shutil.rmtree(workdir)
-    elif resume:
-        raise InputError(f"nothing to resume: {manifest} does not exist")
-    workdir.mkdir(parents=True, exist_ok=True)
-    _write_json(manifest, record)
+    if not resume:
+        workdir.mkdir(parents=True, exist_ok=True)
+        _write_json(workdir / "run.json", record)
 
 
 def _run_level(level, levels, shape, content_image, style_image, previous, graph, settings,

@@ -284,3 +284,44 @@ def test_disk_check_counts_only_an_earlier_run_as_free(tmp_path, monkeypatch):
         footprint.check_disk(workdir, output, sizes, pyramid=False)
     (workdir / "run.json").write_text("{}")  # an earlier run: resumed or deleted
     footprint.check_disk(workdir, output, sizes, pyramid=False)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--weights", "/nonexistent/vgg19.pth"], "does not exist"),
+        (["--resume"], "nothing to resume"),
+        (["--r0", "8"], "is too small"),
+    ],
+)
+def test_cli_errors_come_before_a_cluster_starts(
+    pictures, weights_file, tmp_path, monkeypatch, capsys, extra, message
+):
+    from daskstyle import cluster
+
+    def no_cluster(*args, **kwargs):
+        raise AssertionError("a cluster was started")
+
+    monkeypatch.setattr(cluster, "open_client", no_cluster)
+    argv = ["run", *map(str, pictures), "-o", str(tmp_path / "out.png"), "--network", "vgg19",
+            "--weights", str(weights_file), "--cluster", "local", *extra]  # fmt: skip
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unfinished_run_is_refused_before_a_cluster_starts(
+    pictures, weights_file, tmp_path, monkeypatch, capsys
+):
+    from daskstyle import cluster
+
+    out = tmp_path / "out.png"
+    workdir = run.default_workdir(out)
+    workdir.mkdir()
+    (workdir / "run.json").write_text("{}")  # unfinished: no "finished"
+    monkeypatch.setattr(cluster, "open_client", lambda *a, **k: pytest.fail("cluster started"))
+    argv = ["run", *map(str, pictures), "-o", str(out), "--network", "vgg19",
+            "--weights", str(weights_file)]  # fmt: skip
+    assert cli.main(argv) == 1
+    assert "holds an unfinished run: continue it with --resume" in capsys.readouterr().err
