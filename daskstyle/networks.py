@@ -183,7 +183,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a ``.pth`` state_dict safely (``weights_only=True``)."""
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist")
+        what = "is not a file" if path.exists() else "does not exist"
+        raise WeightsError(f"weights file {path} {what}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many kinds for a bad file

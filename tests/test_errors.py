@@ -53,6 +53,13 @@ def test_corrupt_weights_file(images, tmp_path):
         run(images, path)
 
 
+def test_weights_path_that_is_missing_or_not_a_file(images, tmp_path):
+    with pytest.raises(WeightsError, match="absent.pth does not exist"):
+        run(images, tmp_path / "absent.pth")
+    with pytest.raises(WeightsError, match="is not a file"):
+        run(images, tmp_path)
+
+
 def test_weights_only_refuses_arbitrary_pickles(images, tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"features.0.weight": torch.zeros(1), "payload": object()}, path)
