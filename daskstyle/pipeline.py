@@ -499,8 +499,9 @@ def _tile_rows(graph, workers: int, tile: int, config: dict, folder: Path, echo:
             "iterations": len(timed[side]), "seconds_per_iteration": seconds,
             "tiles_per_second": tiles / seconds,
         })  # fmt: skip
+        count = run.counted(tiles, "tile")
         echo(f"{mode:>6} {workers:3d} workers x {config['threads_per_worker']} threads, "
-             f"tile {tile:5d}, {side}x{side} px, {tiles:4d} tiles: {seconds:8.3f} s/iteration, "
+             f"tile {tile:5d}, {side}x{side} px, {count:>10}: {seconds:8.3f} s/iteration, "
              f"{tiles / seconds:8.2f} tiles/s")  # fmt: skip
     return rows
 
