@@ -24,12 +24,13 @@ def _run(args: argparse.Namespace) -> None:
     settings = run.Settings(**{f: getattr(args, f) for f in defaults.__dataclass_fields__})
     from .cluster import dashboard_link, gpu_count, has_gpus, open_client
 
-    options = {"settings": settings, "weights": args.weights, "workdir": args.workdir}
+    options = {"settings": settings, "weights": args.weights, "workdir": args.workdir,
+               "resume": args.resume}  # fmt: skip
     if args.dry_run:
         for line in run.dry_run(content, style, args.output, **options):
             print(line)
         return
-    run.check_run(content, style, args.output, **options, resume=args.resume)  # before a cluster
+    run.check_run(content, style, args.output, **options)  # before a cluster starts
     cluster = dict(workers=args.workers, jobs=args.jobs, config=args.slurm_config, tls=args.tls)
     cluster = {k: v for k, v in cluster.items() if v}
     cluster["max_tasks"] = run.tiles_in_memory(settings)  # CPU tiles at once, by memory
@@ -48,8 +49,8 @@ def _run(args: argparse.Namespace) -> None:
         resources = {"GPU": 1} if has_gpus(client) else None
         progress = _Progress()
         try:
-            run.transfer(content, style, args.output, **options, resume=args.resume,
-                         resources=resources, on_event=progress)  # fmt: skip
+            run.transfer(content, style, args.output, **options, resources=resources,
+                         on_event=progress)  # fmt: skip
         finally:
             progress.close()  # before any error line
 

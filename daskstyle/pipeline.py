@@ -65,7 +65,7 @@ def run_pipeline(path: str | os.PathLike, echo: Echo = print, dry_run: bool = Fa
             settings = _settings(config)
             for line in run.dry_run(config["content"], config["style"], config["output"],
                                     settings=settings, weights=weights, workdir=config["workdir"],
-                                    makes_output_dir=True):  # fmt: skip
+                                    resume=config["resume"], makes_output_dir=True):  # fmt: skip
                 echo(line)
         return []
     return {"production": run_production, "scaling": run_scaling}[kind](config, echo)

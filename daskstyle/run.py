@@ -140,13 +140,14 @@ def dry_run(
     settings: Settings = Settings(),
     weights: str | os.PathLike | None = None,
     workdir: str | os.PathLike | None = None,
+    resume: bool = False,
     makes_output_dir: bool = False,
 ) -> Iterator[str]:
     """What :func:`transfer` would do, as lines to print: the network and halo, each level's
     pixels, tiles and disk space, and the tiles this machine's memory holds at once. Raises,
-    after the lines, the errors the run would raise before starting (inputs, weights, too
-    little disk). ``makes_output_dir``: the caller creates the output's directory (a pipeline
-    does)."""
+    after the lines, the errors the run would raise before starting (inputs, weights, sizes,
+    too little disk, a run directory that cannot be used as ``resume`` asks).
+    ``makes_output_dir``: the caller creates the output's directory (a pipeline does)."""
     output = Path(output)
     where = footprint.nearest_existing(output.parent) / output.name if makes_output_dir else output
     plan = _plan(content, style, output, settings, weights, workdir, output_check=where)
@@ -163,26 +164,15 @@ def dry_run(
     yield (f"memory of this machine holds {counted(tiles_in_memory(settings), 'tile')} of "
            f"{settings.tile} px at once")  # fmt: skip
     footprint.check_disk(workdir, output, sizes, settings.pyramid)
+    _check_workdir(workdir, plan.record, resume)
     yield "the disks are large enough; nothing was written"
 
 
-def check_run(
-    content: str | os.PathLike,
-    style: str | os.PathLike,
-    output: str | os.PathLike,
-    *,
-    settings: Settings = Settings(),
-    weights: str | os.PathLike | None = None,
-    workdir: str | os.PathLike | None = None,
-    resume: bool = False,
-) -> None:
-    """The checks :func:`transfer` makes before it starts (inputs, weights, sizes, disk
-    space, run directory), for callers that start a cluster first: one clear error before
-    any work."""
-    output = Path(output)
-    plan = _plan(content, style, output, settings, weights, workdir)
-    footprint.check_disk(plan.workdir, output, plan.sizes, settings.pyramid)
-    _check_workdir(plan.workdir, plan.record, resume)
+def check_run(*args, **kwargs) -> None:
+    """Every check of :func:`dry_run` (same arguments) without its lines: for callers that
+    start a cluster first, so that a bad input ends in one error before any work."""
+    for _ in dry_run(*args, **kwargs):
+        pass
 
 
 @dataclass(frozen=True)
