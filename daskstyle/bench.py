@@ -21,8 +21,6 @@ import numpy as np
 
 from .geometry import TILE_BYTES_PER_PIXEL
 
-#: Bytes of activations per pixel for VGG-19 up to relu5_1 in float32 (DESIGN.md section 5).
-
 
 def _in_child(function, *args):
     context = multiprocessing.get_context("spawn")

@@ -46,9 +46,8 @@ def running_bytes(plan: geometry.TilePlan, dtype, graph) -> int:
     """Bytes on disk of a level of ``plan`` while it runs: its state and content target."""
     scale = graph.network.scale(graph.content_layer)
     channels = graph.network.channels(graph.content_layer)
-    first = next(iter(plan))  # the largest tile: the content target's chunk
-    cells = (first.y1 // scale - first.y0 // scale) * (first.x1 // scale - first.x0 // scale)
-    target = len(plan) * cells * channels * np.dtype(dtype).itemsize
+    rows, cols = next(iter(plan)).cells(scale)  # the largest tile: the content target's chunk
+    target = len(plan) * rows * cols * channels * np.dtype(dtype).itemsize
     return LevelState.nbytes(plan, dtype) + target
 
 

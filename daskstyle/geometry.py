@@ -101,6 +101,10 @@ class Tile:
     x0: int
     x1: int
 
+    def cells(self, scale: int) -> tuple[int, int]:
+        """Rows and columns of feature cells of the core at a layer of ``scale``."""
+        return self.y1 // scale - self.y0 // scale, self.x1 // scale - self.x0 // scale
+
     def padded(self, depth: int, shape: tuple[int, int]) -> tuple[slice, slice]:
         """Slices of the core grown by ``depth`` on each side, clipped to the image."""
         height, width = shape

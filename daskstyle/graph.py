@@ -197,11 +197,7 @@ class StyleGraph:
         channels = self.network.channels(self.content_layer)
         rows: list[list[da.Array]] = [[] for _ in range(plan.grid[0])]
         for tile, origin, window in padded_tiles(source(content), plan, self.halo.forward):
-            cells = (
-                tile.y1 // scale - tile.y0 // scale,
-                tile.x1 // scale - tile.x0 // scale,
-                channels,
-            )
+            cells = (*tile.cells(scale), channels)
             task = self._model_call(
                 kernels.tile_content_features, [window], origin, _core(tile), self.content_layer
             )

@@ -4,9 +4,10 @@ One level's state is a zarr group (:class:`LevelState`): the content (until the 
 computed the content target from it), two canvas buffers and two buffers each of Adam's ``m``
 and ``v``. Step ``t + 1`` reads buffer ``current`` (p_t, m_t, v_t, never written during the
 step) and writes buffer ``1 - current``; the group's attributes (step, current buffer,
-learning rate) change in one atomic write after every store of the step has finished. So a retried task recomputes the same chunk from unchanged inputs, and after a
-kill at any moment the attributes name a complete, consistent state: redoing the step from
-there gives bit-identical results (given a deterministic gradient).
+learning rate) change in one atomic write after every store of the step has finished. So a
+retried task recomputes the same chunk from unchanged inputs, and after a kill at any moment
+the attributes name a complete, consistent state: redoing the step from there gives
+bit-identical results (given a deterministic gradient).
 
 The per-chunk update runs with CuPy in a process that sees a CUDA GPU (and has CuPy), else
 with NumPy; the chunks come from and go back to zarr on the host either way.
