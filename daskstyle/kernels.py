@@ -54,6 +54,7 @@ class FeatureNet(nn.Module):
 
     def forward(self, image: torch.Tensor, until: str | None = None) -> dict[str, torch.Tensor]:
         """Features of ``image`` (1, 3, H, W), 0-255 RGB; stop after layer ``until``."""
+        set_tf32(self.precision == "tf32")
         x = image.flip(1) if self.network.bgr else image
         x = (x / self.network.value_range - self.mean) / self.std
         last = self.network.index(until) if until else max(self.wanted)
@@ -64,6 +65,13 @@ class FeatureNet(nn.Module):
                 if index in self.wanted:
                     out[self.wanted[index]] = x
         return {name: feature.to(self.mean.dtype) for name, feature in out.items()}
+
+
+def set_tf32(on: bool) -> None:
+    """TF32 for CUDA float32 convolutions and matmuls, on or off. Process-wide flags (cuDNN's
+    own default is on), so each use of a model sets them: a model reused after a TF32 one
+    has been used computes exactly."""
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = on
 
 
 _models: dict[ModelSpec, FeatureNet] = {}
@@ -84,8 +92,6 @@ def get_model(spec: ModelSpec, state: Mapping[str, torch.Tensor]) -> FeatureNet:
             model = model.to(
                 device=device(), dtype=getattr(torch, spec.dtype), memory_format=torch.channels_last
             )  # faster convolutions
-            tf32 = spec.precision == "tf32"  # process-wide; cuDNN's own default would be on
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
             while len(_models) >= _MAX_MODELS:
                 _models.pop(next(iter(_models)))
             _models[spec] = model

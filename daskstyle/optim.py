@@ -46,15 +46,33 @@ def array_module(*arrays):
 
 @functools.cache
 def update_module():
-    """The array module of this process's Adam updates: CuPy where a CUDA GPU is visible."""
+    """The array module of this process's Adam updates: CuPy where a CUDA GPU is visible and a
+    tiny Adam step runs on it, else NumPy (with a one-line warning when CuPy fails there).
+    ``DASKSTYLE_NO_CUPY=1`` in the environment forces NumPy."""
+    import os
+    import warnings
+
+    if os.environ.get("DASKSTYLE_NO_CUPY", "0") not in ("", "0"):
+        return np
     try:
         import cupy
 
-        if cupy.cuda.runtime.getDeviceCount() > 0:
-            return cupy
+        if cupy.cuda.runtime.getDeviceCount() == 0:
+            return np
     except (ImportError, RuntimeError):  # no CuPy, no CUDA driver, no device: NumPy
-        pass
-    return np
+        return np
+    try:  # compiles the update's kernels now: a CuPy that cannot (no NVRTC, ...) fails here
+        probe = cupy.full((2, 2, 3), 1.0, dtype=np.float32)
+        _host(cupy.stack(adam_chunk(probe, probe, probe, probe, 1, 1.0)))
+    except Exception as err:  # compile, runtime and library errors of many kinds
+        reason = next((line for line in str(err).splitlines() if line.strip()), "")[:200]
+        warnings.warn(
+            f"Adam runs on NumPy: CuPy fails on this GPU ({type(err).__name__}: {reason.strip()})",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return np
+    return cupy
 
 
 def moments_chunk(grad, m, v, beta1: float = BETA1, beta2: float = BETA2):

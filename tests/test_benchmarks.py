@@ -65,5 +65,12 @@ def test_gpu_check_says_when_there_is_no_gpu(tmp_path):
         [sys.executable, str(PIPELINES / "gpu_check.py"), "--out", str(tmp_path)],
         capture_output=True, text=True, check=False, timeout=300,
     )  # fmt: skip
-    assert done.returncode == 2
-    assert (tmp_path / "gpu_check.txt").read_text() == "no CUDA device: nothing to check\n"
+    assert done.returncode == 2, done.stderr
+    report = (tmp_path / "gpu_check.txt").read_text()
+    assert report == done.stdout  # the preflight first, then why nothing more runs
+    assert re.match(
+        r"python 3\.\d+\.\d+ \(.+\)\ntorch \S+, CUDA \S+, cuDNN \S+, no CUDA device\n", report
+    )
+    for name in ("cupy", "dask", "distributed", "zarr", "numcodecs", "numpy"):
+        assert re.search(rf"^{name} (\S+ \(.+\)|missing \(.+\))$", report, re.MULTILINE), name
+    assert report.endswith("\nno CUDA device: nothing to check\n")

@@ -257,8 +257,10 @@ def test_adam_updates_run_on_cupy_where_a_gpu_is_visible(monkeypatch, devices, e
             raise RuntimeError("no CUDA driver")
         return devices
 
-    fake = types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=types.SimpleNamespace()))
-    fake.cuda.runtime.getDeviceCount = device_count
+    runtime = types.SimpleNamespace(getDeviceCount=device_count)
+    fake = types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=runtime), full=np.full,
+                                 stack=np.stack, asarray=np.asarray,
+                                 get_array_module=lambda *a: np)  # a CuPy that computes  # fmt: skip
     monkeypatch.setitem(sys.modules, "cupy", fake)
     optim.update_module.cache_clear()
     try:
