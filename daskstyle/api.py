@@ -24,6 +24,7 @@ from .networks import (
     resolve_weights,
     state_token,
 )
+from .settings import check_number
 from .weights import choose_network
 
 _DTYPES = {np.dtype(np.float32): "float32", np.dtype(np.float64): "float64"}
@@ -69,7 +70,8 @@ def _style_weights(layers: Sequence[str], weights, style_weight: float) -> dict[
         weights = [weights.get(name, 0.0) for name in layers]
     if len(weights) != len(layers):
         raise InputError(f"{len(weights)} style layer weights given for {len(layers)} style layers")
-    return {name: style_weight * float(w) for name, w in zip(layers, weights)}
+    weights = [check_number(f"the weight of {name}", w) for name, w in zip(layers, weights)]
+    return {name: style_weight * w for name, w in zip(layers, weights)}
 
 
 def style_graph(
@@ -95,6 +97,8 @@ def style_graph(
     ``tf32`` or ``bf16`` (:data:`daskstyle.kernels.PRECISIONS`). ``resources``: what each
     network task asks of a distributed scheduler, e.g. ``{"GPU": 1}``.
     """
+    content_weight = check_number("content_weight", content_weight)
+    style_weight = check_number("style_weight", style_weight)
     if precision not in kernels.PRECISIONS:
         raise InputError(
             f"precision must be one of {', '.join(kernels.PRECISIONS)}, not {precision!r}"
@@ -103,6 +107,7 @@ def style_graph(
     style_layers = tuple(style_layers)
     if not style_layers:
         raise InputError("give at least one style layer")
+    style_weights = _style_weights(style_layers, style_layer_weights, style_weight)
     layers = tuple(dict.fromkeys((content_layer, *style_layers)))
     exact = net.halo(layers)
     if halo is not None:
@@ -120,8 +125,8 @@ def style_graph(
     return StyleGraph(
         network=net,
         content_layer=content_layer,
-        content_weight=float(content_weight),
-        style_weights=_style_weights(style_layers, style_layer_weights, float(style_weight)),
+        content_weight=content_weight,
+        style_weights=style_weights,
         spec=kernels.ModelSpec(net.name, layers, dtype_name, token, precision),
         weights=share(state, f"daskstyle-weights-{token}"),
         halo=exact,

@@ -83,8 +83,8 @@ def _time_iteration(size: int, tile: int, network: str, steps: int, directory: s
     from .api import make_plan, style_graph
     from .graph import as_tiled
     from .networks import random_weights
-    from .optim import LevelState
     from .run import content_target
+    from .state import LevelState
 
     canvas, content, style = (
         da.from_array(x.astype(np.float32), chunks=(tile, tile, 3)) for x in _images(size)

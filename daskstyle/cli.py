@@ -8,7 +8,7 @@ import sys
 import dask
 from dask.system import CPU_COUNT
 
-from .errors import DaskstyleError, InputError
+from .errors import DaskstyleError, InputError, SettingError
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -20,8 +20,10 @@ def _run(args: argparse.Namespace) -> None:
         content, style = args.content, args.style
     else:
         raise InputError("give CONTENT and STYLE images, or --example")
-    defaults = run.Settings()
-    settings = run.Settings(**{f: getattr(args, f) for f in defaults.__dataclass_fields__})
+    try:
+        settings = run.Settings(**{f: getattr(args, f) for f in run.Settings.__dataclass_fields__})
+    except SettingError as err:
+        raise InputError(err.spelled("--" + err.name.replace("_", "-"))) from None
     from .cluster import dashboard_link, gpu_count, has_gpus, open_client
 
     options = {"settings": settings, "weights": args.weights, "workdir": args.workdir,

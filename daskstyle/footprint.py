@@ -1,6 +1,6 @@
 """What a run occupies on disk, and whether its disks have room, known before it starts.
 
-A level's state is uncompressed zarr (:class:`daskstyle.optim.LevelState`, edge chunks
+A level's state is uncompressed zarr (:class:`daskstyle.state.LevelState`, edge chunks
 stored whole) plus its content target; a finished level keeps only its final canvas. So the
 bytes are exact, and a run that would fill its disk stops in one line before any work.
 """
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import geometry
+from . import geometry, io, rundir
 from .api import level_plan
 from .errors import InputError
-from .optim import LevelState
+from .state import LevelState
 
 
 @dataclass(frozen=True)
@@ -59,19 +59,19 @@ def disk_needed(sizes: list[LevelSize]) -> int:
 
 def check_disk(workdir: Path, output: Path, sizes: list[LevelSize], pyramid: bool) -> None:
     """Raise an :class:`InputError` before any work when the run directory's or the output's
-    disk is too small. What a run directory of an earlier run holds counts as free: a resumed
-    run reuses it, a new run deletes it."""
+    disk is too small. What an earlier run wrote into the run directory counts as free: a
+    resumed run reuses it, a new run deletes it."""
     h, w = sizes[-1].shape
     image = h * w * 3 * (4 if pyramid else 3) // 3  # uint8 RGB (a pyramid adds < 1/3)
     state = disk_needed(sizes)
-    workdir_disk, output_disk = nearest_existing(workdir), nearest_existing(output.parent)
+    workdir_disk, output_disk = io.nearest_existing(workdir), io.nearest_existing(output.parent)
     if workdir_disk.stat().st_dev == output_disk.stat().st_dev:
         state = max(state, sum(s.kept_bytes for s in sizes) + image)  # output written last
         needs = [(workdir, state)]
     else:
         needs = [(workdir, state), (output.parent, image)]
     for path, needed in needs:
-        reusable = _run_bytes(workdir) if path == workdir else 0
+        reusable = rundir.owned_bytes(workdir) if path == workdir else 0
         require_free(path, needed, reusable, " (--workdir)" if path == workdir else "")
 
 
@@ -79,27 +79,12 @@ def require_free(path: Path, needed: int, reusable: int = 0, option: str = "") -
     """Raise an :class:`InputError` unless the disk of ``path`` has ``needed`` bytes free
     (counting ``reusable`` bytes that will be deleted or reused as free); ``option`` is the
     setting that chooses ``path``, for the message."""
-    free = shutil.disk_usage(nearest_existing(path)).free + reusable
+    free = shutil.disk_usage(io.nearest_existing(path)).free + reusable
     if needed > free:
         raise InputError(
             f"the run needs {readable(needed)} on the disk of {path} and "
             f"{readable(free)} is free: free space, or choose a larger disk{option}"
         )
-
-
-def nearest_existing(path: Path) -> Path:
-    """``path`` (absolute) or its nearest existing parent."""
-    path = path.absolute()
-    while not path.exists():
-        path = path.parent
-    return path
-
-
-def _run_bytes(workdir: Path) -> int:
-    """Bytes in ``workdir`` if it is the directory of an earlier run, else 0."""
-    if not (workdir / "run.json").is_file():
-        return 0
-    return sum(f.stat().st_size for f in workdir.rglob("*") if f.is_file())
 
 
 def readable(size: int) -> str:

@@ -219,9 +219,28 @@ def check_output(path) -> str:
         raise InputError(f"cannot write {path.name}: use a .tif, .png or .jpg name")
     if not path.parent.is_dir():
         raise InputError(f"cannot write {path}: the directory {path.parent} does not exist")
-    if not os.access(path.parent, os.W_OK):
-        raise InputError(f"cannot write {path}: the directory {path.parent} is not writable")
+    why = not_writable(path.parent)
+    if why:
+        raise InputError(f"cannot write {path}: the directory {path.parent} {why}")
     return fmt
+
+
+def not_writable(directory: Path) -> str | None:
+    """Why files cannot be made in ``directory`` ("is on a read-only disk", "is not
+    writable"), or None when they can."""
+    if os.statvfs(directory).f_flag & os.ST_RDONLY:
+        return "is on a read-only disk"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return "is not writable"
+    return None
+
+
+def nearest_existing(path: Path) -> Path:
+    """``path`` (absolute) or its nearest existing parent."""
+    path = Path(path).absolute()
+    while not path.exists():
+        path = path.parent
+    return path
 
 
 def pyramid_shapes(shape: tuple[int, int], tile: int) -> list[tuple[int, int]]:
@@ -265,6 +284,8 @@ def _tiles(image: da.Array, tile: int):
 def _bands(image: da.Array, rows: int):
     for y0 in range(0, image.shape[0], rows):
         band = np.rint(np.asarray(image[y0 : y0 + rows].compute()))
+        if not np.isfinite(band).all():  # a picture that is not finite is never written
+            raise DaskstyleError(f"rows {y0}-{y0 + len(band) - 1} of the picture are not finite")
         yield np.clip(band, 0, 255, out=band).astype(np.uint8)
 
 
@@ -277,6 +298,12 @@ def _write_pillow(fh, image: da.Array, fmt: str, rows: int, description) -> None
     elif description is not None:
         options["comment"] = description
     Image.fromarray(pixels).save(fh, format=fmt, **options)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """``data`` into ``path``, which holds its old contents or all of the new, never a part."""
+    with _atomic(path) as fh:
+        fh.write(data)
 
 
 @contextlib.contextmanager

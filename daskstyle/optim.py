@@ -1,13 +1,7 @@
-"""Chunked Adam on disk-backed per-pixel state (zarr v3), the learning-rate rule and stop test.
+"""Chunked Adam over whole arrays, the learning-rate rule and the stop test.
 
-One level's state is a zarr group (:class:`LevelState`): the content (until the run has
-computed the content target from it), two canvas buffers and two buffers each of Adam's ``m``
-and ``v``. Step ``t + 1`` reads buffer ``current`` (p_t, m_t, v_t, never written during the
-step) and writes buffer ``1 - current``; the group's attributes (step, current buffer,
-learning rate) change in one atomic write after every store of the step has finished. So a
-retried task recomputes the same chunk from unchanged inputs, and after a kill at any moment
-the attributes name a complete, consistent state: redoing the step from there gives
-bit-identical results (given a deterministic gradient).
+The graphs here read Dask arrays and store into zarr arrays they are given; the state they
+work on, its layout on disk and its commits are :mod:`daskstyle.state`'s.
 
 The per-chunk update runs with CuPy in a process that sees a CUDA GPU (and has CuPy), else
 with NumPy; the chunks come from and go back to zarr on the host either way.
@@ -15,21 +9,14 @@ with NumPy; the chunks come from and go back to zarr on the host either way.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import shutil
-import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 import dask
 import dask.array as da
 import numpy as np
-import zarr
-from dask.base import tokenize
 
 from .errors import InputError
-from .geometry import TilePlan
 
 BETA1, BETA2, EPS = 0.9, 0.99, 1e-6
 PIXEL_MAX = 255.0
@@ -128,17 +115,6 @@ class StepGraph:
         return (float(largest), float(mean), *rest)
 
 
-def _float_or_none(value) -> float | None:
-    return None if value is None else float(value)
-
-
-def read_zarr(array: zarr.Array, *token) -> da.Array:
-    """``array`` as a Dask array whose key derives from ``token`` (e.g. run id and step)."""
-    return da.from_zarr(
-        array, name=f"read-{array.basename}-{tokenize(str(array.store_path), *token)}"
-    )
-
-
 def _host(x):
     return x if isinstance(x, np.ndarray) else x.get()
 
@@ -226,162 +202,3 @@ class AdamSettings:
     stop_condition: float = 0.1
     max_iters: int = 100
     lr: float | None = None
-
-
-class LevelState:
-    """One level's zarr group: arrays ``content``, ``canvas0/1``, ``m0/1``, ``v0/1``.
-
-    Attributes: ``step`` (steps done), ``current`` (buffer holding p, m, v of that step),
-    ``lr``, ``pending`` (``{"loss": ...}`` while the first step's moments wait in the other
-    buffer), ``history`` ([max change, mean change, loss] per step), ``settings``, ``run_id``.
-    """
-
-    BUFFERS = ("canvas", "m", "v")
-
-    def __init__(self, group: zarr.Group):
-        self.group = group
-        if "step" not in group.attrs:
-            raise InputError(f"{group.store} holds no complete level state: create it again")
-
-    @classmethod
-    def create(
-        cls,
-        path,
-        content: da.Array,
-        canvas: da.Array,
-        plan: TilePlan,
-        settings: AdamSettings = AdamSettings(),
-        dtype=np.float32,
-    ) -> LevelState:
-        """A new level at ``path`` (replacing any there) starting from ``canvas``; all
-        per-pixel state is stored as ``dtype``."""
-        shape = (*plan.shape, 3)
-        for name, image in (("content", content), ("canvas", canvas)):
-            if tuple(image.shape) != shape:
-                raise InputError(f"{name} has shape {tuple(image.shape)}, the plan needs {shape}")
-        group = zarr.open_group(Path(path).absolute(), mode="w")  # the same for every worker
-        chunks = (plan.tile, plan.tile, 3)
-        for name in ("content", *(f"{b}{i}" for b in cls.BUFFERS for i in (0, 1))):
-            group.create_array(
-                name, shape=shape, chunks=chunks, dtype=dtype, compressors=None, fill_value=0.0
-            )
-        tiled = [x.astype(dtype).rechunk(chunks) for x in (content, canvas)]
-        da.store(tiled, [group["content"], group["canvas0"]], lock=False)
-        group.attrs.put(
-            {
-                "step": 0,
-                "current": 0,
-                "lr": settings.lr,
-                "pending": None,
-                "history": [],
-                "settings": dataclasses.asdict(settings),
-                "run_id": uuid.uuid4().hex,
-            }
-        )
-        return cls(group)
-
-    @classmethod
-    def nbytes(cls, plan: TilePlan, dtype=np.float32, *, released: bool = False) -> int:
-        """Bytes on disk of a level state for ``plan`` (uncompressed, edge chunks whole): the
-        most it holds, both buffers of canvas, m and v after :meth:`drop_content` (before it,
-        only the content and one canvas), or its final canvas alone after :meth:`release`."""
-        arrays = 1 if released else 2 * len(cls.BUFFERS)
-        return arrays * len(plan) * plan.tile**2 * 3 * np.dtype(dtype).itemsize
-
-    @classmethod
-    def open(cls, path) -> LevelState:
-        """The level state saved at ``path``."""
-        try:
-            group = zarr.open_group(Path(path).absolute(), mode="r+")
-        except FileNotFoundError as err:
-            raise InputError(f"no level state at {path}") from err
-        return cls(group)
-
-    @property
-    def attrs(self) -> dict:
-        return dict(self.group.attrs)
-
-    @property
-    def step(self) -> int:
-        return self.attrs["step"]
-
-    @property
-    def lr(self) -> float | None:
-        return self.attrs["lr"]
-
-    @property
-    def settings(self) -> AdamSettings:
-        return AdamSettings(**self.attrs["settings"])
-
-    @property
-    def done(self) -> bool:
-        """Whether the stop test holds after the last step."""
-        attrs, s = self.attrs, self.settings
-        mean = attrs["history"][-1][1] if attrs["history"] else float("inf")
-        return should_stop(mean, attrs["step"], s.stop_condition, s.max_iters)
-
-    def _read(self, name: str, buffer: int) -> da.Array:
-        attrs = self.attrs
-        return read_zarr(self.group[f"{name}{buffer}"], attrs["run_id"], attrs["step"])
-
-    def content(self) -> da.Array:
-        """The level's content image."""
-        return read_zarr(self.group["content"], self.attrs["run_id"])
-
-    def canvas(self) -> da.Array:
-        """p_t, the current canvas (same keys on every call for the same step)."""
-        return self._read("canvas", self.attrs["current"])
-
-    def canvas_store(self) -> zarr.Array:
-        """p_t as its zarr array, for tasks that read their own windows of it."""
-        return self.group[f"canvas{self.attrs['current']}"]
-
-    def advance(self, grad: da.Array, loss=None) -> tuple[float, float, float | None]:
-        """Run step t+1 with ``grad``, the gradient at :meth:`canvas` (and optionally its lazy
-        ``loss``, computed in the same pass); commit it; return the max and mean pixel change
-        and the loss. The first step of a level without a fixed ``lr`` first stores its moments
-        with max ``|grad|`` and commits the rate the ``tpc`` rule gives."""
-        attrs, s = self.attrs, self.settings
-        t, cur = attrs["step"], attrs["current"]
-        nxt = 1 - cur
-        out = {b: self.group[f"{b}{nxt}"] for b in self.BUFFERS}
-        canvas, m, v = (self._read(b, cur) for b in self.BUFFERS)
-        if attrs["lr"] is None:
-            stores, max_grad = moments_graph(
-                grad, m, v, (out["m"], out["v"]), beta1=s.beta1, beta2=s.beta2
-            )
-            _, max_grad, loss = dask.compute(stores, max_grad, loss)
-            lr = first_step_lr(max_grad, s.tpc, s.eps)
-            self._commit(lr=lr, pending={"loss": _float_or_none(loss)})
-            attrs = self.attrs
-        hyper = {"step": t + 1, "lr": attrs["lr"], "beta1": s.beta1, "beta2": s.beta2, "eps": s.eps}
-        if attrs["pending"] is not None:
-            m, v = (self._read(b, nxt) for b in ("m", "v"))
-            largest, mean = param_graph(canvas, m, v, out["canvas"], **hyper).compute()
-            loss = attrs["pending"]["loss"]
-        else:
-            graph = step_graph(canvas, grad, m, v, tuple(out.values()), **hyper)
-            largest, mean, loss = graph.compute(loss)
-        result = (largest, mean, _float_or_none(loss))
-        self._commit(
-            step=t + 1, current=nxt, pending=None, history=[*attrs["history"], list(result)]
-        )
-        return result
-
-    def drop_content(self) -> None:
-        """Delete the content image, once what is computed from it (the content target) is on
-        disk and nothing reads it any more; :meth:`content` fails afterwards."""
-        shutil.rmtree(Path(self.group.store.root) / "content", ignore_errors=True)
-
-    def release(self) -> None:
-        """Delete all but the current canvas and the attributes (also anything stored beside
-        the arrays, such as a content target): what a finished level keeps. Works on files,
-        so that a repeat after a kill also removes arrays that were half deleted."""
-        keep = {"zarr.json", f"canvas{self.attrs['current']}"}
-        for entry in Path(self.group.store.root).iterdir():
-            if entry.is_dir() and entry.name not in keep:
-                shutil.rmtree(entry)
-
-    def _commit(self, **changes) -> None:
-        """Write the attributes in one atomic store write (zarr writes ``zarr.json`` via rename)."""
-        self.group.attrs.put({**self.attrs, **changes})

@@ -1,11 +1,14 @@
 """A whole style-transfer run: resolution levels, on-disk state, resume, progress events.
 
-The run directory holds one zarr level state per level (:class:`daskstyle.optim.LevelState`,
-with the level's content target φ_O computed once beside it; a finished level keeps only its
-final canvas), a preview PNG of each finished level, ``loss.csv`` and ``run.json`` (settings,
-network, weights checksum). A run that would not fit on its disks stops before it starts
-(:func:`daskstyle.footprint.check_disk`). Every step is
-committed atomically, so a run killed at any moment continues with ``resume=True`` and ends
+The run directory (:mod:`daskstyle.rundir`) holds one zarr level state per level
+(:class:`daskstyle.state.LevelState`, with the level's content target φ_O computed once beside
+it; a finished level keeps only its final canvas), a preview PNG of each finished level,
+``loss.csv`` and ``run.json`` (settings, network, weights checksum, the inputs' checksums).
+A run that would not fit on its disks, would replace an input or a file daskstyle did not
+write, or finds its state damaged stops in one line before the step that would use it
+(:func:`daskstyle.footprint.check_disk`, :func:`daskstyle.rundir.check`,
+:meth:`daskstyle.state.LevelState.check`). Every step is committed atomically once its loss
+and update are finite, so a run killed at any moment continues with ``resume=True`` and ends
 with the same image. The library never prints: it reports :class:`Event` objects to
 ``on_event``.
 """
@@ -29,33 +32,25 @@ import numpy as np
 import zarr
 from dask.base import tokenize
 
-from . import footprint, geometry, io, resize
+from . import footprint, geometry, io, resize, rundir
 from .api import level_plan, share, style_graph
-from .errors import InputError
+from .errors import DamagedStateError, InputError, NotFiniteError
 from .graph import StyleGraph, as_tiled
-from .networks import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, NETWORKS, get_network
-from .optim import AdamSettings, LevelState
+from .networks import (
+    DEFAULT_CONTENT_LAYER,
+    DEFAULT_STYLE_LAYERS,
+    NETWORKS,
+    get_network,
+    resolve_weights,
+)
+from .optim import AdamSettings
+from .rundir import default_workdir
+from .settings import Settings
+from .state import LevelState, check_whole, create_array, open_array
 
 EXAMPLE_CONTENT = Path(__file__).parent / "data" / "example_content.png"
 EXAMPLE_STYLE = Path(__file__).parent / "data" / "example_style.png"
 PREVIEW_SIDE = 1024
-
-
-@dataclass(frozen=True)
-class Settings:
-    """What a run paints with; defaults are the paper's (tpc, stop, 100 steps, r0 = 512)."""
-
-    r0: int = 512
-    tile: int = 512
-    max_iters: int = 100
-    tpc: float = 12.8
-    stop: float = 0.1
-    content_weight: float = 1.0
-    style_weight: float = 10.0
-    network: str | None = None
-    pyramid: bool = False
-    dtype: str = "float32"
-    precision: str = "exact"
 
 
 @dataclass(frozen=True)
@@ -94,10 +89,6 @@ class Finished:
 Event = LevelStarted | Stepped | LevelFinished | Finished
 
 
-def default_workdir(output: Path) -> Path:
-    return output.with_name(output.name + ".daskstyle")
-
-
 def transfer(
     content: str | os.PathLike,
     style: str | os.PathLike,
@@ -119,15 +110,16 @@ def transfer(
     plan = _plan(content, style, output, settings, weights, workdir, resources)
     graph, workdir, record = plan.graph, plan.workdir, plan.record
     footprint.check_disk(workdir, output, plan.sizes, settings.pyramid)
-    _prepare_workdir(workdir, record, resume)
-    canvas = None
+    rundir.prepare(workdir, record, resume)
+    state = None
     with dask.config.set({"optimization.fuse.active": False} if resources else {}):
         for level, size in enumerate(plan.sizes):
-            canvas = _run_level(level, len(plan.sizes), size.shape, plan.content, plan.style,
-                                canvas, graph, settings, workdir, on_event)  # fmt: skip
+            state = _run_level(level, len(plan.sizes), size.shape, plan.content, plan.style,
+                               state, graph, settings, workdir, on_event)  # fmt: skip
+    _checked(state, len(plan.sizes) - 1)
     record["finished"] = True
-    io.write_image(output, canvas, pyramid=settings.pyramid, description=json.dumps(record))
-    _write_json(workdir / "run.json", record)
+    io.write_image(output, state.canvas(), pyramid=settings.pyramid, description=json.dumps(record))
+    rundir.write_record(workdir, record)
     on_event(Finished(output, workdir))
     return output
 
@@ -149,7 +141,7 @@ def dry_run(
     too little disk, a run directory that cannot be used as ``resume`` asks).
     ``makes_output_dir``: the caller creates the output's directory (a pipeline does)."""
     output = Path(output)
-    where = footprint.nearest_existing(output.parent) / output.name if makes_output_dir else output
+    where = io.nearest_existing(output.parent) / output.name if makes_output_dir else output
     plan = _plan(content, style, output, settings, weights, workdir, output_check=where)
     graph, sizes, workdir = plan.graph, plan.sizes, plan.workdir
     halo = graph.halo
@@ -164,7 +156,9 @@ def dry_run(
     yield (f"memory of this machine holds {counted(tiles_in_memory(settings), 'tile')} of "
            f"{settings.tile} px at once")  # fmt: skip
     footprint.check_disk(workdir, output, sizes, settings.pyramid)
-    _check_workdir(workdir, plan.record, resume)
+    rundir.check(workdir, plan.record, resume)
+    if resume:
+        _check_levels(workdir, len(sizes))
     yield "the disks are large enough; nothing was written"
 
 
@@ -205,15 +199,23 @@ def _plan(content, style, output: Path, settings: Settings, weights, workdir, re
     sizes = footprint.level_sizes(
         shape, graph, r0=settings.r0, tile=settings.tile, dtype=settings.dtype
     )
+    workdir = Path(workdir) if workdir else default_workdir(output)
+    sources = {"content": Path(content), "style": Path(style)}
     record = {
+        "daskstyle": rundir.FORMAT,
         "settings": dataclasses.asdict(settings),
         "network": graph.network.name,
         "weights_digest": graph.spec.weights_token,
         "layers": list(graph.spec.layers),
-        "content": str(Path(content).resolve()),
-        "style": str(Path(style).resolve()),
+        **{name: str(path.resolve()) for name, path in sources.items()},
+        "inputs": {name: rundir.fingerprint(path) for name, path in sources.items()},
+        "levels": len(sizes),
+        "finished": False,
     }
-    workdir = Path(workdir) if workdir else default_workdir(output)
+    weights_file = resolve_weights(graph.network, weights)[1]
+    if isinstance(weights_file, (str, os.PathLike)):
+        sources["weights"] = Path(weights_file)
+    rundir.check_paths(output, workdir, sources)
     return _RunPlan(content_image, style_image, graph, sizes, workdir, record)
 
 
@@ -240,42 +242,11 @@ def check_inputs(content, style, output: Path) -> tuple[da.Array, da.Array]:
     return io.read_image(content), io.read_image(style)
 
 
-def _check_workdir(workdir: Path, record: dict, resume: bool) -> bool:
-    """Whether ``workdir`` holds a finished earlier run that a new run replaces; or an error
-    when it cannot be used as asked."""
-    manifest = workdir / "run.json"
-    if not manifest.is_file():
-        if resume:
-            raise InputError(f"nothing to resume: {manifest} does not exist")
-        return False
-    earlier = json.loads(manifest.read_text())
-    if resume:
-        changed = [k for k in ("settings", "network", "weights_digest", "content", "style")
-                   if earlier.get(k) != record[k]]  # fmt: skip
-        if changed:
-            raise InputError(f"cannot resume {workdir}: {', '.join(changed)} differ from its run")
-        return False
-    if not earlier.get("finished"):
-        raise InputError(
-            f"{workdir} holds an unfinished run: continue it with --resume (resume = true in a "
-            "pipeline), or delete it"
-        )
-    return True
-
-
-def _prepare_workdir(workdir: Path, record: dict, resume: bool) -> None:
-    if _check_workdir(workdir, record, resume):
-        shutil.rmtree(workdir)
-    if not resume:
-        workdir.mkdir(parents=True, exist_ok=True)
-        _write_json(workdir / "run.json", record)
-
-
 def _run_level(level, levels, shape, content_image, style_image, previous, graph, settings,
-               workdir, on_event):  # fmt: skip
-    """Run one level to its stop test; keep only its final canvas; return it (a Dask array)."""
+               workdir, on_event) -> LevelState:  # fmt: skip
+    """Run one level to its stop test; keep only its final canvas; return its state."""
     plan = level_plan(shape, settings.tile, graph.halo.align)
-    path = workdir / f"level{level}"
+    path = rundir.level_dir(workdir, level)
     state = _open_or_create_level(path, level, shape, plan, content_image, previous, settings)
     on_event(LevelStarted(level, levels, shape, len(plan), state.step, settings.max_iters))
     if not state.done:
@@ -286,30 +257,74 @@ def _run_level(level, levels, shape, content_image, style_image, previous, graph
             graph.normalised_grams(as_tiled(style_level, style_plan), style_plan)
         )
         targets = share(targets, f"daskstyle-style-targets-{tokenize(targets)}")  # once per level
-        target = content_target(path / "content_target", graph, state, plan)
+        target = content_target(path / "content_target", graph, _checked(state, level), plan)
     while not state.done:
         start = time.perf_counter()
+        _checked(state, level)
+        check_whole(target)
         loss, grad = graph.loss_and_grad(state.canvas_store(), target, plan, targets)
-        max_change, mean_change, loss = state.advance(grad, loss)
+        try:
+            max_change, mean_change, loss = state.advance(grad, loss)
+        except NotFiniteError as err:
+            where = f"level {level + 1}/{levels}, "
+            raise NotFiniteError(err.step, err.what, err.value, where) from None
         on_event(Stepped(level, state.step, loss, max_change, mean_change, state.lr,
                          time.perf_counter() - start))  # fmt: skip
         _write_loss_csv(workdir, level)
-    preview = workdir / f"level{level}.png"
+    preview = rundir.preview_path(workdir, level)
     if not preview.is_file():
-        io.write_image(preview, _preview(state.canvas(), shape))
+        io.write_image(preview, _preview(_checked(state, level).canvas(), shape))
     state.release()
     on_event(LevelFinished(level, preview))
-    return state.canvas()
+    return state
+
+
+def _checked(state: LevelState, level: int) -> LevelState:
+    """``state``, once what its next step (or its final canvas) reads is whole; else one line
+    that names the damaged file and what to do."""
+    try:
+        state.check()
+    except DamagedStateError as err:
+        raise DamagedStateError(_damaged(err, state.path, level)) from None
+    return state
+
+
+def _damaged(err: DamagedStateError, path: Path, level: int) -> str:
+    return (f"the run directory is damaged: {err}; delete {path} and continue with --resume to "
+            f"paint level {level + 1} again from its start, or start again in a new run "
+            "directory")  # fmt: skip
+
+
+def _check_levels(workdir: Path, levels: int) -> None:
+    """Before a resumed run starts: the state that it will read first is whole."""
+    last = None
+    for level in range(levels):
+        path = rundir.level_dir(workdir, level)
+        try:
+            state = LevelState.open(path)
+        except DamagedStateError as err:
+            raise DamagedStateError(_damaged(err, path, level)) from None
+        except InputError:  # not created yet, or killed while it was created: made anew
+            break
+        last = (state, level)
+        if not state.done:
+            break
+    if last is not None:
+        _checked(*last)
 
 
 def _open_or_create_level(path, level, shape, plan, content_image, previous, settings):
     if (path / "zarr.json").is_file():
         try:
             return LevelState.open(path)
+        except DamagedStateError as err:
+            raise DamagedStateError(_damaged(err, path, level)) from None
         except InputError:
             pass  # killed while it was being created: create it again
     content_level = resize.resize(content_image, shape, chunks=plan.tile)
-    start = content_level if previous is None else resize.resize(previous, shape, chunks=plan.tile)
+    start = content_level
+    if previous is not None:
+        start = resize.resize(_checked(previous, level - 1).canvas(), shape, chunks=plan.tile)
     adam = AdamSettings(
         tpc=settings.tpc, stop_condition=settings.stop, max_iters=settings.max_iters
     )
@@ -324,12 +339,11 @@ def content_target(path: Path, graph, state: LevelState, plan) -> zarr.Array:
         features = graph.content_features(state.content(), plan)
         tmp = path.with_name(path.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        array = zarr.create_array(str(tmp), shape=features.shape, dtype=features.dtype,
-                                  chunks=features.chunksize, compressors=None)  # fmt: skip
+        array = create_array(tmp, features.shape, features.chunksize, features.dtype)
         da.store(features, array, lock=False)
         os.replace(tmp, path)
     state.drop_content()
-    return zarr.open_array(str(path.absolute()), mode="r")
+    return open_array(path)
 
 
 def _style_shape(style: tuple[int, int], level_side: int, minimum: int) -> tuple[int, int]:
@@ -347,23 +361,16 @@ def _preview(canvas, shape):
 
 
 def _write_loss_csv(workdir: Path, upto_level: int) -> None:
-    """loss.csv from the committed histories of levels 0..``upto_level`` (written atomically)."""
+    """loss.csv from the committed histories of levels 0..``upto_level`` (written atomically;
+    levels numbered from 1, as the progress lines count)."""
     text = _io.StringIO()
     writer = csv.writer(text)
     writer.writerow(["level", "step", "loss", "max_change", "mean_change", "lr"])
     for level in range(upto_level + 1):
-        state = LevelState.open(workdir / f"level{level}")
+        state = LevelState.open(rundir.level_dir(workdir, level))
         for step, (max_change, mean_change, loss) in enumerate(state.attrs["history"], start=1):
-            writer.writerow([level, step, loss, max_change, mean_change, state.lr])
-    tmp = workdir / "loss.csv.tmp"
-    tmp.write_text(text.getvalue())
-    os.replace(tmp, workdir / "loss.csv")
-
-
-def _write_json(path: Path, record: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    os.replace(tmp, path)
+            writer.writerow([level + 1, step, loss, max_change, mean_change, state.lr])
+    io.write_atomically(workdir / rundir.LOSS_CSV, text.getvalue().encode())
 
 
 def final_canvas(workdir: str | os.PathLike) -> np.ndarray:

@@ -24,7 +24,8 @@ import dask.array as da
 import numpy as np
 
 from daskstyle.geometry import TilePlan
-from daskstyle.optim import AdamSettings, LevelState
+from daskstyle.optim import AdamSettings
+from daskstyle.state import LevelState
 
 ARRAYS = 7
 

@@ -38,7 +38,8 @@ from daskstyle.api import make_plan, style_graph
 from daskstyle.cluster import open_client
 from daskstyle.graph import as_tiled
 from daskstyle.networks import random_weights
-from daskstyle.optim import AdamSettings, LevelState
+from daskstyle.optim import AdamSettings
+from daskstyle.state import LevelState
 
 NETWORK = "vgg19"
 NULL_CORE = 16

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from PIL import Image
 
 
 @pytest.fixture(scope="session")
@@ -60,3 +61,25 @@ def two_process_client():
         distributed.Client(cluster) as client,
     ):  # fmt: skip
         yield client
+
+
+@pytest.fixture(scope="session")
+def pictures(tmp_path_factory):
+    """A small content (96 x 80) and style (64 x 72) picture as PNG files."""
+    folder = tmp_path_factory.mktemp("pictures")
+    y, x = np.mgrid[0:96, 0:80]
+    content = np.stack([x * 3, y * 2, 128 + 100 * np.sin(x / 5.0)], -1)
+    rng = np.random.default_rng(0)
+    style = rng.uniform(0, 255, (64, 72, 3)) * (np.arange(72) % 8 < 4)[None, :, None]
+    paths = folder / "content.png", folder / "style.png"
+    for path, image in zip(paths, (content, style)):
+        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(path)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def weights_file(vgg19_state, tmp_path_factory):
+    """Seeded random VGG-19 ``features`` weights as a file (runs take weights by path)."""
+    path = tmp_path_factory.mktemp("weights") / "vgg19-random.pth"
+    torch.save({k: v for k, v in vgg19_state.items() if k.startswith("features.")}, path)
+    return path

@@ -8,13 +8,8 @@ import pytest
 
 from daskstyle.errors import InputError
 from daskstyle.geometry import TilePlan
-from daskstyle.optim import (
-    AdamSettings,
-    LevelState,
-    adam_chunk,
-    first_step_lr,
-    should_stop,
-)
+from daskstyle.optim import AdamSettings, adam_chunk, first_step_lr, should_stop
+from daskstyle.state import LevelState
 
 B1, B2, EPS = 0.9, 0.99, 1e-6
 

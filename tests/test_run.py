@@ -10,35 +10,12 @@ import time
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from daskstyle import cli, footprint, run
 from daskstyle.io import read_image
 
 SMALL = dict(r0=48, max_iters=3, style_weight=10.0, network="vgg19")
-
-
-@pytest.fixture(scope="module")
-def pictures(tmp_path_factory):
-    """A small content (96 x 80) and style (64 x 72) picture as PNG files."""
-    folder = tmp_path_factory.mktemp("pictures")
-    y, x = np.mgrid[0:96, 0:80]
-    content = np.stack([x * 3, y * 2, 128 + 100 * np.sin(x / 5.0)], -1)
-    rng = np.random.default_rng(0)
-    style = rng.uniform(0, 255, (64, 72, 3)) * (np.arange(72) % 8 < 4)[None, :, None]
-    paths = folder / "content.png", folder / "style.png"
-    for path, image in zip(paths, (content, style)):
-        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(path)
-    return paths
-
-
-@pytest.fixture(scope="module")
-def weights_file(vgg19_state, tmp_path_factory):
-    """Seeded random VGG-19 ``features`` weights as a file (runs take weights by path)."""
-    path = tmp_path_factory.mktemp("weights") / "vgg19-random.pth"
-    torch.save({k: v for k, v in vgg19_state.items() if k.startswith("features.")}, path)
-    return path
 
 
 def paint(pictures, weights_file, out, **settings):
@@ -61,10 +38,10 @@ def test_levels_progress_and_outputs(pictures, weights_file, tmp_path):
     workdir = run.default_workdir(out)
     assert np.abs(image - run.final_canvas(workdir)).max() <= 0.5  # 8-bit rounding only
     for level in (0, 1):
-        assert (workdir / f"level{level}.png").is_file()
+        assert (workdir / f"level{level + 1}.png").is_file()  # numbered as the progress line
     with open(workdir / "loss.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [(int(r["level"]), int(r["step"])) for r in rows] == [(e.level, e.step) for e in steps]
+    assert [(int(r["level"]), int(r["step"])) for r in rows] == [(e.level + 1, e.step) for e in steps]
     assert [float(r["loss"]) for r in rows] == pytest.approx([e.loss for e in steps])
 
 
@@ -116,7 +93,7 @@ def test_resume_after_kill_gives_the_same_image(pictures, weights_file, tmp_path
 def _steps_done(workdir, level):
     try:
         with open(workdir / "loss.csv") as f:
-            return any(row["level"] == str(level) for row in csv.DictReader(f))
+            return any(row["level"] == str(level + 1) for row in csv.DictReader(f))
     except FileNotFoundError:
         return False
 
@@ -156,7 +133,7 @@ def test_content_too_small(tmp_path, weights_file):
 def test_disk_full_mid_run_is_one_line_and_the_run_resumes(
     pictures, weights_file, tmp_path, monkeypatch, capsys
 ):
-    from daskstyle.optim import LevelState
+    from daskstyle.state import LevelState
 
     real_advance = LevelState.advance
 
@@ -208,7 +185,7 @@ def _array_bytes(path) -> int:
 def test_disk_estimate_is_what_the_run_writes_and_finished_levels_keep_one_canvas(
     pictures, weights_file, tmp_path, monkeypatch
 ):
-    from daskstyle.optim import LevelState
+    from daskstyle.state import LevelState
 
     running = []
     real_release = LevelState.release
@@ -226,7 +203,7 @@ def test_disk_estimate_is_what_the_run_writes_and_finished_levels_keep_one_canva
     assert [s.running_bytes for s in sizes] == running
     workdir = run.default_workdir(out)
     for level, size in enumerate(sizes):
-        folder = workdir / f"level{level}"
+        folder = workdir / f"level{level + 1}"
         assert [p.name for p in folder.iterdir() if p.is_dir()] == ["canvas1"]  # step 3's
         assert _array_bytes(folder) == size.kept_bytes
     assert footprint.disk_needed(sizes) == sizes[0].kept_bytes + sizes[1].running_bytes
@@ -279,10 +256,12 @@ def test_disk_check_counts_only_an_earlier_run_as_free(tmp_path, monkeypatch):
     sizes = [footprint.LevelSize((10, 10), 1, running_bytes=10_000, kept_bytes=1_000)]
     workdir, output = tmp_path / "out.png.daskstyle", tmp_path / "out.png"
     workdir.mkdir()
-    (workdir / "data.bin").write_bytes(bytes(6000))
-    with pytest.raises(run.InputError, match="needs 10.0 kB"):  # not a run directory: kept
+    (workdir / "data.bin").write_bytes(bytes(6000))  # the user's: kept
+    with pytest.raises(run.InputError, match="needs 10.0 kB"):
         footprint.check_disk(workdir, output, sizes, pyramid=False)
-    (workdir / "run.json").write_text("{}")  # an earlier run: resumed or deleted
+    (workdir / "level1").mkdir()  # an earlier run's level: resumed or deleted
+    (workdir / "level1" / "zarr.json").write_bytes(bytes(5000))
+    (workdir / "run.json").write_text('{"daskstyle": 1, "levels": 1, "finished": true}')
     footprint.check_disk(workdir, output, sizes, pyramid=False)
 
 
@@ -319,7 +298,7 @@ def test_an_unfinished_run_is_refused_before_a_cluster_starts(
     out = tmp_path / "out.png"
     workdir = run.default_workdir(out)
     workdir.mkdir()
-    (workdir / "run.json").write_text("{}")  # unfinished: no "finished"
+    (workdir / "run.json").write_text('{"daskstyle": 1, "levels": 2}')  # not "finished"
     monkeypatch.setattr(cluster, "open_client", lambda *a, **k: pytest.fail("cluster started"))
     argv = ["run", *map(str, pictures), "-o", str(out), "--network", "vgg19",
             "--weights", str(weights_file)]  # fmt: skip

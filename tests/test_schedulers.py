@@ -15,12 +15,12 @@ import pytest
 from daskstyle import run
 
 from .conftest import two_process_client
-from .test_run import SMALL, pictures, weights_file  # noqa: F401 (fixtures)
+from .test_run import SMALL
 
 SETTINGS = run.Settings(**{**SMALL, "max_iters": 2, "dtype": "float64"}, tile=48)
 
 
-def paint(pictures, weights_file, out, on_event=lambda event: None):  # noqa: F811
+def paint(pictures, weights_file, out, on_event=lambda event: None):
     run.transfer(*pictures, out, settings=SETTINGS, weights=weights_file, on_event=on_event)
     return run.final_canvas(run.default_workdir(out))
 
@@ -31,7 +31,7 @@ def cluster():
         yield client
 
 
-def test_same_image_on_synchronous_threads_and_cluster(pictures, weights_file, tmp_path, cluster):  # noqa: F811
+def test_same_image_on_synchronous_threads_and_cluster(pictures, weights_file, tmp_path, cluster):
     with dask.config.set(scheduler="synchronous"):
         synchronous = paint(pictures, weights_file, tmp_path / "sync.png")
     with dask.config.set(scheduler="threads"):
@@ -41,7 +41,7 @@ def test_same_image_on_synchronous_threads_and_cluster(pictures, weights_file, t
     assert np.abs(on_cluster - synchronous).max() < 1e-6
 
 
-def test_a_worker_killed_mid_iteration_changes_nothing(pictures, weights_file, tmp_path, cluster):  # noqa: F811
+def test_a_worker_killed_mid_iteration_changes_nothing(pictures, weights_file, tmp_path, cluster):
     undisturbed = paint(pictures, weights_file, tmp_path / "undisturbed.png")
     pids = cluster.run(os.getpid)
     killed = []
