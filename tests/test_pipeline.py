@@ -14,7 +14,9 @@ from PIL import Image
 
 from daskstyle.errors import InputError
 from daskstyle.io import read_image
+from daskstyle.networks import DEFAULT_CONTENT_LAYER
 from daskstyle.pipeline import load, run_pipeline, weak_side
+from daskstyle.settings import Settings
 
 PIPELINES = Path(__file__).resolve().parent.parent / "pipelines"
 
@@ -44,26 +46,22 @@ def test_small_scaling_writes_csv_and_png(tmp_path):
 
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
-    expected = {
-        (m, w, t) for m in config["modes"] for w in config["workers"] for t in config["tiles"]
-    }
+    expected = {(m, w, t) for m in config.modes for w in config.workers for t in config.tiles}
     assert {(r["mode"], int(r["workers"]), int(r["tile"])) for r in rows} == expected
     assert len(rows) == len(expected)
     for r in rows:
         side = (
-            config["canvas"]
-            if r["mode"] == "strong"
-            else weak_side(config["canvas"], int(r["workers"]))
+            config.canvas if r["mode"] == "strong" else weak_side(config.canvas, int(r["workers"]))
         )
         assert int(r["canvas"]) == side
         assert int(r["tiles_per_iteration"]) == math.ceil(side / int(r["tile"])) ** 2
-        assert int(r["iterations"]) == config["iterations"]
+        assert int(r["iterations"]) == config.iterations
         for field in ("seconds_per_iteration", "tiles_per_second", "efficiency"):
             assert float(r[field]) > 0
         assert float(r["tiles_per_second"]) == pytest.approx(
             int(r["tiles_per_iteration"]) / float(r["seconds_per_iteration"]), rel=1e-4
         )
-        if int(r["workers"]) == min(config["workers"]):
+        if int(r["workers"]) == min(config.workers):
             assert float(r["efficiency"]) == pytest.approx(1.0)
     assert sum("tiles/s" in line for line in lines) == len(rows)
 
@@ -87,7 +85,7 @@ def test_small_production_writes_its_picture(tmp_path):
         assert tif.is_bigtiff
     image = read_image(output).compute()
     assert image.shape == (256, 384, 3)  # the built-in example content
-    example = read_image(load(path)["content"]).compute()
+    example = read_image(load(path).content).compute()
     assert np.abs(image - example).max() > 1  # it painted
     assert any(line.startswith("level 3/3") for line in lines)
     steps = [line for line in lines if re.match(r"level \d step \d: loss ", line)]
@@ -130,15 +128,21 @@ GOOD_PRODUCTION = 'kind = "production"\ncontent = "example"\nstyle = "example"\n
         (GOOD_SCALING.replace("canvas = 64", 'canvas = "64"'), ["canvas must be", "'64'"]),
         (GOOD_SCALING.replace("workers = [1]", "workers = [1, 0]"), ["workers must be"]),
         (GOOD_SCALING.replace("workers = [1]", "workers = []"), ["workers must be"]),
-        (GOOD_SCALING.replace("tiles = [32]", "tiles = [40]"), ["tiles", "multiples of 16"]),
+        (
+            GOOD_SCALING.replace("tiles = [32]", "tiles = [40]"),
+            ["tiles must be a positive multiple of 16 px, not 40"],
+        ),
         (GOOD_SCALING + 'modes = ["strong", "medium"]\n', ["modes", "'medium'"]),
         (GOOD_SCALING + 'style_layers = ["relu9_1"]\n', ["style_layers", "relu9_1"]),
         (GOOD_SCALING + "iterations = true\n", ["iterations must be"]),
         (GOOD_SCALING + 'weights = "missing.pth"\n', ["weights", "missing.pth"]),
         (GOOD_SCALING + 'dtype = "float16"\n', ["dtype", "float16"]),
+        (GOOD_SCALING + "modes = []\n", ['modes must be a non-empty list of "strong" and "weak"']),
+        (GOOD_SCALING + 'workdir = ""\n', ["workdir must be a path, not ''"]),
         (GOOD_SCALING + "canvas = 65\n", ["not valid TOML"]),  # a key given twice
         ('kind = "scaling"\noutput = [\n', ["not valid TOML"]),
         ('kind = "render"\n', ["kind = 'render'", "production"]),
+        ('kind = ["scaling"]\n', ["kind = ['scaling']", "production"]),
         ("canvas = 64\n", ["has no 'kind'"]),
         (GOOD_PRODUCTION + "r0 = 0\n", ["r0 must be"]),
         (GOOD_PRODUCTION + 'tpc = "big"\n', ["tpc must be a number"]),
@@ -150,8 +154,18 @@ GOOD_PRODUCTION = 'kind = "production"\ncontent = "example"\nstyle = "example"\n
         (GOOD_PRODUCTION.replace("o.tif", "o.png") + "pyramid = true\n", ["pyramid", ".tif"]),
         (GOOD_PRODUCTION + 'weights = "random"\n', ["weights", "network"]),
         (GOOD_PRODUCTION + 'network = "alexnet"\n', ["network", "alexnet"]),
+        (GOOD_PRODUCTION + "network = 5\n", ["network must be a string, not 5"]),
+        (GOOD_PRODUCTION + "weights = 3\n", ['weights must be a weights file, or "random", not 3']),
         (GOOD_PRODUCTION + "[cluster]\nnodes = 3\n", ["unknown key 'cluster.nodes'"]),
-        (GOOD_PRODUCTION + "[cluster]\nworkers = 1.5\n", ["cluster.workers must be"]),
+        (
+            GOOD_PRODUCTION + "[cluster]\nworkers = 1.5\n",
+            ["cluster.workers must be a positive whole number, not 1.5"],
+        ),
+        (
+            GOOD_PRODUCTION + "[cluster]\nmemory_limit = 1.5\n",
+            ['cluster.memory_limit must be a size such as "8GB", or bytes, not 1.5'],
+        ),
+        (GOOD_PRODUCTION + '[cluster]\nconfig = "none.yaml"\n', ["cluster.config", "none.yaml"]),
         (GOOD_PRODUCTION + '[cluster]\nspec = "kubernetes"\n', ["cluster.spec", "kubernetes"]),
         (GOOD_PRODUCTION + "cluster = 3\n", ["cluster must be a table"]),
     ],
@@ -176,14 +190,24 @@ def test_missing_file_and_defaults(tmp_path):
     path.parent.mkdir()
     path.write_text(GOOD_PRODUCTION + '[cluster]\nspec = "scheduler.json"\n')
     config = load(path)
-    assert config["output"] == path.parent / "o.tif"  # relative to the TOML file
-    assert config["cluster"]["spec"] == str(path.parent / "scheduler.json")
-    assert config["r0"] == 512 and config["weights"] is None and config["resume"] is False
-    assert config["content"].is_file()  # "example" is the built-in picture
+    assert config.output == path.parent / "o.tif"  # relative to the TOML file
+    assert config.cluster.spec == str(path.parent / "scheduler.json")
+    assert config.settings == Settings()  # the run settings' defaults
+    assert config.weights is None and config.resume is False
+    assert config.content.is_file()  # "example" is the built-in picture
+
+
+def test_scaling_lists_and_output_are_normalised(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text(GOOD_SCALING.replace("[1]", "[4, 1, 4]").replace('"out"', '"r/out.png"'))
+    config = load(path)
+    assert config.workers == [1, 4]  # ascending, each once
+    assert config.output == tmp_path / "r" / "out"  # the stem of .csv and .png
+    assert config.content_layer == DEFAULT_CONTENT_LAYER and config.weights == "random"
 
 
 def test_shipped_full_size_files_are_valid():
     """The large files parse and check, except for their placeholder pictures."""
-    assert load(PIPELINES / "scaling.toml")["workers"] == [1, 2, 4, 8]
+    assert load(PIPELINES / "scaling.toml").workers == [1, 2, 4, 8]
     with pytest.raises(InputError, match="content"):
         load(PIPELINES / "production_30k.toml")  # placeholder paths a user edits

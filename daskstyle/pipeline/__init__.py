@@ -1,0 +1,45 @@
+"""Scripted productions and experiments described by TOML files (``daskstyle pipeline FILE``).
+
+A pipeline file names its ``kind``; every key is checked before any work starts (an unknown,
+missing or mistyped key, or a value that breaks its rule, ends in one :class:`InputError`
+line naming the file and the key: :mod:`.config`). Relative paths resolve against the TOML
+file's directory; ``content``/``style`` may say ``"example"`` (the built-in pictures) and
+``weights`` may say ``"random"`` (seeded random weights of ``network``, from ``seed``; for
+experiments and tests, the picture is noise).
+
+- ``kind = "production"`` (:mod:`.production`): one :func:`daskstyle.run.transfer` on the
+  cluster of ``[cluster]`` (:func:`daskstyle.cluster.open_client`); every field of
+  :class:`daskstyle.settings.Settings` is a key. Writes ``output`` and the run directory
+  (previews, ``loss.csv``).
+- ``kind = "scaling"`` (:mod:`.scaling`): strong scaling (a fixed ``canvas``² for every
+  worker count) and weak scaling (side ``canvas * sqrt(workers)``, rounded to 16 px) over
+  ``workers`` and ``tiles``. Writes ``OUTPUT.csv`` and ``OUTPUT.png`` (:mod:`.plot`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import InputError
+from .config import Production, Scaling, load
+from .production import dry_run_production, run_production
+from .scaling import run_scaling, weak_side
+
+__all__ = ["Production", "Scaling", "load", "run_pipeline", "weak_side"]
+
+
+def run_pipeline(
+    path: str | os.PathLike, echo: Callable[[str], None] = print, dry_run: bool = False
+) -> list[Path]:
+    """Check the pipeline file ``path``, run it, and return the files it wrote. ``dry_run``:
+    echo what a production would do (:func:`daskstyle.run.dry_run`), write nothing."""
+    config = load(path)
+    if not dry_run:
+        runner = run_production if isinstance(config, Production) else run_scaling
+        return runner(config, echo)
+    if not isinstance(config, Production):
+        raise InputError(f"{path}: --dry-run is for productions, this is a scaling study")
+    dry_run_production(config, echo)
+    return []
