@@ -158,7 +158,7 @@ def loss_and_grad(
     ``canvas`` and ``content`` are (H, W, 3) RGB arrays on 0-255 (NumPy or Dask), ``style``
     any (Hs, Ws, 3). ``tile=None`` evaluates the whole image at once (one forward, one
     backward); ``tile=N`` uses N x N core tiles (N a multiple of 16) with exact halos, so the
-    result equals the untiled one. The loss is DESIGN.md section 1's:
+    result equals the untiled one. The loss is that of docs/design.md, section "The loss":
     ``content_weight * |φ(o) - φ(p)|² / (2 H W C) + style_weight * Σ w_l |Ĝ(s) - Ĝ(p)|² / (4 C²)``.
     Runs on the current Dask scheduler (a ``distributed.Client`` if one is active).
     """

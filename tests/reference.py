@@ -1,6 +1,6 @@
 """An independent whole-image reference: plain torchvision VGG and torch autograd.
 
-Written from DESIGN.md section 1 without any daskstyle code, so that the tiled engine is
+Written from docs/design.md ("The loss") without any daskstyle code, so that the tiled engine is
 compared with something it could disagree with.
 """
 
