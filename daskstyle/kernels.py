@@ -48,8 +48,9 @@ class FeatureNet(nn.Module):
         self.wanted = {network.index(name): name for name in layers}
         self.features = build_features(network, max(self.wanted))
         load_weights(self.features, state, network, "the given weights")
-        self.register_buffer("mean", torch.tensor(network.mean).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(network.std).view(1, 3, 1, 1))
+        for name in ("mean", "std"):  # float64 first: a float64 model keeps them exact
+            value = torch.tensor(getattr(network, name), dtype=torch.float64)
+            self.register_buffer(name, value.view(1, 3, 1, 1))
         self.requires_grad_(False).eval()
 
     def forward(self, image: torch.Tensor, until: str | None = None) -> dict[str, torch.Tensor]:

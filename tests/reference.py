@@ -9,8 +9,8 @@ import copy
 import numpy as np
 import torch
 
-IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406], dtype=torch.float64).view(1, 3, 1, 1)
+IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225], dtype=torch.float64).view(1, 3, 1, 1)
 
 #: The layout of the convolution weights. daskstyle's models are channels-last (faster
 #: convolutions); float32 comparisons need the same arithmetic on both sides, because with

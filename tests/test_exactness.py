@@ -160,3 +160,13 @@ def test_same_numbers_on_synchronous_threads_and_two_process_cluster(vgg19_state
     for loss, grad in results.values():
         assert relative_error(grad, grad0) < 1e-12
         assert loss == pytest.approx(loss0, rel=1e-12)
+
+
+def test_a_float64_model_keeps_its_normalisation_constants_exact():
+    from daskstyle.kernels import FeatureNet
+    from daskstyle.networks import get_network, random_weights
+
+    network = get_network("vgg19")
+    model = FeatureNet(network, ("relu1_1",), random_weights("vgg19")).to(torch.float64)
+    assert model.mean.flatten().tolist() == list(network.mean)  # not float32-rounded first
+    assert model.std.flatten().tolist() == list(network.std)
