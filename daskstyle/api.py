@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 
 import dask
 import numpy as np
-from dask.base import get_scheduler
-from dask.delayed import Delayed
 
 from . import geometry, kernels
 from .errors import InputError
+from .executor import compute_settings, current_resources, share
 from .graph import StyleGraph, as_tiled
 from .networks import (
     DEFAULT_CONTENT_LAYER,
@@ -166,7 +164,7 @@ def loss_and_grad(
         network=network, weights=weights, content_layer=content_layer, style_layers=style_layers,
         content_weight=content_weight, style_weight=style_weight,
         style_layer_weights=style_layer_weights, dtype=dtype, halo=halo, split_every=split_every,
-        precision=precision, resources=_gpu_resources(),
+        precision=precision, resources=current_resources(),
     )  # fmt: skip
     min_side = graph.halo.align
     shape = check_image("canvas", canvas, min_side)
@@ -178,38 +176,6 @@ def loss_and_grad(
     targets = graph.normalised_grams(as_tiled(style, style_plan), style_plan)
     target = graph.content_features(as_tiled(content, plan), plan)
     loss, grad = graph.loss_and_grad(as_tiled(canvas, plan), target, plan, targets)
-    with dask.config.set({"optimization.fuse.active": False} if graph.resources else {}):
+    with compute_settings(graph.resources):
         loss, grad = dask.compute(loss, grad)
     return float(loss), grad
-
-
-def share(value, name: str) -> Delayed:
-    """``value`` (weights, style targets) as one graph input that every task shares. On a
-    distributed cluster it is persisted once, not sent with each iteration's graph, and as a
-    task rather than scattered data: the scheduler keeps its spec and recomputes it if the
-    worker holding it dies."""
-    shared = dask.delayed(value, name=name, traverse=False)
-    client = _client()
-    if client is None:
-        return shared
-    with warnings.catch_warnings():  # sending it once is the point: no advice wanted
-        warnings.filterwarnings("ignore", "Sending large graph", UserWarning)
-        return client.persist(shared)
-
-
-def _client():
-    """The ``distributed.Client`` that Dask computes with now, or None."""
-    try:
-        from distributed import default_client
-
-        client = default_client()
-    except (ImportError, ValueError):
-        return None
-    return client if get_scheduler() == client.get else None
-
-
-def _gpu_resources() -> dict | None:
-    """``{"GPU": 1}`` when a distributed client is active and its workers declare GPUs."""
-    from .cluster import has_gpus
-
-    return {"GPU": 1} if has_gpus(_client()) else None

@@ -15,7 +15,6 @@ import resource
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 import numpy as np
 
@@ -77,13 +76,14 @@ def print_networks(size: int, networks, echo=print) -> None:
 
 def _time_iteration(size: int, tile: int, network: str, steps: int, directory: str,
                     precision: str = "exact") -> list[dict]:  # fmt: skip
-    """In a child: a level of ``size``² on disk, then ``steps`` timed iterations."""
+    """In a child: a level of ``size``² on disk, then ``steps`` timed steps of a run's level
+    loop."""
     import dask.array as da
 
     from .api import make_plan, style_graph
-    from .graph import as_tiled
+    from .level import open_level
     from .networks import random_weights
-    from .run import content_target
+    from .optim import AdamSettings
     from .state import LevelState
 
     canvas, content, style = (
@@ -92,17 +92,10 @@ def _time_iteration(size: int, tile: int, network: str, steps: int, directory: s
     graph = style_graph(network=network, weights=random_weights(network), precision=precision)
     plan = make_plan((size, size), tile, graph.halo.align)
     style_plan = make_plan(style.shape[:2], tile, graph.halo.align)
-    (targets,) = da.compute(graph.normalised_grams(as_tiled(style, style_plan), style_plan))
-    state = LevelState.create(directory, content, canvas, plan)
-    target = content_target(Path(directory) / "content_target", graph, state, plan)  # as run does
-    results = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        loss, grad = graph.loss_and_grad(state.canvas_store(), target, plan, targets)
-        state.advance(grad, loss)
-        results.append(dict(step=state.step, seconds=time.perf_counter() - start, peak=_peak_mib(),
-                            tiles=len(plan)))  # fmt: skip
-    return results
+    adam = AdamSettings(max_iters=steps, stop_condition=0.0)
+    state = LevelState.create(directory, content, canvas, plan, adam)
+    return [dict(step=step.step, seconds=step.seconds, peak=_peak_mib(), tiles=len(plan))
+            for step in open_level(graph, state, plan, style, style_plan).steps()]  # fmt: skip
 
 
 def print_iteration(size: int, tile: int, network: str, steps: int = 2, precision: str = "exact",

@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-import dask
-from dask.system import CPU_COUNT
-
 from .errors import DaskstyleError, InputError, SettingError
 
 
 def _run(args: argparse.Namespace) -> None:
     from . import run
+    from .executor import Executor
+    from .progress import Progress
 
     if args.example:
         content, style = run.EXAMPLE_CONTENT, run.EXAMPLE_STYLE
@@ -24,67 +23,24 @@ def _run(args: argparse.Namespace) -> None:
         settings = run.Settings(**{f: getattr(args, f) for f in run.Settings.__dataclass_fields__})
     except SettingError as err:
         raise InputError(err.spelled("--" + err.name.replace("_", "-"))) from None
-    from .cluster import dashboard_link, gpu_count, has_gpus, open_client
-
-    options = {"settings": settings, "weights": args.weights, "workdir": args.workdir,
-               "resume": args.resume}  # fmt: skip
+    plan = run.plan(content, style, args.output, settings=settings, weights=args.weights,
+                    workdir=args.workdir, resume=args.resume)  # fmt: skip
     if args.dry_run:
-        for line in run.dry_run(content, style, args.output, **options):
+        for line in plan.dry_run():
             print(line)
         return
-    run.check_run(content, style, args.output, **options)  # before a cluster starts
-    cluster = dict(workers=args.workers, jobs=args.jobs, config=args.slurm_config, tls=args.tls)
-    cluster = {k: v for k, v in cluster.items() if v}
-    cluster["max_tasks"] = run.tiles_in_memory(settings)  # CPU tiles at once, by memory
-    if (
-        cluster["max_tasks"] < CPU_COUNT
-        and args.cluster in ("local", "threads")
-        and not gpu_count()
-    ):
-        tiles = run.counted(cluster["max_tasks"], "tile")
-        print(f"memory holds {tiles} of {settings.tile} px at once: {cluster['max_tasks']} of "
-              f"{CPU_COUNT} cores used (a smaller --tile uses more)")  # fmt: skip
-    scheduler = {"scheduler": "synchronous"} if args.cluster == "sync" else {}
-    with dask.config.set(scheduler), open_client(args.cluster, **cluster) as client:
-        if dashboard_link(client):
-            print(f"Dask dashboard: {dashboard_link(client)}")
-        resources = {"GPU": 1} if has_gpus(client) else None
-        progress = _Progress()
+    plan.check()  # before a cluster starts
+    executor = Executor(args.cluster, workers=args.workers, jobs=args.jobs,
+                        config=args.slurm_config, tls=args.tls, tile=settings.tile,
+                        dtype=settings.dtype)  # fmt: skip
+    with executor.open() as session:
+        for line in session.lines:
+            print(line)
+        progress = Progress(bars=True)
         try:
-            run.transfer(content, style, args.output, **options, resources=resources,
-                         on_event=progress)  # fmt: skip
+            plan.execute(session.resources, on_event=progress)
         finally:
             progress.close()  # before any error line
-
-
-class _Progress:
-    """Renders a run's events: a tqdm bar per level, one line per finished level."""
-
-    def __init__(self):
-        self.bar = None
-
-    def __call__(self, event) -> None:
-        from tqdm import tqdm
-
-        from . import run
-
-        if isinstance(event, run.LevelStarted):
-            (h, w), tiles = event.shape, run.counted(event.tiles, "tile")
-            self.bar = tqdm(total=event.max_iters, initial=event.step, unit="step",
-                            desc=f"level {event.level + 1}/{event.levels} {w}x{h}, {tiles}")  # fmt: skip
-        elif isinstance(event, run.Stepped):
-            self.bar.set_postfix(loss=f"{event.loss:.4g}", change=f"{event.mean_change:.3f}")
-            self.bar.update(1)
-        elif isinstance(event, run.LevelFinished):
-            self.close()
-            print(f"level {event.level + 1} done: preview {event.preview}")
-        elif isinstance(event, run.Finished):
-            print(f"wrote {event.output} (run directory {event.workdir}, loss history in loss.csv)")
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
 
 
 def _bench(args: argparse.Namespace) -> None:

@@ -17,6 +17,7 @@ from . import geometry, io, rundir
 from .api import level_plan
 from .errors import InputError
 from .state import LevelState
+from .text import readable
 
 
 @dataclass(frozen=True)
@@ -85,11 +86,3 @@ def require_free(path: Path, needed: int, reusable: int = 0, option: str = "") -
             f"the run needs {readable(needed)} on the disk of {path} and "
             f"{readable(free)} is free: free space, or choose a larger disk{option}"
         )
-
-
-def readable(size: int) -> str:
-    """``size`` bytes for people: "110.1 GB", "15.5 MB", "10.0 kB"."""
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if size >= scale / 10:
-            return f"{size / scale:.1f} {unit}"
-    return f"{size} bytes"

@@ -10,6 +10,7 @@ tile task shares; partial Grams are summed by a tree reduction.
 
 from __future__ import annotations
 
+import dataclasses
 import operator
 from collections.abc import Mapping
 from contextlib import nullcontext
@@ -23,6 +24,7 @@ import zarr
 from dask.delayed import Delayed
 
 from . import geometry, kernels
+from .executor import persist
 from .networks import Network
 
 
@@ -151,6 +153,11 @@ class StyleGraph:
     halo: geometry.Halo
     split_every: int = 8
     resources: dict | None = None
+
+    def on_current_scheduler(self, resources: dict | None) -> StyleGraph:
+        """This graph for the scheduler that computes now: its weights persisted there once,
+        its network tasks asking for ``resources``."""
+        return dataclasses.replace(self, weights=persist(self.weights), resources=resources)
 
     def _model_call(self, function, windows: list, *args):
         """A task running ``function(model, *(w.read() for w in windows), *args)``; it asks

@@ -26,17 +26,16 @@ import os
 import statistics
 import tempfile
 import time
-from pathlib import Path
 from unittest import mock
 
 import dask
 import dask.array as da
 import numpy as np
 
-from daskstyle import kernels, run
+from daskstyle import kernels
 from daskstyle.api import make_plan, style_graph
-from daskstyle.cluster import open_client
-from daskstyle.graph import as_tiled
+from daskstyle.executor import Executor
+from daskstyle.level import open_level
 from daskstyle.networks import random_weights
 from daskstyle.optim import AdamSettings
 from daskstyle.state import LevelState
@@ -118,23 +117,17 @@ def null_iterations(tiles: int, client, warmup: int, timed: int, folder: str) ->
     style = np.random.default_rng(1).uniform(0, 255, (64, 64, 3)).astype(np.float32)
     style_plan = make_plan((64, 64), 32, graph.halo.align)
     content = da.random.default_rng(0).uniform(0, 255, (side, side, 3), chunks=(*plan.chunks, 3))
-    adam = AdamSettings(max_iters=warmup + timed + 1, stop_condition=0.0)
+    adam = AdamSettings(max_iters=warmup + timed, stop_condition=0.0)
     with (mock.patch.object(kernels, "tile_statistics", null_statistics),
           mock.patch.object(kernels, "tile_content_features", null_content_features),
           mock.patch.object(kernels, "tile_gradient", null_gradient)):  # fmt: skip
-        (targets,) = dask.compute(graph.normalised_grams(as_tiled(style, style_plan), style_plan))
         state = LevelState.create(f"{folder}/level-{tiles}", content, content, plan, adam)
-        target = run.content_target(
-            Path(folder) / f"target-{tiles}", graph, state, plan
-        )  # once per level
+        steps = open_level(graph, state, plan, style, style_plan).steps()  # a run's level loop
         seconds, tasks = [], []
         for _ in range(warmup + timed):
             counter = _Count()
-            start = time.perf_counter()
             with counter, _task_stream(client) as stream:
-                loss, grad = graph.loss_and_grad(state.canvas_store(), target, plan, targets)
-                state.advance(grad, loss)
-            seconds.append(time.perf_counter() - start)
+                seconds.append(next(steps).seconds)
             tasks.append(len(stream.data) if client is not None else counter.tasks)
     return statistics.median(seconds[warmup:]), tasks[-1]
 
@@ -172,9 +165,9 @@ def main() -> None:
             for tiles in args.tiles:
                 rows.append((tiles, f"threads x{cpus}", cpus,
                              *null_iterations(tiles, None, args.warmup, args.timed, folder)))  # fmt: skip
-        with open_client(
-            "local", workers=args.workers, threads_per_worker=1, dashboard=False
-        ) as client:
+        executor = Executor("local", workers=args.workers, threads_per_worker=1, dashboard=False)
+        with executor.open() as session:
+            client = session.client
             for tiles in args.tiles:
                 rows.append((tiles, f"local {args.workers} proc", args.workers,
                              *null_iterations(tiles, client, args.warmup, args.timed, folder)))  # fmt: skip

@@ -236,20 +236,21 @@ def _worker_adam_module() -> str:
 def check_cluster(echo, args) -> bool:
     import numpy as np
 
-    from daskstyle import cluster
     from daskstyle.api import loss_and_grad
+    from daskstyle.executor import Executor
     from daskstyle.networks import random_weights
 
     images, weights = _noise(*EXACT_SHAPE), random_weights("vgg19")
     evaluate = functools.partial(loss_and_grad, *images, weights=weights, tile=EXACT_TILE)
     bounds = {np.float64: 1e-9, np.float32: 1e-5}
     threaded = {dtype: evaluate(dtype=dtype) for dtype in bounds}
-    with cluster.open_client("local", dashboard=False) as client:
+    with Executor("local", dashboard=False).open() as session:  # as --cluster local opens it
+        client = session.client
         workers = client.scheduler_info(n_workers=-1)["workers"].values()
         adam = sorted(set(client.run(_worker_adam_module).values()))
         echo(f"local cluster: resources {[w.get('resources') for w in workers]}, threads "
              f"{[w['nthreads'] for w in workers]}, Adam on {adam}")  # fmt: skip
-        ok = cluster.has_gpus(client)
+        ok = session.resources == {"GPU": 1}
         for dtype, bound in bounds.items():
             start = time.perf_counter()
             loss, grad = evaluate(dtype=dtype)
@@ -302,45 +303,37 @@ def check_precision(echo, args) -> bool:
 
 
 def time_steps(echo, args, precision: str) -> None:
-    import dask
     import dask.array as da
     import numpy as np
 
-    from daskstyle import cluster
     from daskstyle.api import make_plan, style_graph
-    from daskstyle.graph import as_tiled
+    from daskstyle.executor import Executor
+    from daskstyle.level import open_level
     from daskstyle.networks import random_weights
-    from daskstyle.run import content_target
+    from daskstyle.optim import AdamSettings
     from daskstyle.state import LevelState
 
     size, tile = args.size, args.tile
     canvas, content, style = (da.from_array(x.astype(np.float32), chunks=(tile, tile, 3))
                               for x in _noise(size, size))  # fmt: skip
     with (
-        cluster.open_client("local", dashboard=False) as client,
+        Executor("local", dashboard=False, tile=tile).open() as session,  # as --cluster local
         tempfile.TemporaryDirectory(prefix="gpu-check-") as directory,
     ):
-        resources = {"GPU": 1} if cluster.has_gpus(client) else None
         echo(f"{size}x{size} canvas, {tile}-px tiles, random VGG-19, float32 ({precision}), "
-             f"local cluster, network tasks ask for {resources}")  # fmt: skip
-        with dask.config.set({"optimization.fuse.active": False} if resources else {}):
-            graph = style_graph(network="vgg19", weights=random_weights("vgg19"),
-                                precision=precision, resources=resources)  # fmt: skip
-            plan = make_plan((size, size), tile, graph.halo.align)
-            style_plan = make_plan(style.shape[:2], tile, graph.halo.align)
-            (targets,) = dask.compute(graph.normalised_grams(as_tiled(style, style_plan),
-                                                             style_plan))  # fmt: skip
-            state = LevelState.create(Path(directory) / "level", content, canvas, plan)
-            target = content_target(Path(directory) / "content_target", graph, state, plan)
-            seconds = []
-            for _ in range(args.steps):
-                start = time.perf_counter()
-                loss, grad = graph.loss_and_grad(state.canvas_store(), target, plan, targets)
-                state.advance(grad, loss)
-                seconds.append(time.perf_counter() - start)
-                note = " (with the learning-rate pass and start-up: not counted)"
-                echo(f"step {state.step}: {len(plan)} tiles, {seconds[-1]:.2f} s"
-                     f"{note if state.step == 1 else ''}")  # fmt: skip
+             f"local cluster, network tasks ask for {session.resources}")  # fmt: skip
+        graph = style_graph(network="vgg19", weights=random_weights("vgg19"),
+                            precision=precision, resources=session.resources)  # fmt: skip
+        plan = make_plan((size, size), tile, graph.halo.align)
+        style_plan = make_plan(style.shape[:2], tile, graph.halo.align)
+        adam = AdamSettings(max_iters=args.steps, stop_condition=0.0)
+        state = LevelState.create(Path(directory) / "level", content, canvas, plan, adam)
+        seconds = []
+        for step in open_level(graph, state, plan, style, style_plan).steps():
+            seconds.append(step.seconds)
+            note = " (with the learning-rate pass and start-up: not counted)"
+            echo(f"step {step.step}: {len(plan)} tiles, {step.seconds:.2f} s"
+                 f"{note if step.step == 1 else ''}")  # fmt: skip
     mean = sum(seconds[1:]) / (args.steps - 1)
     echo(f"{precision}: steps 2-{args.steps}: {mean:.2f} s per step, "
          f"{mean / (size * size / 1e6):.3f} s/MP")  # fmt: skip

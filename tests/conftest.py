@@ -1,4 +1,5 @@
 import contextlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,3 +84,11 @@ def weights_file(vgg19_state, tmp_path_factory):
     path = tmp_path_factory.mktemp("weights") / "vgg19-random.pth"
     torch.save({k: v for k, v in vgg19_state.items() if k.startswith("features.")}, path)
     return path
+
+
+def final_canvas(workdir) -> np.ndarray:
+    """The last committed canvas of the last level in the run directory ``workdir``."""
+    from daskstyle.state import LevelState
+
+    levels = sorted(Path(workdir).glob("level*/zarr.json"), key=lambda p: int(p.parent.name[5:]))
+    return LevelState.open(levels[-1].parent).canvas().compute()

@@ -8,6 +8,7 @@ from daskstyle import run
 from daskstyle.io import read_image
 from daskstyle.resize import resize
 
+from .conftest import final_canvas
 from .reference import relative_error
 
 
@@ -47,7 +48,7 @@ def test_short_run_takes_the_style_and_keeps_the_content(hed_weights, example_at
     style = read_image(paths[1]).compute()
     settings = run.Settings(r0=128, max_iters=30, stop=0.0, network="hed-vgg16")
     run.transfer(*paths, tmp_path / "out.tif", settings=settings, weights=None)
-    painted = run.final_canvas(run.default_workdir(tmp_path / "out.tif"))
+    painted = final_canvas(run.default_workdir(tmp_path / "out.tif"))
     content_of_painted, style_of_painted = _losses(painted, content, style, hed_weights)
     _, style_of_content = _losses(content, content, style, hed_weights)
     style_as_picture = resize(daskstyle.io.read_image(paths[1]), content.shape[:2]).compute()

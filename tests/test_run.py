@@ -13,7 +13,10 @@ import pytest
 from PIL import Image
 
 from daskstyle import cli, footprint, run
+from daskstyle import level as level_loop
 from daskstyle.io import read_image
+
+from .conftest import final_canvas
 
 SMALL = dict(r0=48, max_iters=3, style_weight=10.0, network="vgg19")
 
@@ -36,12 +39,14 @@ def test_levels_progress_and_outputs(pictures, weights_file, tmp_path):
     image = read_image(out).compute()
     assert image.shape == (96, 80, 3)
     workdir = run.default_workdir(out)
-    assert np.abs(image - run.final_canvas(workdir)).max() <= 0.5  # 8-bit rounding only
+    assert np.abs(image - final_canvas(workdir)).max() <= 0.5  # 8-bit rounding only
     for level in (0, 1):
         assert (workdir / f"level{level + 1}.png").is_file()  # numbered as the progress line
     with open(workdir / "loss.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [(int(r["level"]), int(r["step"])) for r in rows] == [(e.level + 1, e.step) for e in steps]
+    assert [(int(r["level"]), int(r["step"])) for r in rows] == [
+        (e.level + 1, e.step) for e in steps
+    ]
     assert [float(r["loss"]) for r in rows] == pytest.approx([e.loss for e in steps])
 
 
@@ -51,8 +56,8 @@ def test_tiled_run_equals_untiled_run(pictures, weights_file, tmp_path):
     random weights), which is the arithmetic, not the tiling."""
     paint(pictures, weights_file, tmp_path / "tiled.png", tile=32, dtype="float64")
     paint(pictures, weights_file, tmp_path / "whole.png", tile=512, dtype="float64")
-    tiled = run.final_canvas(run.default_workdir(tmp_path / "tiled.png"))
-    whole = run.final_canvas(run.default_workdir(tmp_path / "whole.png"))
+    tiled = final_canvas(run.default_workdir(tmp_path / "tiled.png"))
+    whole = final_canvas(run.default_workdir(tmp_path / "whole.png"))
     assert np.abs(tiled - whole).max() < 1e-3
     assert np.abs(whole - read_image(pictures[0]).compute()).max() > 1  # it did paint
 
@@ -85,9 +90,7 @@ def test_resume_after_kill_gives_the_same_image(pictures, weights_file, tmp_path
         _cli(pictures, weights_file, killed, "--resume"), check=True, capture_output=True
     )
     assert np.array_equal(read_image(killed).compute(), read_image(reference).compute())
-    assert np.array_equal(
-        run.final_canvas(workdir), run.final_canvas(run.default_workdir(reference))
-    )
+    assert np.array_equal(final_canvas(workdir), final_canvas(run.default_workdir(reference)))
 
 
 def _steps_done(workdir, level):
@@ -161,15 +164,17 @@ def test_cli_runs_only_as_many_tiles_at_once_as_memory_holds(
 
     if dask.system.CPU_COUNT < 2:
         pytest.skip("one core: nothing to cap")
+    from daskstyle import executor
+
     seen = []
-    real_transfer = run.transfer
-    monkeypatch.setattr(run, "tiles_in_memory", lambda settings: 1)
+    real_execute = run.RunPlan.execute
+    monkeypatch.setattr(executor, "tiles_in_memory", lambda tile, dtype: 1)
 
-    def transfer(*args, **kwargs):
+    def execute(*args, **kwargs):
         seen.append(dask.config.get("num_workers"))  # the threaded scheduler's threads
-        return real_transfer(*args, **kwargs)
+        return real_execute(*args, **kwargs)
 
-    monkeypatch.setattr(run, "transfer", transfer)
+    monkeypatch.setattr(run.RunPlan, "execute", execute)
     argv = ["run", *map(str, pictures), "-o", str(tmp_path / "out.png"), "--r0", "48",
             "--max-iters", "1", "--network", "vgg19", "--weights", str(weights_file),
             "--cluster", "threads"]  # fmt: skip
@@ -208,7 +213,7 @@ def test_disk_estimate_is_what_the_run_writes_and_finished_levels_keep_one_canva
         assert _array_bytes(folder) == size.kept_bytes
     assert footprint.disk_needed(sizes) == sizes[0].kept_bytes + sizes[1].running_bytes
     resumed = []
-    monkeypatch.setattr(run, "content_target", lambda *args: resumed.append(args))
+    monkeypatch.setattr(level_loop, "content_target", lambda *args: resumed.append(args))
     run.transfer(*pictures, out, settings=settings, weights=weights_file, resume=True)
     assert resumed == []  # finished levels compute no targets again
 

@@ -14,7 +14,7 @@ import pytest
 
 from daskstyle import run
 
-from .conftest import two_process_client
+from .conftest import final_canvas, two_process_client
 from .test_run import SMALL
 
 SETTINGS = run.Settings(**{**SMALL, "max_iters": 2, "dtype": "float64"}, tile=48)
@@ -22,7 +22,7 @@ SETTINGS = run.Settings(**{**SMALL, "max_iters": 2, "dtype": "float64"}, tile=48
 
 def paint(pictures, weights_file, out, on_event=lambda event: None):
     run.transfer(*pictures, out, settings=SETTINGS, weights=weights_file, on_event=on_event)
-    return run.final_canvas(run.default_workdir(out))
+    return final_canvas(run.default_workdir(out))
 
 
 @pytest.fixture(scope="module")

@@ -16,11 +16,11 @@ import os
 import shutil
 import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .. import footprint, io, run
+from .. import footprint, io
+from ..text import counted
 from . import plot
 from .config import RANDOM, Scaling
 
@@ -94,17 +94,15 @@ def _rows_at(
     workers: int, config: Scaling, weights, folder: Path, echo: Callable[[str], None]
 ) -> list[dict]:
     """Every (mode, tile) configuration on one LocalCluster of ``workers`` processes."""
-    import dask
+    from ..executor import Executor
 
-    from ..cluster import has_gpus, open_client
-
-    with open_client("local", workers=workers, threads_per_worker=config.threads_per_worker,
-                     memory_limit=config.memory_limit, dashboard=False) as client:  # fmt: skip
-        resources = {"GPU": 1} if has_gpus(client) else None
-        graph = _graph(config, weights, resources)
-        with dask.config.set({"optimization.fuse.active": False} if resources else {}):
-            return [row for tile in config.tiles
-                    for row in _tile_rows(graph, workers, tile, config, folder, echo)]  # fmt: skip
+    executor = Executor("local", workers=workers, threads_per_worker=config.threads_per_worker,
+                        memory_limit=config.memory_limit, dashboard=False,
+                        tile=max(config.tiles), dtype=config.dtype)  # fmt: skip
+    with executor.open() as session:
+        graph = _graph(config, weights, session.resources)
+        return [row for tile in config.tiles
+                for row in _tile_rows(graph, workers, tile, config, folder, echo)]  # fmt: skip
 
 
 def _tile_rows(
@@ -125,7 +123,7 @@ def _tile_rows(
             "iterations": len(timed[side]), "seconds_per_iteration": seconds,
             "tiles_per_second": tiles / seconds,
         })  # fmt: skip
-        count = run.counted(tiles, "tile")
+        count = counted(tiles, "tile")
         echo(f"{mode:>6} {workers:3d} workers x {config.threads_per_worker} threads, "
              f"tile {tile:5d}, {side}x{side} px, {count:>10}: {seconds:8.3f} s/iteration, "
              f"{tiles / seconds:8.2f} tiles/s")  # fmt: skip
@@ -133,13 +131,13 @@ def _tile_rows(
 
 
 def _time_iterations(graph, side: int, tile: int, config: Scaling, folder: Path) -> list[float]:
-    """Seconds of each timed iteration of the real engine on a fresh synthetic level."""
-    import dask
+    """Seconds of each timed step of the real engine (a run's level loop) on a fresh
+    synthetic level."""
     import dask.array as da
     import numpy as np
 
     from ..api import make_plan
-    from ..graph import as_tiled
+    from ..level import open_level
     from ..optim import AdamSettings
     from ..state import LevelState
 
@@ -148,22 +146,15 @@ def _time_iterations(graph, side: int, tile: int, config: Scaling, folder: Path)
     style = rng.uniform(0, 255, (config.style_side, config.style_side, 3)).astype(np.float32)
     style_plan = make_plan(style.shape[:2], tile if tile < config.style_side else None,
                            graph.halo.align)  # fmt: skip
-    (targets,) = dask.compute(graph.normalised_grams(as_tiled(style, style_plan), style_plan))
     content = da.random.default_rng(config.seed).uniform(
         0, 255, (side, side, 3), chunks=(*plan.chunks, 3)
     )
-    steps = config.warmup + config.iterations
-    adam = AdamSettings(max_iters=steps + 1, stop_condition=0.0)
+    adam = AdamSettings(max_iters=config.warmup + config.iterations, stop_condition=0.0)
     path = folder / f"level-{side}-{tile}"
     state = LevelState.create(path, content, content, plan, adam, dtype=config.dtype)
-    seconds = []
     try:
-        target = run.content_target(path / "content_target", graph, state, plan)  # as run does
-        for _ in range(steps):
-            start = time.perf_counter()
-            loss, grad = graph.loss_and_grad(state.canvas_store(), target, plan, targets)
-            state.advance(grad, loss)
-            seconds.append(time.perf_counter() - start)
+        level = open_level(graph, state, plan, da.from_array(style), style_plan)
+        seconds = [step.seconds for step in level.steps()]
     finally:
         shutil.rmtree(path, ignore_errors=True)
     return seconds[config.warmup :]

@@ -1,0 +1,91 @@
+"""One level's loop: its targets computed once, then steps to the stop test, each checked.
+
+The run (:mod:`daskstyle.run`), the scaling study and every benchmark go through
+:func:`open_level` and :meth:`Level.steps`, so that a step is the same wherever it is timed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dask
+import dask.array as da
+import zarr
+from dask.base import tokenize
+from dask.delayed import Delayed
+
+from .executor import share
+from .geometry import TilePlan
+from .graph import StyleGraph, as_tiled
+from .state import LevelState, check_whole, create_array, open_array
+
+
+@dataclass(frozen=True)
+class Step:
+    """A committed step: its number, loss, largest and mean pixel change, rate, seconds."""
+
+    step: int
+    loss: float | None
+    max_change: float
+    mean_change: float
+    lr: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Level:
+    """What a level's steps read: its state, tile plan, graph, content target and the style's
+    Gram matrices."""
+
+    state: LevelState
+    plan: TilePlan
+    graph: StyleGraph
+    content_target: zarr.Array
+    style_grams: Delayed
+
+    def steps(self) -> Iterator[Step]:
+        """Steps to the stop test, each checked before it reads (a damaged file raises
+        :class:`daskstyle.errors.DamagedStateError`) and yielded once committed."""
+        state = self.state
+        while not state.done:
+            start = time.perf_counter()
+            state.check()
+            check_whole(self.content_target)
+            loss, grad = self.graph.loss_and_grad(
+                state.canvas_store(), self.content_target, self.plan, self.style_grams
+            )
+            max_change, mean_change, loss = state.advance(grad, loss)
+            seconds = time.perf_counter() - start
+            yield Step(state.step, loss, max_change, mean_change, state.lr, seconds)
+
+
+def open_level(graph: StyleGraph, state: LevelState, plan: TilePlan, style: da.Array,
+               style_plan: TilePlan) -> Level:  # fmt: skip
+    """The level of ``state`` with its targets: the Gram matrices of ``style`` (tiled by
+    ``style_plan``), computed now and shared by every step, and the content target, computed
+    once into the level's folder."""
+    (grams,) = dask.compute(graph.normalised_grams(as_tiled(style, style_plan), style_plan))
+    grams = share(grams, f"daskstyle-style-grams-{tokenize(grams)}")
+    target = content_target(state.path / "content_target", graph, state, plan)
+    return Level(state, plan, graph, target, grams)
+
+
+def content_target(path: Path, graph: StyleGraph, state: LevelState, plan: TilePlan) -> zarr.Array:
+    """φ_O of the level's content, computed once per level and kept on disk (written under a
+    temporary name and renamed when complete); tile tasks read their windows of it. The
+    level's content image is deleted then: nothing else reads it."""
+    if not path.is_dir():
+        state.check()
+        features = graph.content_features(state.content(), plan)
+        tmp = path.with_name(path.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        array = create_array(tmp, features.shape, features.chunksize, features.dtype)
+        da.store(features, array, lock=False)
+        os.replace(tmp, path)
+    state.drop_content()
+    return open_array(path)

@@ -1,0 +1,22 @@
+"""Words for people: counts, sizes, and an error as one line."""
+
+from __future__ import annotations
+
+
+def counted(number: int, noun: str) -> str:
+    """``"1 tile"``, ``"2 tiles"``."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def readable(size: int) -> str:
+    """``size`` bytes for people: "110.1 GB", "15.5 MB", "10.0 kB"."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale / 10:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} bytes"
+
+
+def one_line(err: BaseException | str) -> str:
+    """An error's text (an OSError's strerror) on one line; its type's name if it has none."""
+    text = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+    return " ".join(text.split()) or type(err).__name__
