@@ -22,6 +22,7 @@ from dask.delayed import Delayed
 from .executor import share
 from .geometry import TilePlan
 from .graph import StyleGraph, as_tiled
+from .optim import advance
 from .state import LevelState, check_whole, create_array, open_array
 
 
@@ -59,7 +60,7 @@ class Level:
             loss, grad = self.graph.loss_and_grad(
                 state.canvas_store(), self.content_target, self.plan, self.style_grams
             )
-            max_change, mean_change, loss = state.advance(grad, loss)
+            max_change, mean_change, loss = advance(state, grad, loss)
             seconds = time.perf_counter() - start
             yield Step(state.step, loss, max_change, mean_change, state.lr, seconds)
 

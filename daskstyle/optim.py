@@ -1,7 +1,8 @@
-"""Chunked Adam over whole arrays, the learning-rate rule and the stop test.
+"""Chunked Adam over whole arrays, the learning-rate rule, the stop test, and one step.
 
-The graphs here read Dask arrays and store into zarr arrays they are given; the state they
-work on, its layout on disk and its commits are :mod:`daskstyle.state`'s.
+The graphs here read Dask arrays and store into zarr arrays they are given; :func:`advance`
+runs one step on a level's state, whose layout on disk, checks and atomic commits are
+:mod:`daskstyle.state`'s.
 
 The per-chunk update runs with CuPy in a process that sees a CUDA GPU (and has CuPy), else
 with NumPy; the chunks come from and go back to zarr on the host either way.
@@ -10,13 +11,14 @@ with NumPy; the chunks come from and go back to zarr on the host either way.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 
 import dask
 import dask.array as da
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, NotFiniteError
 
 BETA1, BETA2, EPS = 0.9, 0.99, 1e-6
 PIXEL_MAX = 255.0
@@ -202,3 +204,53 @@ class AdamSettings:
     stop_condition: float = 0.1
     max_iters: int = 100
     lr: float | None = None
+
+
+def advance(state, grad: da.Array, loss=None) -> tuple[float, float, float | None]:
+    """Run step t+1 of a level's ``state`` (:class:`daskstyle.state.LevelState`) with
+    ``grad``, the gradient at its canvas (and optionally its lazy ``loss``, computed in the
+    same pass); commit it; return the max and mean pixel change and the loss. The first step of a level without a fixed ``lr`` first stores its moments
+    with max ``|grad|`` and commits the rate the ``tpc`` rule gives. A step whose loss,
+    gradient or pixel change is not finite raises :class:`NotFiniteError` uncommitted."""
+    attrs, s = state.attrs, state.settings
+    t, cur = attrs["step"], attrs["current"]
+    nxt = 1 - cur
+    out = {b: state.store(b, nxt) for b in state.BUFFERS}
+    canvas = state.read("canvas", cur)
+    if t == 0:  # m_0 = v_0 = 0: never read from disk, where a lost chunk would read as NaN
+        m = v = da.zeros_like(canvas)
+    else:
+        m, v = (state.read(b, cur) for b in ("m", "v"))
+    if attrs["lr"] is None:
+        stores, max_grad = moments_graph(
+            grad, m, v, (out["m"], out["v"]), beta1=s.beta1, beta2=s.beta2
+        )
+        _, max_grad, loss = dask.compute(stores, max_grad, loss)
+        _require_finite(t + 1, gradient=max_grad, loss=loss)
+        lr = first_step_lr(max_grad, s.tpc, s.eps)
+        state.commit(lr=lr, pending={"loss": _float_or_none(loss)})
+        attrs = state.attrs
+    hyper = {"step": t + 1, "lr": attrs["lr"], "beta1": s.beta1, "beta2": s.beta2, "eps": s.eps}
+    if attrs["pending"] is not None:
+        m, v = (state.read(b, nxt) for b in ("m", "v"))
+        largest, mean = param_graph(canvas, m, v, out["canvas"], **hyper).compute()
+        loss = attrs["pending"]["loss"]
+    else:
+        graph = step_graph(canvas, grad, m, v, tuple(out.values()), **hyper)
+        largest, mean, loss = graph.compute(loss)
+    _require_finite(t + 1, loss=loss, **{"pixel update": largest + mean})
+    result = (largest, mean, _float_or_none(loss))
+    state.commit(step=t + 1, current=nxt, pending=None, history=[*attrs["history"], list(result)])
+    return result
+
+
+def _float_or_none(value) -> float | None:
+    return None if value is None else float(value)
+
+
+def _require_finite(step: int, **values) -> None:
+    """Raise :class:`NotFiniteError` for the first of ``values`` (None: not computed) that is
+    not a finite number."""
+    for what, value in values.items():
+        if value is not None and not math.isfinite(float(value)):
+            raise NotFiniteError(step, what, float(value))

@@ -259,17 +259,14 @@ def transfer(
     style: str | os.PathLike,
     output: str | os.PathLike,
     *,
-    settings: Settings = Settings(),
-    weights: str | os.PathLike | None = None,
-    workdir: str | os.PathLike | None = None,
-    resume: bool = False,
     resources: dict | None = None,
     on_event: Callable[[Event], None] = lambda event: None,
+    **options,
 ) -> Path:
-    """Plan, check and execute a run (:func:`plan`, :meth:`RunPlan.check`,
-    :meth:`RunPlan.execute`) on the current Dask scheduler; return the output's path."""
-    run_plan = plan(content, style, output, settings=settings, weights=weights,
-                    workdir=workdir, resume=resume)  # fmt: skip
+    """Plan, check and execute a run on the current Dask scheduler (:func:`plan` with
+    ``options``, :meth:`RunPlan.check`, :meth:`RunPlan.execute` with ``resources`` and
+    ``on_event``); return the output's path."""
+    run_plan = plan(content, style, output, **options)
     run_plan.check()
     return run_plan.execute(resources, on_event)
 

@@ -1,11 +1,11 @@
-"""One level's state on disk: a zarr group, its layout, its checks, and one committed step.
+"""One level's state on disk: a zarr group, its layout, its checks, its sizes and commits.
 
 The group (:class:`LevelState`) holds the content (until the run has computed the content
 target from it), two canvas buffers and two buffers each of Adam's ``m`` and ``v``. Step
 ``t + 1`` reads buffer ``current`` (p_t, m_t, v_t, never written during the step) and writes
 buffer ``1 - current``; the group's attributes (step, current buffer, learning rate) change in
 one atomic write after every store of the step has finished and its loss and pixel changes
-are known to be finite. So a retried task recomputes the same chunk from unchanged inputs,
+are known to be finite (:func:`daskstyle.optim.advance`, the update itself). So a retried task recomputes the same chunk from unchanged inputs,
 and after a kill at any moment the attributes name a complete, consistent state: redoing the
 step from there gives bit-identical results (given a deterministic gradient).
 
@@ -24,15 +24,14 @@ import shutil
 import uuid
 from pathlib import Path
 
-import dask
 import dask.array as da
 import numpy as np
 import zarr
 from dask.base import tokenize
 
-from .errors import DamagedStateError, InputError, NotFiniteError
+from .errors import DamagedStateError, InputError
 from .geometry import TilePlan
-from .optim import AdamSettings, first_step_lr, moments_graph, param_graph, should_stop, step_graph
+from .optim import AdamSettings, should_stop
 
 
 def read_zarr(array: zarr.Array, *token) -> da.Array:
@@ -186,9 +185,14 @@ class LevelState:
         for name in names:
             check_whole(open_array(self.path / name))
 
-    def _read(self, name: str, buffer: int) -> da.Array:
+    def read(self, name: str, buffer: int) -> da.Array:
+        """Array ``name`` (canvas, m, v) of ``buffer`` as a Dask array keyed by this step."""
         attrs = self.attrs
         return read_zarr(self.group[f"{name}{buffer}"], attrs["run_id"], attrs["step"])
+
+    def store(self, name: str, buffer: int) -> zarr.Array:
+        """Array ``name`` of ``buffer`` as the zarr array a step writes into."""
+        return self.group[f"{name}{buffer}"]
 
     def content(self) -> da.Array:
         """The level's content image."""
@@ -196,50 +200,11 @@ class LevelState:
 
     def canvas(self) -> da.Array:
         """p_t, the current canvas (same keys on every call for the same step)."""
-        return self._read("canvas", self.attrs["current"])
+        return self.read("canvas", self.attrs["current"])
 
     def canvas_store(self) -> zarr.Array:
         """p_t as its zarr array, for tasks that read their own windows of it."""
         return self.group[f"canvas{self.attrs['current']}"]
-
-    def advance(self, grad: da.Array, loss=None) -> tuple[float, float, float | None]:
-        """Run step t+1 with ``grad``, the gradient at :meth:`canvas` (and optionally its lazy
-        ``loss``, computed in the same pass); commit it; return the max and mean pixel change
-        and the loss. The first step of a level without a fixed ``lr`` first stores its moments
-        with max ``|grad|`` and commits the rate the ``tpc`` rule gives. A step whose loss,
-        gradient or pixel change is not finite raises :class:`NotFiniteError` uncommitted."""
-        attrs, s = self.attrs, self.settings
-        t, cur = attrs["step"], attrs["current"]
-        nxt = 1 - cur
-        out = {b: self.group[f"{b}{nxt}"] for b in self.BUFFERS}
-        canvas = self._read("canvas", cur)
-        if t == 0:  # m_0 = v_0 = 0: never read from disk, where a lost chunk would read as NaN
-            m = v = da.zeros_like(canvas)
-        else:
-            m, v = (self._read(b, cur) for b in ("m", "v"))
-        if attrs["lr"] is None:
-            stores, max_grad = moments_graph(
-                grad, m, v, (out["m"], out["v"]), beta1=s.beta1, beta2=s.beta2
-            )
-            _, max_grad, loss = dask.compute(stores, max_grad, loss)
-            _require_finite(t + 1, gradient=max_grad, loss=loss)
-            lr = first_step_lr(max_grad, s.tpc, s.eps)
-            self._commit(lr=lr, pending={"loss": _float_or_none(loss)})
-            attrs = self.attrs
-        hyper = {"step": t + 1, "lr": attrs["lr"], "beta1": s.beta1, "beta2": s.beta2, "eps": s.eps}
-        if attrs["pending"] is not None:
-            m, v = (self._read(b, nxt) for b in ("m", "v"))
-            largest, mean = param_graph(canvas, m, v, out["canvas"], **hyper).compute()
-            loss = attrs["pending"]["loss"]
-        else:
-            graph = step_graph(canvas, grad, m, v, tuple(out.values()), **hyper)
-            largest, mean, loss = graph.compute(loss)
-        _require_finite(t + 1, loss=loss, **{"pixel update": largest + mean})
-        result = (largest, mean, _float_or_none(loss))
-        self._commit(
-            step=t + 1, current=nxt, pending=None, history=[*attrs["history"], list(result)]
-        )
-        return result
 
     def drop_content(self) -> None:
         """Delete the content image, once what is computed from it (the content target) is on
@@ -255,18 +220,6 @@ class LevelState:
             if entry.is_dir() and entry.name not in keep:
                 shutil.rmtree(entry)
 
-    def _commit(self, **changes) -> None:
+    def commit(self, **changes) -> None:
         """Write the attributes in one atomic store write (zarr writes ``zarr.json`` via rename)."""
         self.group.attrs.put({**self.attrs, **changes})
-
-
-def _float_or_none(value) -> float | None:
-    return None if value is None else float(value)
-
-
-def _require_finite(step: int, **values) -> None:
-    """Raise :class:`NotFiniteError` for the first of ``values`` (None: not computed) that is
-    not a finite number."""
-    for what, value in values.items():
-        if value is not None and not math.isfinite(float(value)):
-            raise NotFiniteError(step, what, float(value))

@@ -24,7 +24,7 @@ import dask.array as da
 import numpy as np
 
 from daskstyle.geometry import TilePlan
-from daskstyle.optim import AdamSettings
+from daskstyle.optim import AdamSettings, advance
 from daskstyle.state import LevelState
 
 ARRAYS = 7
@@ -72,7 +72,7 @@ def main() -> None:
             canvas = state.canvas()
             grad = canvas * np.float32(0.01) - np.float32(1.0)
             start = time.perf_counter()
-            largest, mean, _ = state.advance(grad)
+            largest, mean, _ = advance(state, grad)
             seconds = time.perf_counter() - start
             moved = (6 if step > 1 else 4) * nbytes
             print(

@@ -8,7 +8,7 @@ import pytest
 
 from daskstyle.errors import InputError
 from daskstyle.geometry import TilePlan
-from daskstyle.optim import AdamSettings, adam_chunk, first_step_lr, should_stop
+from daskstyle.optim import AdamSettings, adam_chunk, advance, first_step_lr, should_stop
 from daskstyle.state import LevelState
 
 B1, B2, EPS = 0.9, 0.99, 1e-6
@@ -69,7 +69,7 @@ def start(path, shape, tile, settings=None, seed=1):
 def run(state, gradient, steps):
     while state.step < steps:
         canvas = state.canvas()
-        state.advance(gradient.dask(canvas), gradient.loss(canvas))
+        advance(state, gradient.dask(canvas), gradient.loss(canvas))
     return state.canvas().compute()
 
 
@@ -90,7 +90,7 @@ def test_loss_is_computed_with_the_step_and_recorded(tmp_path, lr):
     init, state = start(tmp_path / "level", shape, 16, AdamSettings(lr=lr))
     gradient = Gradient(shape)
     canvas = state.canvas()
-    largest, mean, loss = state.advance(gradient.dask(canvas), gradient.loss(canvas))
+    largest, mean, loss = advance(state, gradient.dask(canvas), gradient.loss(canvas))
     assert loss == pytest.approx(np.mean((init.astype(np.float64) - gradient.target) ** 2))
     step = np.abs(state.canvas().compute() - init)
     assert (largest, mean) == pytest.approx((step.max(), step.mean()), rel=1e-6)
@@ -118,7 +118,7 @@ def test_first_step_changes_the_largest_pixel_by_tpc(tmp_path):
     init = da.from_array(np.full((*shape, 3), 128, np.float32), chunks=(16, 16, 3))
     grad = rng.normal(0, 1e-3, (*shape, 3)).astype(np.float32)  # tiny: |g| ~ eps matters
     state = LevelState.create(tmp_path / "level", init, init, plan, AdamSettings(tpc=12.8))
-    largest, _, _ = state.advance(da.from_array(grad, chunks=(16, 16, 3)))
+    largest, _, _ = advance(state, da.from_array(grad, chunks=(16, 16, 3)))
     change = np.abs(state.canvas().compute() - 128)
     assert largest == pytest.approx(12.8, abs=1e-4)
     assert change.max() == pytest.approx(12.8, abs=1e-4)
@@ -144,7 +144,7 @@ def test_level_stops_when_pixels_stop_moving(tmp_path):
     _, state = start(tmp_path / "level", (20, 24), 16, AdamSettings(lr=1.0, max_iters=5))
     zero = da.zeros((20, 24, 3), np.float32, chunks=(16, 16, 3))
     assert not state.done
-    assert state.advance(zero) == (0.0, 0.0, None)
+    assert advance(state, zero) == (0.0, 0.0, None)
     assert state.done
 
 
@@ -166,7 +166,7 @@ def test_resume_after_kill_is_bit_identical(tmp_path, monkeypatch, commit, at_st
 
     _, state = start(tmp_path / "killed", shape, tile)
     state.group.attrs.put({**state.attrs, "run_id": expected_attrs["run_id"]})
-    real_commit = LevelState._commit
+    real_commit = LevelState.commit
 
     def commit_or_die(self, **changes):
         # the stores of the step are done; the process dies before the attributes change
@@ -174,10 +174,10 @@ def test_resume_after_kill_is_bit_identical(tmp_path, monkeypatch, commit, at_st
             raise Killed
         real_commit(self, **changes)
 
-    monkeypatch.setattr(LevelState, "_commit", commit_or_die)
+    monkeypatch.setattr(LevelState, "commit", commit_or_die)
     with pytest.raises(Killed):
         run(state, gradient, steps)
-    monkeypatch.setattr(LevelState, "_commit", real_commit)
+    monkeypatch.setattr(LevelState, "commit", real_commit)
 
     state = LevelState.open(tmp_path / "killed")
     assert state.step == at_step
@@ -199,7 +199,7 @@ def _scribble_on_free_buffers(state):
 def test_state_survives_reopening(tmp_path):
     settings = AdamSettings(tpc=5.0, stop_condition=0.5, max_iters=7)
     _, state = start(tmp_path / "level", (20, 30), 16, settings)
-    state.advance(Gradient((20, 30)).dask(state.canvas()))
+    advance(state, Gradient((20, 30)).dask(state.canvas()))
     again = LevelState.open(tmp_path / "level")
     assert again.settings == settings
     assert (again.step, again.lr) == (1, state.lr)

@@ -136,24 +136,22 @@ def test_content_too_small(tmp_path, weights_file):
 def test_disk_full_mid_run_is_one_line_and_the_run_resumes(
     pictures, weights_file, tmp_path, monkeypatch, capsys
 ):
-    from daskstyle.state import LevelState
+    real_advance = level_loop.advance
 
-    real_advance = LevelState.advance
-
-    def disk_full_at_step_2(self, *args):
-        if self.step == 1:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.group.store_path))
-        return real_advance(self, *args)
+    def disk_full_at_step_2(state, *args):
+        if state.step == 1:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(state.group.store_path))
+        return real_advance(state, *args)
 
     out = tmp_path / "out.png"
     argv = ["run", *map(str, pictures), "-o", str(out), "--r0", "48", "--max-iters", "3",
             "--network", "vgg19", "--weights", str(weights_file), "--cluster", "threads"]  # fmt: skip
-    monkeypatch.setattr(LevelState, "advance", disk_full_at_step_2)
+    monkeypatch.setattr(level_loop, "advance", disk_full_at_step_2)
     assert cli.main(argv) == 1
     last = capsys.readouterr().err.rstrip().splitlines()[-1]  # after the closed progress bar
     assert last.startswith("daskstyle: error:") and "No space left on device" in last
     assert "--resume" in last and not out.exists()
-    monkeypatch.setattr(LevelState, "advance", real_advance)
+    monkeypatch.setattr(level_loop, "advance", real_advance)
     assert cli.main([*argv, "--resume"]) == 0 and out.is_file()
 
 
