@@ -41,15 +41,16 @@ class FeatureNet(nn.Module):
     """A frozen, truncated VGG ``features`` that returns the outputs of named layers."""
 
     def __init__(self, network: Network, layers: tuple[str, ...], state: Mapping[str, torch.Tensor],
-                 precision: str = "exact"):  # fmt: skip
+                 precision: str = "exact", dtype: torch.dtype = torch.float32):  # fmt: skip
         super().__init__()
         self.network = network
         self.precision = precision
         self.wanted = {network.index(name): name for name in layers}
         self.features = build_features(network, max(self.wanted))
         load_weights(self.features, state, network, "the given weights")
-        for name in ("mean", "std"):  # float64 first: a float64 model keeps them exact
-            value = torch.tensor(getattr(network, name), dtype=torch.float64)
+        self.features.to(dtype)
+        for name in ("mean", "std"):  # made in ``dtype``: a float64 model keeps them exact
+            value = torch.tensor(getattr(network, name), dtype=dtype)
             self.register_buffer(name, value.view(1, 3, 1, 1))
         self.requires_grad_(False).eval()
 
@@ -89,10 +90,9 @@ def get_model(spec: ModelSpec, state: Mapping[str, torch.Tensor]) -> FeatureNet:
     with _models_lock:
         model = _models.get(spec)
         if model is None:
-            model = FeatureNet(get_network(spec.network), spec.layers, state, spec.precision)
-            model = model.to(
-                device=device(), dtype=getattr(torch, spec.dtype), memory_format=torch.channels_last
-            )  # faster convolutions
+            model = FeatureNet(get_network(spec.network), spec.layers, state, spec.precision,
+                               getattr(torch, spec.dtype))  # fmt: skip
+            model = model.to(device=device(), memory_format=torch.channels_last)  # faster convs
             while len(_models) >= _MAX_MODELS:
                 _models.pop(next(iter(_models)))
             _models[spec] = model
@@ -124,13 +124,12 @@ class Statistics:
     """Sums over the cores of tiles: raw Grams ΦᵀΦ per style layer; summable."""
 
     grams: dict[str, np.ndarray] = field(default_factory=dict)
-    tiles: int = 0
 
     def __add__(self, other: Statistics) -> Statistics:
         grams = (
             {k: self.grams[k] + other.grams[k] for k in self.grams} if self.grams else other.grams
         )
-        return Statistics(grams, self.tiles + other.tiles)
+        return Statistics(grams)
 
 
 @torch.no_grad()
@@ -143,7 +142,7 @@ def tile_statistics(
     for name in layers:
         phi = _flat(_crop(features[name], model.network.scale(name), origin, core))
         grams[name] = (phi.T @ phi).cpu().numpy()
-    return Statistics(grams, tiles=1)
+    return Statistics(grams)
 
 
 @dataclass(frozen=True)

@@ -113,14 +113,14 @@ def test_deep_float32_equals_float32_autograd(vgg19, vgg19_state, images, count_
     assert loss == pytest.approx(ref_loss, rel=1e-4)
 
 
-def test_tree_reduced_gram_equals_whole_gram(vgg19, vgg19_state, images):
+def test_tree_reduced_gram_equals_whole_gram(vgg19, vgg19_state, images, count_tiles):
     canvas, _, _ = images(177, 131)
     graph = daskstyle.style_graph(weights=vgg19_state, dtype=np.float64, **SHALLOW)
     plan = daskstyle.api.make_plan(canvas.shape[:2], 16, graph.halo.align)
     tiled = daskstyle.graph.as_tiled(canvas, plan)
     stats = dask.compute(graph.statistics(tiled, plan), scheduler="synchronous")[0]
     features = reference._features(vgg19.features.double(), canvas, torch.float64, {1, 6})
-    assert stats.tiles == 108
+    assert count_tiles["tile_statistics"] == 108
     for name, index in (("relu1_1", 1), ("relu2_1", 6)):
         phi = features[index][0].reshape(features[index].shape[1], -1)
         whole = (phi @ phi.T).detach().numpy()
@@ -167,6 +167,6 @@ def test_a_float64_model_keeps_its_normalisation_constants_exact():
     from daskstyle.networks import get_network, random_weights
 
     network = get_network("vgg19")
-    model = FeatureNet(network, ("relu1_1",), random_weights("vgg19")).to(torch.float64)
+    model = FeatureNet(network, ("relu1_1",), random_weights("vgg19"), dtype=torch.float64)
     assert model.mean.flatten().tolist() == list(network.mean)  # not float32-rounded first
     assert model.std.flatten().tolist() == list(network.std)
