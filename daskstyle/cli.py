@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from . import terminal
 from .errors import DaskstyleError, InputError, SettingError
 
 
@@ -247,29 +249,76 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
 
 
 def _resume_hint(args: argparse.Namespace) -> str:
-    return " (the run continues from its last step with --resume)" if args.command == "run" else ""
+    """How to continue the run that stopped, if it has a run directory to continue from."""
+    from .rundir import default_workdir
+
+    if args.command == "run":
+        workdir = Path(args.workdir) if args.workdir else default_workdir(Path(args.output))
+        how = "--resume"
+    elif args.command == "pipeline":
+        workdir, how = _production_workdir(args.file), f"resume = true in {args.file}"
+    else:
+        return ""
+    if workdir is None or not _unfinished_run(workdir):
+        return ""
+    return f" (the run continues from its last step with {how})"
+
+
+def _production_workdir(file: str) -> Path | None:
+    from .pipeline import Production, load
+    from .rundir import default_workdir
+
+    try:
+        config = load(file)
+    except DaskstyleError:
+        return None
+    if not isinstance(config, Production):
+        return None
+    return config.workdir or default_workdir(config.output)
+
+
+def _unfinished_run(workdir: Path) -> bool:
+    """Whether ``workdir`` holds the record of a run that has not finished."""
+    from .rundir import read_record
+
+    try:
+        record = read_record(workdir)
+    except DaskstyleError:  # damaged, or not daskstyle's: --resume would refuse it
+        return False
+    return record is not None and not record.get("finished")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    with terminal.signals_stop():  # first: a signal while the modules load ends in one line
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
+    args = None
     try:
-        args.run(args)
+        args = parser().parse_args(argv)
+        with terminal.warnings_as_notes():
+            args.run(args)
     except DaskstyleError as err:
         if args.debug:
             raise
+        terminal.ignore_signals()
         print(f"daskstyle: error: {err}", file=sys.stderr)
         return 1
     except OSError as err:  # a full disk, a vanished directory, no permission
-        if args.debug:
+        if args is None or args.debug:
             raise
+        terminal.ignore_signals()
         where = f"{err.filename}: " if err.filename else ""
         print(
             f"daskstyle: error: {where}{err.strerror or err}{_resume_hint(args)}", file=sys.stderr
         )
         return 1
-    except KeyboardInterrupt:
-        print(f"daskstyle: interrupted{_resume_hint(args)}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        terminal.ignore_signals()
+        hint = "" if args is None else _resume_hint(args)
+        print(f"daskstyle: interrupted{hint}", file=sys.stderr)
+        return err.status if isinstance(err, terminal.Stopped) else 130
     return 0
 
 

@@ -9,10 +9,15 @@ No torch at import time: torch is imported only to count GPUs.
 from __future__ import annotations
 
 import contextlib
+import gc
+import logging
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,6 +60,14 @@ def open_client(
     ``tls=True`` encrypts a cluster started here with temporary certificates. ``max_tasks``
     caps the tasks that run at once on this machine's CPUs (what fits in memory): a local
     CPU cluster's threads in all, or the threaded scheduler's.
+
+    A local cluster's workers are out of reach of the signals sent to this process's group
+    (Ctrl-C in a terminal): only this process gets them, and the exception they raise here
+    closes the cluster. The workers are forked by a server that this process starts with its
+    first local cluster, and they see the environment variables of that moment. When the
+    block ends in an exception, the client and the cluster started here close without
+    distributed's log lines about the work left undone; a local cluster's workers log errors
+    only.
     """
     slots = min(CPU_COUNT, max_tasks or CPU_COUNT)
     if spec in NO_CLIENT:
@@ -62,13 +75,12 @@ def open_client(
             yield None
         return
     if spec.startswith(("tcp://", "tls://")) or spec.endswith(".json"):
-        with _connect(spec) as client:
+        with _connect(spec) as client, _closed_quietly(client):
             yield client
         return
     if spec == "local":
-        cluster = _local_cluster(workers, threads_per_worker, memory_limit, tls, dashboard, slots)
-        with cluster, Client(cluster) as client:
-            yield client
+        with _local_client(workers, threads_per_worker, memory_limit, tls, dashboard, slots) as c:
+            yield c
         return
     if spec == "slurm":
         if workers is not None or threads_per_worker is not None or memory_limit is not None:
@@ -83,7 +95,7 @@ def open_client(
                 cluster.adapt(minimum_jobs=1, maximum_jobs=ADAPT_MAX_JOBS)
             else:
                 cluster.scale(jobs=jobs)
-            with Client(cluster) as client:
+            with Client(cluster) as client, _closed_quietly(client, cluster):
                 yield client
         return
     raise InputError(
@@ -124,7 +136,92 @@ def gpu_count() -> int:
     return torch.cuda.device_count()
 
 
+# --- closing ------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _closed_quietly(client: Client, cluster=None) -> Iterator[None]:
+    """When the block ends in an exception (an error, Ctrl-C, SIGTERM), close ``client`` and
+    ``cluster`` (started here: its workers too) without distributed's log lines about the
+    tasks that were still running (cancelled tasks, closed connections, unretrieved futures):
+    the exception is the one thing to report."""
+    try:
+        yield
+    except BaseException:
+        held = logging.root.manager.disable
+        logging.disable(logging.CRITICAL)
+        try:
+            if cluster is not None:
+                with contextlib.suppress(Exception):
+                    client.run(logging.disable, logging.CRITICAL, on_error="ignore")
+            client.close()
+            if cluster is not None:
+                cluster.close()
+            gc.collect()  # asyncio logs unretrieved futures when they are collected
+        finally:
+            logging.disable(held)
+        raise
+
+
 # --- local -------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _local_client(workers, threads_per_worker, memory_limit, tls, dashboard, slots):
+    """A LocalCluster and its client. The worker processes are forked by a forkserver in a
+    session of its own (:mod:`daskstyle._forkserver`): a signal to this process's group
+    (Ctrl-C in a terminal, ``kill -TERM -PGID``) reaches this process only, which then closes
+    the cluster. A signal that arrives while the cluster starts acts once it has started."""
+    received = []
+    with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
+        # held, not raised: an exception would leave the starting cluster half made
+        with _signal_handler(lambda signum, frame: received.append(signum)):
+            _start_forkserver()
+            with warnings.catch_warnings():
+                # a taken dashboard port: distributed takes a free one; the link says which
+                warnings.filterwarnings("ignore", "Port .* is already in use", UserWarning)
+                cluster = _local_cluster(
+                    workers, threads_per_worker, memory_limit, tls, dashboard, slots
+                )
+        with cluster, Client(cluster) as client, _closed_quietly(client, cluster):
+            for signum in received[:1]:
+                signal.raise_signal(signum)  # to the handler it was held from
+            yield client
+
+
+@contextlib.contextmanager
+def _signal_handler(handler, signals=(signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+    """``handler`` for ``signals`` while the block runs, in the main thread (elsewhere Python
+    neither delivers signals nor lets their handlers be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {sig: signal.signal(sig, handler) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, previous in held.items():
+            signal.signal(sig, previous)
+
+
+def _start_forkserver() -> None:
+    """Start this process's forkserver (once) with Ctrl-C ignored and with distributed's
+    pre-spawn environment (one OpenMP thread, ...), which the processes it forks inherit; it
+    moves itself to a session of its own first thing."""
+    from multiprocessing import forkserver
+
+    from distributed.utils import get_mp_context
+
+    get_mp_context().set_forkserver_preload([f"{__package__}._forkserver", "distributed"])
+    environ = dask.config.get("distributed.nanny.pre-spawn-environ")
+    ours = dict(os.environ)
+    os.environ.update({name: str(value) for name, value in environ.items()})  # as a nanny does
+    try:
+        with _signal_handler(signal.SIG_IGN, [signal.SIGINT]):
+            forkserver.ensure_running()
+    finally:  # the server keeps the environment it started with; this process keeps its own
+        os.environ.clear()
+        os.environ.update(ours)
 
 
 def _local_cluster(
@@ -143,6 +240,7 @@ def _local_cluster(
         "dashboard_address": f"{LOOPBACK}:{DASHBOARD_PORT if dashboard else 0}",
         "scheduler_kwargs": {"dashboard": dashboard},
         "security": _temporary_security() if tls else None,
+        "silence_logs": logging.ERROR,  # workers' warnings are not the user's business
     }
     if not gpus:
         return LocalCluster(processes=True, **options)

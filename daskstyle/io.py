@@ -2,15 +2,19 @@
 
 Reads give a Dask array (H, W, 3) float32 on 0-255. TIFF (and BigTIFF) is read lazily, a
 region per task, so no file is ever wholly in memory; other formats go through Pillow, which
-decodes the whole image. Writes go to a temporary file beside the target and are renamed
-over it only when complete; on failure the temporary is removed.
+decodes the whole image. A damaged file is one :class:`InputError`, raised when it is opened
+or when a task reads the damaged region; what tifffile logs about it while it reads on is
+dropped. Writes go to a temporary file beside the target and are renamed over it only when
+complete; on failure the temporary is removed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
+import threading
 import warnings
 from pathlib import Path
 
@@ -55,7 +59,9 @@ def read_image(path) -> da.Array:
 
 def _read_pillow(path: Path) -> da.Array:
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings(), Image.open(path) as img:
+            # large pictures are read on purpose; above Pillow's hard limit the error says what to do
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img.load()
             array = _pillow_array(img)
     except UnidentifiedImageError as err:
@@ -92,14 +98,39 @@ class _TiffLevel:
         self.path, self.shape, self.dtype, self.ndim = str(path), shape, dtype, len(shape)
 
     def __getitem__(self, index):
-        with tifffile.TiffFile(self.path) as tf:
-            return zarr.open_array(tf.series[0].aszarr(level=0), mode="r")[index]
+        try:
+            with _tifffile_quiet(), tifffile.TiffFile(self.path) as tf:
+                return zarr.open_array(tf.series[0].aszarr(level=0), mode="r")[index]
+        except Exception as err:  # image data that its header did not show to be damaged
+            raise InputError(f"{self.path} is a corrupt TIFF ({_one_line(err)})") from err
+
+
+_reading = threading.local()  # .depth: the _tifffile_quiet blocks this thread is in
+
+
+class _QuietWhileReading(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(_reading, "depth", 0)
+
+
+logging.getLogger("tifffile").addFilter(_QuietWhileReading())
+
+
+@contextlib.contextmanager
+def _tifffile_quiet():
+    """tifffile logs what it finds wrong in a file ("invalid offset to first page", ...) while
+    it reads on: in this block (in this thread) it does not, and the error raised says it once."""
+    _reading.depth = getattr(_reading, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _reading.depth -= 1
 
 
 def _read_tiff(path: Path) -> da.Array:
     """The first image of a TIFF as a lazy (H, W, C) array of its own sample type."""
     try:
-        with tifffile.TiffFile(path) as tf:
+        with _tifffile_quiet(), tifffile.TiffFile(path) as tf:
             if not tf.series:
                 raise InputError(f"{path} holds no readable image: is it a corrupt TIFF?")
             series = tf.series[0]
@@ -158,7 +189,12 @@ def _as_rgb(raw: da.Array, path: Path) -> da.Array:
     if channels not in (1, 2, 3, 4):
         raise InputError(f"{path} has {channels} channels: give a gray, RGB or RGBA image")
     if channels in (2, 4):
-        warnings.warn(f"{path}: the alpha channel is ignored", UserWarning, stacklevel=3)
+        warnings.warn(
+            f"{path}: the alpha channel is ignored (transparent parts keep the colours stored "
+            "under them)",
+            UserWarning,
+            stacklevel=3,
+        )
     raw = raw.rechunk({2: -1})
     return raw.map_blocks(
         _float_rgb,
