@@ -27,11 +27,12 @@ from distributed import Client, LocalCluster
 from distributed.security import Security
 
 from .errors import DaskstyleError, InputError
+from .text import one_line
 
 LOOPBACK = "127.0.0.1"
 DASHBOARD_PORT = 8787  # taken? distributed falls back to a free port
 SLURM_CONFIG_ENV = "DASKSTYLE_SLURM_CONFIG"
-SLURM_CONFIG_DEFAULT = Path(__file__).resolve().parent.parent / "cluster" / "slurm.yaml"
+SLURM_CONFIG_DEFAULT = Path(__file__).resolve().parent / "data" / "slurm.yaml"  # the template
 ADAPT_MAX_JOBS = 8  # open_client("slurm", jobs=None) adapts between 1 and this many jobs
 NO_CLIENT = (None, "sync", "threads")
 
@@ -278,9 +279,7 @@ def _connect(spec: str) -> Client:
     try:
         return Client(**where)
     except (OSError, TimeoutError) as err:
-        raise DaskstyleError(
-            f"cannot reach the Dask scheduler at {spec}: {_one_line(err)}"
-        ) from err
+        raise DaskstyleError(f"cannot reach the Dask scheduler at {spec}: {one_line(err)}") from err
 
 
 # --- SLURM through dask-jobqueue -----------------------------------------------------------------
@@ -288,7 +287,8 @@ def _connect(spec: str) -> Client:
 
 def read_slurm_config(config: str | Path | None = None) -> dict:
     """The ``jobqueue: slurm:`` settings of a dask-jobqueue YAML (``config``, else
-    ``$DASKSTYLE_SLURM_CONFIG``, else ``cluster/slurm.yaml`` of a source checkout)."""
+    ``$DASKSTYLE_SLURM_CONFIG``, else the template shipped in the package, also at
+    ``cluster/slurm.yaml`` of a source checkout)."""
     import yaml
 
     path = Path(config or os.environ.get(SLURM_CONFIG_ENV) or SLURM_CONFIG_DEFAULT)
@@ -302,7 +302,7 @@ def read_slurm_config(config: str | Path | None = None) -> dict:
     try:
         settings = (yaml.safe_load(text) or {})["jobqueue"]["slurm"]
     except yaml.YAMLError as err:
-        raise DaskstyleError(f"{path} is not valid YAML: {_one_line(err)}") from None
+        raise DaskstyleError(f"{path} is not valid YAML: {one_line(err)}") from None
     except (KeyError, TypeError):
         raise DaskstyleError(
             f"{path} has no 'jobqueue: slurm:' section (see cluster/slurm.yaml)"
@@ -366,7 +366,7 @@ def _check_sbatch(cluster) -> None:
         )
     if test.returncode != 0:
         raise DaskstyleError(
-            f"SLURM refuses the worker job: {_one_line(test.stderr)} (edit the SLURM YAML)"
+            f"SLURM refuses the worker job: {one_line(test.stderr)} (edit the SLURM YAML)"
         )
 
 
@@ -377,7 +377,7 @@ def _interface_ip(interface: str) -> str:
         return get_ip_interface(interface)
     except (KeyError, ValueError) as err:
         raise DaskstyleError(
-            f"network interface {interface!r} of the SLURM YAML: {_one_line(err)}"
+            f"network interface {interface!r} of the SLURM YAML: {one_line(err)}"
         ) from None
 
 
@@ -386,7 +386,3 @@ def _tls_dir() -> str:
     path = Path.home() / ".cache" / "daskstyle" / "tls"
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return str(path)
-
-
-def _one_line(err) -> str:
-    return " ".join(str(err).split())

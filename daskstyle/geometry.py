@@ -192,6 +192,11 @@ def feature_size(pixels: int, scale: int) -> int:
     return pixels // scale
 
 
+def scaled_shape(shape: tuple[int, int], scale: float) -> tuple[int, int]:
+    """(H, W) of ``shape`` scaled by ``scale``: sides rounded to whole pixels, at least 1."""
+    return max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale))
+
+
 def level_shapes(shape: tuple[int, int], r0: int) -> list[tuple[int, int]]:
     """(H, W) of each resolution level: long side ``min(r0 * 2**i, long side)``, the last
     level exactly ``shape``; the aspect ratio is kept (sides rounded to whole pixels)."""
@@ -202,6 +207,6 @@ def level_shapes(shape: tuple[int, int], r0: int) -> list[tuple[int, int]]:
     side = r0
     while side < long_side:
         scale = side / long_side
-        shapes.append((max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale))))
+        shapes.append(scaled_shape(shape, scale))
         side *= 2
     return shapes + [tuple(shape)]

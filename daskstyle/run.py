@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
-import io as _io
+import io
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import dask.array as da
 
-from . import footprint, geometry, io, resize, rundir
+from . import footprint, geometry, images, resize, rundir
 from .api import level_plan, style_graph
 from .errors import DamagedStateError, InputError, NotFiniteError
 from .executor import compute_settings, tiles_in_memory
@@ -144,7 +144,7 @@ class RunPlan:
         with _about_level(len(self.sizes) - 1, len(self.sizes), state.path):
             state.check()
         record = {**self.record, "finished": True}
-        io.write_image(self.output, state.canvas(), pyramid=self.settings.pyramid,
+        images.write_image(self.output, state.canvas(), pyramid=self.settings.pyramid,
                        description=json.dumps(record))  # fmt: skip
         rundir.write_record(self.workdir, record)
         on_event(Finished(self.output, self.workdir))
@@ -170,7 +170,7 @@ class RunPlan:
             preview = rundir.preview_path(self.workdir, level)
             if not preview.is_file():
                 state.check()
-                io.write_image(preview, _preview(state.canvas(), shape))
+                images.write_image(preview, _preview(state.canvas(), shape))
         state.release()
         on_event(LevelFinished(level, preview))
         return state
@@ -213,10 +213,10 @@ def plan(
     ``workdir``: the run directory (default ``OUTPUT.daskstyle``); ``resume``: continue the
     unfinished run there."""
     output = Path(output)
-    io.check_output(
-        io.nearest_existing(output.parent) / output.name if makes_output_dir else output
+    images.check_output(
+        images.nearest_existing(output.parent) / output.name if makes_output_dir else output
     )
-    content_image, style_image = io.read_image(content), io.read_image(style)
+    content_image, style_image = images.read_image(content), images.read_image(style)
     graph = style_graph(
         network=settings.network, weights=weights,
         content_weight=settings.content_weight, style_weight=settings.style_weight,
@@ -312,23 +312,22 @@ def _style_shape(style: tuple[int, int], level_side: int, minimum: int) -> tuple
     content, never above its own size, never below ``minimum`` per side."""
     scale = min(1.0, level_side / max(style))
     scale = max(scale, min(1.0, minimum / min(style)))
-    return max(1, round(style[0] * scale)), max(1, round(style[1] * scale))
+    return geometry.scaled_shape(style, scale)
 
 
 def _preview(canvas, shape):
     scale = min(1.0, PREVIEW_SIDE / max(shape))
-    small = (max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale)))
-    return canvas if scale == 1.0 else resize.resize(canvas, small)
+    return canvas if scale == 1.0 else resize.resize(canvas, geometry.scaled_shape(shape, scale))
 
 
 def _write_loss_csv(workdir: Path, upto_level: int) -> None:
     """loss.csv from the committed histories of levels 0..``upto_level`` (written atomically;
     levels numbered from 1, as the progress lines count)."""
-    text = _io.StringIO()
+    text = io.StringIO()
     writer = csv.writer(text)
     writer.writerow(["level", "step", "loss", "max_change", "mean_change", "lr"])
     for level in range(upto_level + 1):
         state = LevelState.open(rundir.level_dir(workdir, level))
         for step, (max_change, mean_change, loss) in enumerate(state.attrs["history"], start=1):
             writer.writerow([level + 1, step, loss, max_change, mean_change, state.lr])
-    io.write_atomically(workdir / rundir.LOSS_CSV, text.getvalue().encode())
+    images.write_atomically(workdir / rundir.LOSS_CSV, text.getvalue().encode())

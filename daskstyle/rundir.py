@@ -19,7 +19,7 @@ import os
 import shutil
 from pathlib import Path
 
-from . import io
+from . import images
 from .errors import DamagedStateError, InputError
 
 FORMAT = 1  # the "daskstyle" key of a run record
@@ -102,7 +102,7 @@ def read_record(workdir: Path) -> dict | None:
 
 
 def write_record(workdir: Path, record: dict) -> None:
-    io.write_atomically(workdir / RECORD, json.dumps(record, indent=2).encode())
+    images.write_atomically(workdir / RECORD, json.dumps(record, indent=2).encode())
 
 
 def check(workdir: Path, record: dict, resume: bool) -> dict | None:
@@ -153,13 +153,13 @@ def _check_same_run(workdir: Path, earlier: dict, record: dict) -> None:
 
 
 def _check_writable(workdir: Path) -> None:
-    base = io.nearest_existing(workdir)
+    base = images.nearest_existing(workdir)
     if not base.is_dir():
         raise InputError(
             f"the run directory {workdir} cannot be made: {base} is a file; choose another "
             "run directory (--workdir)"
         )
-    why = io.not_writable(base)
+    why = images.not_writable(base)
     if why:
         raise InputError(
             f"cannot write the run directory {workdir}: {base} {why}; choose another run "

@@ -17,6 +17,9 @@ def readable(size: int) -> str:
 
 
 def one_line(err: BaseException | str) -> str:
-    """An error's text (an OSError's strerror) on one line; its type's name if it has none."""
+    """A text, or an error's (an OSError's strerror), on one line; an error without text
+    says its type."""
+    if isinstance(err, str):
+        return " ".join(err.split())
     text = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
     return " ".join(text.split()) or type(err).__name__

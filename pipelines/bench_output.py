@@ -4,7 +4,7 @@
 
 Fills a float32 canvas of size^2 x 3 in zarr (as a run's final level state holds it) with
 uniform noise, the worst case for the TIFF's zlib compression, then times
-``daskstyle.io.write_image`` into a tiled BigTIFF with halved levels, as ``daskstyle run
+``daskstyle.images.write_image`` into a tiled BigTIFF with halved levels, as ``daskstyle run
 -o out.tif --pyramid`` does. Prints seconds, megapixels per second, the file's size and the
 process's peak RSS: the writer streams one band of tiles at a time, so memory stays bounded
 whatever the size.
@@ -21,7 +21,7 @@ from pathlib import Path
 import dask.array as da
 import zarr
 
-from daskstyle import io
+from daskstyle import images
 
 
 def peak_rss_gib() -> float:
@@ -43,9 +43,9 @@ def main() -> None:
         da.store(noise.astype("float32"), store, lock=False)
         output = Path(folder) / "out.tif"
         start = time.perf_counter()
-        io.write_image(output, da.from_zarr(store), pyramid=not args.no_pyramid, tile=tile)
+        images.write_image(output, da.from_zarr(store), pyramid=not args.no_pyramid, tile=tile)
         seconds = time.perf_counter() - start
-        levels = len(io.pyramid_shapes((side, side), tile)) if not args.no_pyramid else 1
+        levels = len(images.pyramid_shapes((side, side), tile)) if not args.no_pyramid else 1
         print(f"{side}x{side} float32 zarr canvas -> BigTIFF, {tile}-px tiles, zlib, "
               f"{levels} level(s)")  # fmt: skip
         print(f"{seconds:.1f} s ({side * side / 1e6 / seconds:.1f} MP/s), "

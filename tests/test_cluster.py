@@ -335,3 +335,13 @@ def test_local_cluster_runs_no_more_tasks_at_once_than_fit_in_memory():
         assert [w["nthreads"] for w in workers] == [1]
     with open_client("threads", max_tasks=1):
         assert dask.config.get("num_workers") == 1
+
+
+def test_the_default_slurm_config_ships_inside_the_package(monkeypatch):
+    from daskstyle import cluster
+
+    monkeypatch.delenv(cluster.SLURM_CONFIG_ENV, raising=False)
+    assert cluster.SLURM_CONFIG_DEFAULT.is_relative_to(
+        Path(cluster.__file__).parent
+    )  # a wheel has it
+    assert read_slurm_config() == read_slurm_config(SHIPPED_YAML)  # cluster/slurm.yaml is it too

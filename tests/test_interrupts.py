@@ -21,7 +21,7 @@ import tifffile
 from PIL import Image
 
 from daskstyle import cli, run, terminal
-from daskstyle.io import read_image
+from daskstyle.images import read_image
 
 RESUMABLE = "daskstyle: interrupted (the run continues from its last step with --resume)"
 

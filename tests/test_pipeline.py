@@ -13,7 +13,7 @@ import tifffile
 from PIL import Image
 
 from daskstyle.errors import InputError
-from daskstyle.io import read_image
+from daskstyle.images import read_image
 from daskstyle.networks import DEFAULT_CONTENT_LAYER
 from daskstyle.pipeline import load, run_pipeline, weak_side
 from daskstyle.settings import Settings

@@ -5,7 +5,7 @@ import pytest
 
 import daskstyle
 from daskstyle import run
-from daskstyle.io import read_image
+from daskstyle.images import read_image
 from daskstyle.resize import resize
 
 from .conftest import final_canvas
@@ -43,7 +43,7 @@ def test_short_run_takes_the_style_and_keeps_the_content(hed_weights, example_at
     content, style = example_at_128
     paths = tmp_path / "content.tif", tmp_path / "style.tif"
     for path, image in zip(paths, (content, style)):
-        daskstyle.io.write_image(path, image)
+        daskstyle.images.write_image(path, image)
     content = read_image(paths[0]).compute()  # as the run sees it (8-bit)
     style = read_image(paths[1]).compute()
     settings = run.Settings(r0=128, max_iters=30, stop=0.0, network="hed-vgg16")
@@ -51,7 +51,7 @@ def test_short_run_takes_the_style_and_keeps_the_content(hed_weights, example_at
     painted = final_canvas(run.default_workdir(tmp_path / "out.tif"))
     content_of_painted, style_of_painted = _losses(painted, content, style, hed_weights)
     _, style_of_content = _losses(content, content, style, hed_weights)
-    style_as_picture = resize(daskstyle.io.read_image(paths[1]), content.shape[:2]).compute()
+    style_as_picture = resize(daskstyle.images.read_image(paths[1]), content.shape[:2]).compute()
     content_of_style, _ = _losses(style_as_picture, content, style, hed_weights)
     assert style_of_painted < 0.5 * style_of_content
     assert content_of_painted < content_of_style

@@ -14,7 +14,7 @@ from PIL import Image
 
 from daskstyle import cli, footprint, run
 from daskstyle import level as level_loop
-from daskstyle.io import read_image
+from daskstyle.images import read_image
 
 from .conftest import final_canvas
 

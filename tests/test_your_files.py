@@ -14,7 +14,7 @@ from PIL import Image
 from daskstyle import cli, cluster, run
 from daskstyle.errors import InputError, NotFiniteError, SettingError
 from daskstyle.graph import StyleGraph
-from daskstyle.io import read_image
+from daskstyle.images import read_image
 from daskstyle.pipeline import load
 
 SMALL = ["--r0", "48", "--max-iters", "3", "--tile", "32", "--network", "vgg19"]
@@ -287,7 +287,7 @@ def test_a_run_directory_that_is_a_file_or_read_only_fails_before_any_work(
 
 def test_a_picture_that_is_not_finite_is_never_written(tmp_path):
     from daskstyle.errors import DaskstyleError
-    from daskstyle.io import write_image
+    from daskstyle.images import write_image
 
     picture = np.full((40, 30, 3), 128.0)
     picture[35, 3, 1] = np.nan

@@ -3,7 +3,7 @@
 The models say each key's type and default, resolve paths and fill in the built-in pictures.
 What a value must be beyond its type is left to the code that owns the rule, called once the
 types are right: :class:`daskstyle.settings.Settings` (every run setting), the image writers
-(:func:`daskstyle.io.check_output`) and the networks (layer names). Every error is one
+(:func:`daskstyle.images.check_output`) and the networks (layer names). Every error is one
 :class:`InputError` line that names the file and the key.
 """
 
@@ -25,7 +25,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
-from .. import io, run
+from .. import images, run
 from ..errors import InputError, SettingError
 from ..networks import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, get_network
 from ..settings import Settings
@@ -251,7 +251,7 @@ def _check_production(config: Production) -> None:
         _require_file(key, value)
     output = config.output
     try:  # as daskstyle.run checks it, in the directory that exists of those it will make
-        writes = io.check_output(io.nearest_existing(output.parent) / output.name)
+        writes = images.check_output(images.nearest_existing(output.parent) / output.name)
     except InputError as err:
         raise InputError(f"output: {err}") from None
     if settings.pyramid and writes != "TIFF":

@@ -10,7 +10,7 @@ Efficiency is against the smallest worker count ``n0`` of the same mode and tile
 from __future__ import annotations
 
 import csv
-import io as _io
+import io
 import math
 import os
 import shutil
@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .. import footprint, io
+from .. import footprint, images
 from ..text import counted
 from . import plot
 from .config import RANDOM, Scaling
@@ -62,8 +62,8 @@ def run_scaling(config: Scaling, echo: Callable[[str], None]) -> list[Path]:
         output.with_name(output.name + ".csv"),
         output.with_name(output.name + ".png"),
     )
-    io.write_atomically(csv_path, _csv_text(rows).encode())
-    io.write_atomically(png_path, plot.scaling_png(rows, _title(graph, config)))
+    images.write_atomically(csv_path, _csv_text(rows).encode())
+    images.write_atomically(png_path, plot.scaling_png(rows, _title(graph, config)))
     echo(f"wrote {csv_path} and {png_path}")
     return [csv_path, png_path]
 
@@ -174,7 +174,7 @@ def _add_efficiency(rows: list[dict]) -> None:
 
 
 def _csv_text(rows: list[dict]) -> str:
-    text = _io.StringIO()
+    text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=CSV_FIELDS, lineterminator="\n")
     writer.writeheader()
     for row in rows:

@@ -28,6 +28,7 @@ from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from .errors import DaskstyleError, InputError
 from .resize import resize
+from .text import one_line
 
 TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
 #: Largest image written through Pillow (PNG/JPEG, encoded whole in memory).
@@ -71,7 +72,7 @@ def _read_pillow(path: Path) -> da.Array:
     except Image.DecompressionBombError as err:
         raise InputError(f"{path} is too large for Pillow: convert it to a tiled TIFF") from err
     except (OSError, SyntaxError, ValueError) as err:
-        raise InputError(f"{path} is corrupt or truncated ({_one_line(err)})") from err
+        raise InputError(f"{path} is corrupt or truncated ({one_line(err)})") from err
     if array.ndim == 2:
         array = array[:, :, None]
     return da.from_array(array, chunks=("auto", "auto", -1))
@@ -102,7 +103,7 @@ class _TiffLevel:
             with _tifffile_quiet(), tifffile.TiffFile(self.path) as tf:
                 return zarr.open_array(tf.series[0].aszarr(level=0), mode="r")[index]
         except Exception as err:  # image data that its header did not show to be damaged
-            raise InputError(f"{self.path} is a corrupt TIFF ({_one_line(err)})") from err
+            raise InputError(f"{self.path} is a corrupt TIFF ({one_line(err)})") from err
 
 
 _reading = threading.local()  # .depth: the _tifffile_quiet blocks this thread is in
@@ -143,7 +144,7 @@ def _read_tiff(path: Path) -> da.Array:
     except InputError:
         raise
     except Exception as err:  # tifffile raises many kinds on corrupt files
-        raise InputError(f"{path} is a corrupt TIFF ({_one_line(err)})") from err
+        raise InputError(f"{path} is a corrupt TIFF ({one_line(err)})") from err
     if photometric not in _ACCEPTED_PHOTOMETRIC:
         raise InputError(f"{path}: {photometric} TIFFs are not supported: save it as RGB or gray")
     sizes = dict(zip(axes, shape))
@@ -357,9 +358,4 @@ def _atomic(path: Path):
             tmp.unlink()
         if isinstance(err, DaskstyleError) or not isinstance(err, Exception):
             raise
-        raise DaskstyleError(f"could not write {path}: {_one_line(err)}") from err
-
-
-def _one_line(err: BaseException) -> str:
-    text = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-    return " ".join(text.split()) or type(err).__name__
+        raise DaskstyleError(f"could not write {path}: {one_line(err)}") from err

@@ -11,9 +11,9 @@ import pytest
 import tifffile
 from PIL import Image
 
-from daskstyle import io
+from daskstyle import images
 from daskstyle.errors import DaskstyleError, InputError
-from daskstyle.io import pyramid_shapes, read_image, write_image
+from daskstyle.images import pyramid_shapes, read_image, write_image
 
 
 @pytest.fixture
@@ -74,9 +74,9 @@ def test_tiff_is_read_lazily_a_region_at_a_time(tmp_path, rgb8, monkeypatch):
         image = read_image(tmp_path / "in.tif")
     assert image.numblocks[:2] > (1, 1)
     regions = []
-    real_getitem = io._TiffLevel.__getitem__
+    real_getitem = images._TiffLevel.__getitem__
     monkeypatch.setattr(
-        io._TiffLevel,
+        images._TiffLevel,
         "__getitem__",
         lambda self, index: regions.append(index) or real_getitem(self, index),
     )
@@ -224,14 +224,14 @@ def test_read_only_directory(tmp_path, rgb8):
 @pytest.mark.parametrize("name", ["out.tif", "out.png"])
 def test_disk_full_midway_leaves_nothing_and_keeps_the_old_file(tmp_path, rgb8, monkeypatch, name):
     (tmp_path / name).write_bytes(b"previous result")
-    real_bands = io._bands
+    real_bands = images._bands
 
     def bands_then_disk_full(image, rows):
         generator = real_bands(image, rows)
         yield next(generator)
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(io, "_bands", bands_then_disk_full)
+    monkeypatch.setattr(images, "_bands", bands_then_disk_full)
     with pytest.raises(DaskstyleError, match="No space left on device"):
         write_image(tmp_path / name, da.from_array(rgb8), tile=16)
     assert leftovers(tmp_path) == [name]
@@ -263,7 +263,7 @@ def test_bad_write_arguments(tmp_path, name, image, message):
 
 
 def test_png_refuses_huge_images(tmp_path, monkeypatch):
-    monkeypatch.setattr(io, "MAX_PILLOW_PIXELS", 100)
+    monkeypatch.setattr(images, "MAX_PILLOW_PIXELS", 100)
     with pytest.raises(InputError, match="write a .tif instead"):
         write_image(tmp_path / "big.png", da.zeros((20, 20, 3), chunks=10))
     assert leftovers(tmp_path) == []
