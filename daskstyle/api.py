@@ -173,9 +173,9 @@ def loss_and_grad(
     style_shape = check_image("style", style, min_side)
     plan = make_plan(shape, tile, graph.halo.align)
     style_plan = make_plan(style_shape, tile, graph.halo.align)
-    targets = graph.normalised_grams(as_tiled(style, style_plan), style_plan)
-    target = graph.content_features(as_tiled(content, plan), plan)
-    loss, grad = graph.loss_and_grad(as_tiled(canvas, plan), target, plan, targets)
+    style_grams = graph.normalised_grams(as_tiled(style, style_plan), style_plan)
+    content_target = graph.content_features(as_tiled(content, plan), plan)
+    loss, grad = graph.loss_and_grad(as_tiled(canvas, plan), content_target, plan, style_grams)
     with compute_settings(graph.resources):
         loss, grad = dask.compute(loss, grad)
     return float(loss), grad

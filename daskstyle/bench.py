@@ -92,7 +92,7 @@ def _time_iteration(size: int, tile: int, network: str, steps: int, directory: s
     graph = style_graph(network=network, weights=random_weights(network), precision=precision)
     plan = make_plan((size, size), tile, graph.halo.align)
     style_plan = make_plan(style.shape[:2], tile, graph.halo.align)
-    adam = AdamSettings(max_iters=steps, stop_condition=0.0)
+    adam = AdamSettings(max_iters=steps, stop=0.0)
     state = LevelState.create(directory, content, canvas, plan, adam)
     return [dict(step=step.step, seconds=step.seconds, peak=_peak_mib(), tiles=len(plan))
             for step in open_level(graph, state, plan, style, style_plan).steps()]  # fmt: skip

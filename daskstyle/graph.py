@@ -178,7 +178,7 @@ class StyleGraph:
         return tree_sum(parts, self.split_every)
 
     def normalised_grams(self, image: da.Array, plan: geometry.TilePlan) -> Delayed:
-        """Ĝ_l = G_l / (H_l W_l) of an image: the style targets."""
+        """Ĝ_l = G_l / (H_l W_l) of an image: a style's Gram matrices, as the loss compares them."""
         terms = self.terms(plan.shape)
         return dask.delayed(_normalise)(self.statistics(image, plan), terms)
 
@@ -211,38 +211,38 @@ class StyleGraph:
             rows[tile.row].append(da.from_delayed(task, cells, dtype=self.spec.dtype))
         return _assemble(rows)
 
-    def loss_and_grad(self, canvas, target, plan: geometry.TilePlan, targets):
+    def loss_and_grad(self, canvas, content_target, plan: geometry.TilePlan, style_grams):
         """Loss (a 0-d Dask array) and gradient (chunked like ``plan``) of a canvas, given
-        the content target ``target`` (:meth:`content_features`) and the style ``targets``.
+        the content content_target ``content_target`` (:meth:`content_features`) and the style ``style_grams``.
 
-        ``canvas`` and ``target`` are Dask, NumPy or zarr arrays (tiles read zarr directly).
+        ``canvas`` and ``content_target`` are Dask, NumPy or zarr arrays (tiles read zarr directly).
         Both results are Dask arrays so that computing them together runs every tile once.
         """
         terms = self.terms(plan.shape)
-        canvas, target = source(canvas), source(target)
-        if not isinstance(targets, Delayed):  # one graph key, not a copy in every task using it
-            targets = dask.delayed(targets, traverse=False)
+        canvas, content_target = source(canvas), source(content_target)
+        if not isinstance(style_grams, Delayed):  # one graph key, not a copy in every task using it
+            style_grams = dask.delayed(style_grams, traverse=False)
         if len(plan) == 1:
-            windows = [x.window(*(slice(0, n) for n in x.shape)) for x in (canvas, target)]
-            result = self._model_call(_whole_image, windows, terms, targets)
+            windows = [x.window(*(slice(0, n) for n in x.shape)) for x in (canvas, content_target)]
+            result = self._model_call(_whole_image, windows, terms, style_grams)
             grad = da.from_delayed(result[1], (*plan.shape, 3), dtype=self.spec.dtype)
             return _scalar(result[0]), grad.rechunk((*plan.chunks, 3))
         stats = self._statistics(canvas, plan)
-        errors = dask.delayed(_errors)(stats, targets, terms)
+        errors = dask.delayed(_errors)(stats, style_grams, terms)
         scale = self.network.scale(self.content_layer)
         rows: list[list[da.Array]] = [[] for _ in range(plan.grid[0])]
         squared_errors = []
         for tile, origin, canvas_window in padded_tiles(canvas, plan, self.halo.total):
             rows_px, cols_px = tile.padded(self.halo.total, plan.shape)
             cells = [slice(px.start // scale, px.stop // scale) for px in (rows_px, cols_px)]
-            target_window = target.window(*cells)
-            result = self._model_call(kernels.tile_gradient, [canvas_window, target_window],
+            content_window = content_target.window(*cells)
+            result = self._model_call(kernels.tile_gradient, [canvas_window, content_window],
                                       origin, _core(tile), terms, errors)  # fmt: skip
             shape = (tile.y1 - tile.y0, tile.x1 - tile.x0, 3)
             rows[tile.row].append(da.from_delayed(result[0], shape, dtype=self.spec.dtype))
             squared_errors.append(result[1])
         loss = dask.delayed(_total_loss)(
-            tree_sum(squared_errors, self.split_every), stats, targets, terms
+            tree_sum(squared_errors, self.split_every), stats, style_grams, terms
         )
         return _scalar(loss), _assemble(rows)
 
@@ -256,7 +256,7 @@ def _scalar(value: Delayed) -> da.Array:
     return da.from_delayed(value, (), dtype=np.float64)
 
 
-def _whole_image(model, canvas, target, terms, targets):
+def _whole_image(model, canvas, content_target, terms, style_grams):
     """The only network task of its step: it may use every thread of its Dask worker, which
     otherwise runs torch on one thread per task."""
     try:
@@ -266,7 +266,7 @@ def _whole_image(model, canvas, target, terms, targets):
     except (ImportError, ValueError):  # not on a distributed worker
         threads = None
     with kernels.torch_threads(threads):
-        return kernels.whole_loss_and_grad(model, canvas, target, terms, targets)
+        return kernels.whole_loss_and_grad(model, canvas, content_target, terms, style_grams)
 
 
 def _with_model(function, spec, weights: Mapping, windows: list, *args):
@@ -281,10 +281,10 @@ def _normalise(stats: kernels.Statistics, terms: kernels.LossTerms) -> dict[str,
     return {name: gram / terms.cells[name] for name, gram in stats.grams.items()}
 
 
-def _errors(stats, targets, terms) -> dict[str, np.ndarray]:
+def _errors(stats, style_grams, terms) -> dict[str, np.ndarray]:
     """E_l = Ĝ_l(s) - Ĝ_l(p): the Gram errors held constant in the gradient pass."""
-    return {name: targets[name] - grams for name, grams in _normalise(stats, terms).items()}
+    return {name: style_grams[name] - grams for name, grams in _normalise(stats, terms).items()}
 
 
-def _total_loss(squared_error: float, stats, targets, terms: kernels.LossTerms) -> float:
-    return float(terms.content(squared_error) + terms.style(_normalise(stats, terms), targets))
+def _total_loss(squared_error: float, stats, style_grams, terms: kernels.LossTerms) -> float:
+    return float(terms.content(squared_error) + terms.style(_normalise(stats, terms), style_grams))

@@ -164,10 +164,10 @@ class LossTerms:
         n, c = self.cells[self.content_layer], self.channels[self.content_layer]
         return self.content_weight * squared_error / (2 * n * c)
 
-    def style(self, grams_hat, targets_hat):
-        """Style loss from normalised Grams Ĝ(p) and targets Ĝ(s) (NumPy or torch)."""
+    def style(self, grams_hat, style_grams):
+        """Style loss from normalised Grams Ĝ(p) and the style's Ĝ(s) (NumPy or torch)."""
         return sum(
-            w * ((targets_hat[name] - grams_hat[name]) ** 2).sum() / (4 * self.channels[name] ** 2)
+            w * ((style_grams[name] - grams_hat[name]) ** 2).sum() / (4 * self.channels[name] ** 2)
             for name, w in self.style_weights.items()
         )
 
@@ -193,19 +193,19 @@ def tile_content_features(
     )
 
 
-def _target(target: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+def _as_torch(array: np.ndarray, like: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(
-        np.ascontiguousarray(target), device=like.device, dtype=like.dtype
+        np.ascontiguousarray(array), device=like.device, dtype=like.dtype
     ).permute(2, 0, 1)[None]
 
 
-def tile_gradient(model, canvas_tile, target, origin, core, terms: LossTerms, errors):
+def tile_gradient(model, canvas_tile, content_target, origin, core, terms: LossTerms, errors):
     """Gradient on the core of one tile, with the Gram errors E_l = Ĝ_l(s) - Ĝ_l(p) held
-    constant; ``target`` holds φ_O(o) over the whole padded tile. Returns the gradient and
+    constant; ``content_target`` holds φ_O(o) over the whole padded tile. Returns the gradient and
     the squared content error over the core."""
     image = _to_torch(canvas_tile, model).requires_grad_(True)
     features = model(image)
-    diff = features[terms.content_layer] - _target(target, image)
+    diff = features[terms.content_layer] - _as_torch(content_target, image)
     surrogate = terms.content(diff.square().sum())
     for name in terms.style_weights:
         phi = _flat(features[name])
@@ -217,7 +217,7 @@ def tile_gradient(model, canvas_tile, target, origin, core, terms: LossTerms, er
     return _grad_to_numpy(image, core, origin), squared_error
 
 
-def whole_loss_and_grad(model, canvas, target, terms: LossTerms, targets_hat):
+def whole_loss_and_grad(model, canvas, content_target, terms: LossTerms, style_grams):
     """Loss and gradient on an untiled image: one forward and one backward."""
     image = _to_torch(canvas, model).requires_grad_(True)
     features = model(image)
@@ -225,12 +225,13 @@ def whole_loss_and_grad(model, canvas, target, terms: LossTerms, targets_hat):
     for name in terms.style_weights:
         phi = _flat(features[name])
         grams_hat[name] = phi.T @ phi / terms.cells[name]
-    targets = {
+    style_grams = {
         k: torch.as_tensor(v, device=image.device, dtype=image.dtype)
-        for k, v in targets_hat.items()
+        for k, v in style_grams.items()
     }
-    loss = terms.content((features[terms.content_layer] - _target(target, image)).square().sum())
-    loss = loss + terms.style(grams_hat, targets)
+    content = _as_torch(content_target, image)
+    loss = terms.content((features[terms.content_layer] - content).square().sum())
+    loss = loss + terms.style(grams_hat, style_grams)
     loss.backward()
     height, width = canvas.shape[:2]
     return loss.item(), _grad_to_numpy(image, (0, height, 0, width), (0, 0))

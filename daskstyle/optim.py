@@ -93,11 +93,9 @@ def first_step_lr(max_abs_grad: float, tpc: float = 12.8, eps: float = EPS) -> f
     return float(tpc) if g == 0 else float(tpc) * (g + eps) / g
 
 
-def should_stop(
-    mean_change: float, step: int, stop_condition: float = 0.1, max_iters: int = 100
-) -> bool:
+def should_stop(mean_change: float, step: int, stop: float = 0.1, max_iters: int = 100) -> bool:
     """The paper's stop test: the last step's mean pixel change is small, or steps ran out."""
-    return mean_change < stop_condition or step >= max_iters
+    return mean_change < stop or step >= max_iters
 
 
 @dataclass(frozen=True)
@@ -201,7 +199,7 @@ class AdamSettings:
     beta2: float = BETA2
     eps: float = EPS
     tpc: float = 12.8
-    stop_condition: float = 0.1
+    stop: float = 0.1
     max_iters: int = 100
     lr: float | None = None
 

@@ -189,9 +189,7 @@ class RunPlan:
             with _about_level(level - 1, len(self.sizes), previous.path):
                 previous.check()
             start = resize.resize(previous.canvas(), shape, chunks=plan.tile)
-        adam = AdamSettings(
-            tpc=settings.tpc, stop_condition=settings.stop, max_iters=settings.max_iters
-        )
+        adam = AdamSettings(tpc=settings.tpc, stop=settings.stop, max_iters=settings.max_iters)
         return LevelState.create(path, content, start, plan, adam, dtype=settings.dtype)
 
 

@@ -167,7 +167,7 @@ class LevelState:
         """Whether the stop test holds after the last step."""
         attrs, s = self.attrs, self.settings
         mean = attrs["history"][-1][1] if attrs["history"] else float("inf")
-        return should_stop(mean, attrs["step"], s.stop_condition, s.max_iters)
+        return should_stop(mean, attrs["step"], s.stop, s.max_iters)
 
     def check(self) -> None:
         """Raise a :class:`DamagedStateError` naming the first file of what the next step

@@ -117,7 +117,7 @@ def null_iterations(tiles: int, client, warmup: int, timed: int, folder: str) ->
     style = np.random.default_rng(1).uniform(0, 255, (64, 64, 3)).astype(np.float32)
     style_plan = make_plan((64, 64), 32, graph.halo.align)
     content = da.random.default_rng(0).uniform(0, 255, (side, side, 3), chunks=(*plan.chunks, 3))
-    adam = AdamSettings(max_iters=warmup + timed, stop_condition=0.0)
+    adam = AdamSettings(max_iters=warmup + timed, stop=0.0)
     with (mock.patch.object(kernels, "tile_statistics", null_statistics),
           mock.patch.object(kernels, "tile_content_features", null_content_features),
           mock.patch.object(kernels, "tile_gradient", null_gradient)):  # fmt: skip

@@ -326,7 +326,7 @@ def time_steps(echo, args, precision: str) -> None:
                             precision=precision, resources=session.resources)  # fmt: skip
         plan = make_plan((size, size), tile, graph.halo.align)
         style_plan = make_plan(style.shape[:2], tile, graph.halo.align)
-        adam = AdamSettings(max_iters=args.steps, stop_condition=0.0)
+        adam = AdamSettings(max_iters=args.steps, stop=0.0)
         state = LevelState.create(Path(directory) / "level", content, canvas, plan, adam)
         seconds = []
         for step in open_level(graph, state, plan, style, style_plan).steps():

@@ -137,7 +137,7 @@ def test_first_step_lr_of_a_zero_gradient_is_harmless():
     [(0.05, 3, True), (0.2, 3, False), (0.2, 100, True), (0.2, 99, False), (0.1, 5, False)],
 )
 def test_stop_test(mean, step, stop):
-    assert should_stop(mean, step, stop_condition=0.1, max_iters=100) is stop
+    assert should_stop(mean, step, stop=0.1, max_iters=100) is stop
 
 
 def test_level_stops_when_pixels_stop_moving(tmp_path):
@@ -197,7 +197,7 @@ def _scribble_on_free_buffers(state):
 
 
 def test_state_survives_reopening(tmp_path):
-    settings = AdamSettings(tpc=5.0, stop_condition=0.5, max_iters=7)
+    settings = AdamSettings(tpc=5.0, stop=0.5, max_iters=7)
     _, state = start(tmp_path / "level", (20, 30), 16, settings)
     advance(state, Gradient((20, 30)).dask(state.canvas()))
     again = LevelState.open(tmp_path / "level")

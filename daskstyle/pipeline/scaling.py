@@ -149,7 +149,7 @@ def _time_iterations(graph, side: int, tile: int, config: Scaling, folder: Path)
     content = da.random.default_rng(config.seed).uniform(
         0, 255, (side, side, 3), chunks=(*plan.chunks, 3)
     )
-    adam = AdamSettings(max_iters=config.warmup + config.iterations, stop_condition=0.0)
+    adam = AdamSettings(max_iters=config.warmup + config.iterations, stop=0.0)
     path = folder / f"level-{side}-{tile}"
     state = LevelState.create(path, content, content, plan, adam, dtype=config.dtype)
     try:
