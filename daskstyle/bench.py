@@ -22,9 +22,18 @@ from .geometry import TILE_BYTES_PER_PIXEL
 
 
 def _in_child(function, *args):
+    """``function(*args)`` in a fresh process (its own peak RSS), on the threaded scheduler
+    as ``daskstyle run --cluster threads`` opens it (:class:`daskstyle.executor.Executor`)."""
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(function, *args).result()
+        return pool.submit(_on_threads, function, *args).result()
+
+
+def _on_threads(function, *args):
+    from .executor import Executor
+
+    with Executor("threads").open():
+        return function(*args)
 
 
 def _peak_mib() -> float:
