@@ -15,6 +15,7 @@ from .graph import StyleGraph, as_tiled
 from .networks import (
     DEFAULT_CONTENT_LAYER,
     DEFAULT_STYLE_LAYERS,
+    POOLINGS,
     build_features,
     get_network,
     load_weights,
@@ -22,7 +23,7 @@ from .networks import (
     resolve_weights,
     state_token,
 )
-from .settings import check_number
+from .settings import blend_weights, check_number
 from .weights import choose_network
 
 _DTYPES = {np.dtype(np.float32): "float32", np.dtype(np.float64): "float64"}
@@ -72,6 +73,18 @@ def _style_weights(layers: Sequence[str], weights, style_weight: float) -> dict[
     return {name: style_weight * w for name, w in zip(layers, weights)}
 
 
+def _styles(style, blend, tile: int | None, align: int):
+    """The style images, each with its tile plan, and their blend weights normalised to
+    sum 1: ``style`` is one (Hs, Ws, 3) image or a list of them."""
+    styles = list(style) if isinstance(style, (list, tuple)) else [style]
+    if not styles:
+        raise InputError("give at least one style image")
+    weights = blend_weights("style_blend", blend, len(styles))
+    names = [f"style {i + 1}" for i in range(len(styles))] if len(styles) > 1 else ["style"]
+    plans = [make_plan(check_image(n, s, align), tile, align) for n, s in zip(names, styles)]
+    return list(zip(styles, plans)), weights
+
+
 def style_graph(
     *,
     network: str | None = None,
@@ -81,6 +94,8 @@ def style_graph(
     content_weight: float = 1.0,
     style_weight: float = 1.0,
     style_layer_weights: Sequence[float] | Mapping[str, float] | None = None,
+    tv_weight: float = 0.0,
+    pooling: str = "max",
     dtype=np.float32,
     halo: int | None = None,
     split_every: int = 8,
@@ -90,17 +105,20 @@ def style_graph(
     """A :class:`StyleGraph`: network, validated weights (one shared graph key) and loss.
 
     ``network=None`` chooses one by the weights present or downloadable
-    (:func:`daskstyle.weights.choose_network`). ``halo`` overrides the gradient pass's halo
+    (:func:`daskstyle.weights.choose_network`). ``tv_weight``: the weight of the total
+    variation (smoothness) term, 0 for none. ``pooling``: ``max`` or ``avg`` pools
+    (:data:`daskstyle.networks.POOLINGS`). ``halo`` overrides the gradient pass's halo
     depth K (for experiments: a smaller K gives inexact gradients). ``precision``: ``exact``,
     ``tf32`` or ``bf16`` (:data:`daskstyle.kernels.PRECISIONS`). ``resources``: what each
     network task asks of a distributed scheduler, e.g. ``{"GPU": 1}``.
     """
     content_weight = check_number("content_weight", content_weight)
     style_weight = check_number("style_weight", style_weight)
-    if precision not in kernels.PRECISIONS:
-        raise InputError(
-            f"precision must be one of {', '.join(kernels.PRECISIONS)}, not {precision!r}"
-        )
+    tv_weight = check_number("tv_weight", tv_weight)
+    for name, value, choices in (("precision", precision, kernels.PRECISIONS),
+                                 ("pooling", pooling, POOLINGS)):  # fmt: skip
+        if value not in choices:
+            raise InputError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
     net = get_network(choose_network(network, weights=weights))
     style_layers = tuple(style_layers)
     if not style_layers:
@@ -125,11 +143,12 @@ def style_graph(
         content_layer=content_layer,
         content_weight=content_weight,
         style_weights=style_weights,
-        spec=kernels.ModelSpec(net.name, layers, dtype_name, token, precision),
+        spec=kernels.ModelSpec(net.name, layers, dtype_name, token, precision, pooling),
         weights=share(state, f"daskstyle-weights-{token}"),
         halo=exact,
         split_every=split_every,
         resources=resources,
+        tv_weight=tv_weight,
     )
 
 
@@ -143,6 +162,9 @@ def loss_and_grad(
     content_weight: float = 1.0,
     style_weight: float = 1.0,
     style_layer_weights: Sequence[float] | Mapping[str, float] | None = None,
+    style_blend: Sequence[float] | None = None,
+    tv_weight: float = 0.0,
+    pooling: str = "max",
     dtype=np.float32,
     network: str | None = None,
     content_layer: str = DEFAULT_CONTENT_LAYER,
@@ -154,26 +176,29 @@ def loss_and_grad(
     """Style-transfer loss of ``canvas`` and its gradient, computed tile by tile.
 
     ``canvas`` and ``content`` are (H, W, 3) RGB arrays on 0-255 (NumPy or Dask), ``style``
-    any (Hs, Ws, 3). ``tile=None`` evaluates the whole image at once (one forward, one
-    backward); ``tile=N`` uses N x N core tiles (N a multiple of 16) with exact halos, so the
-    result equals the untiled one. The loss is that of docs/design.md, section "The loss":
-    ``content_weight * |φ(o) - φ(p)|² / (2 H W C) + style_weight * Σ w_l |Ĝ(s) - Ĝ(p)|² / (4 C²)``.
+    any (Hs, Ws, 3), or a list of such styles blended with the weights ``style_blend`` (one
+    per style, normalised to sum 1; None: equal). ``tile=None`` evaluates the whole image at
+    once (one forward, one backward); ``tile=N`` uses N x N core tiles (N a multiple of 16)
+    with exact halos, so the result equals the untiled one. The loss is that of
+    docs/design.md, section "The loss":
+    ``content_weight * |φ(o) - φ(p)|² / (2 H W C)
+    + style_weight * Σ w_l |Σ_i b_i Ĝ(s_i) - Ĝ(p)|² / (4 C²)
+    + tv_weight * Σ (differences of neighbouring pixels)² / (H W)``, b_i the blend weights.
     Runs on the current Dask scheduler (a ``distributed.Client`` if one is active).
     """
     graph = style_graph(
         network=network, weights=weights, content_layer=content_layer, style_layers=style_layers,
         content_weight=content_weight, style_weight=style_weight,
-        style_layer_weights=style_layer_weights, dtype=dtype, halo=halo, split_every=split_every,
-        precision=precision, resources=current_resources(),
+        style_layer_weights=style_layer_weights, tv_weight=tv_weight, pooling=pooling,
+        dtype=dtype, halo=halo, split_every=split_every, precision=precision,
+        resources=current_resources(),
     )  # fmt: skip
     min_side = graph.halo.align
     shape = check_image("canvas", canvas, min_side)
     if check_image("content", content, min_side) != shape:
         raise InputError(f"canvas {shape} and content {tuple(content.shape[:2])} differ in size")
-    style_shape = check_image("style", style, min_side)
     plan = make_plan(shape, tile, graph.halo.align)
-    style_plan = make_plan(style_shape, tile, graph.halo.align)
-    style_grams = graph.normalised_grams(as_tiled(style, style_plan), style_plan)
+    style_grams = graph.style_target(*_styles(style, style_blend, tile, graph.halo.align))
     content_target = graph.content_features(as_tiled(content, plan), plan)
     loss, grad = graph.loss_and_grad(as_tiled(canvas, plan), content_target, plan, style_grams)
     with compute_settings(graph.resources):

@@ -103,8 +103,9 @@ def _time_iteration(size: int, tile: int, network: str, steps: int, directory: s
     style_plan = make_plan(style.shape[:2], tile, graph.halo.align)
     adam = AdamSettings(max_iters=steps, stop=0.0)
     state = LevelState.create(directory, content, canvas, plan, adam)
+    level = open_level(graph, state, plan, [(style, style_plan)], (1.0,))
     return [dict(step=step.step, seconds=step.seconds, peak=_peak_mib(), tiles=len(plan))
-            for step in open_level(graph, state, plan, style, style_plan).steps()]  # fmt: skip
+            for step in level.steps()]  # fmt: skip
 
 
 def print_iteration(size: int, tile: int, network: str, steps: int = 2, precision: str = "exact",

@@ -20,13 +20,15 @@ def _run(args: argparse.Namespace) -> None:
     elif args.content and args.style:
         content, style = args.content, args.style
     else:
-        raise InputError("give CONTENT and STYLE images, or --example")
+        raise InputError("give CONTENT and STYLE images (one or more styles), or --example")
     try:
         settings = run.Settings(**{f: getattr(args, f) for f in run.Settings.__dataclass_fields__})
+        plan = run.plan(content, style, args.output, settings=settings, weights=args.weights,
+                        workdir=args.workdir, resume=args.resume)  # fmt: skip
     except SettingError as err:
+        if err.name not in run.Settings.__dataclass_fields__:
+            raise
         raise InputError(err.spelled("--" + err.name.replace("_", "-"))) from None
-    plan = run.plan(content, style, args.output, settings=settings, weights=args.weights,
-                    workdir=args.workdir, resume=args.resume)  # fmt: skip
     if args.dry_run:
         for line in plan.dry_run():
             print(line)
@@ -169,7 +171,7 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
 
     d = Settings()
     run.add_argument("content", nargs="?", help="content image (PNG, JPEG, TIFF/BigTIFF)")
-    run.add_argument("style", nargs="?", help="style image, any size")
+    run.add_argument("style", nargs="*", help="style image(s), any size")
     run.add_argument(
         "-o", "--output", required=True, help="result: .tif (tiled BigTIFF), .png or .jpg"
     )
@@ -187,6 +189,7 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     ]  # fmt: skip
     for option, kind, default, meaning in numbers:
         run.add_argument(option, type=kind, default=default, help=f"{meaning} (default {default})")
+    _add_control_options(run, d)
     run.add_argument(
         "--network",
         default=d.network,
@@ -246,6 +249,46 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
         action="store_true",
         help="encrypt scheduler/worker traffic (temporary certificates)",
     )
+
+
+def _numbers(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(item) for item in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"give numbers separated by commas, not {text!r}"
+        ) from None
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(","))
+
+
+def _add_control_options(run: argparse.ArgumentParser, d) -> None:
+    """The artistic controls (see the README's "Artistic controls")."""
+    layers = ",".join(d.style_layers)
+    controls = [  # option, type, default, meaning
+        ("--style-blend", _numbers, None, "weights of several styles, e.g. 3,1 (normalised to "
+                                          "sum 1; default equal)"),
+        ("--style-scale", float, d.style_scale, "the style's size relative to the default (the "
+                                                "style scaled like each level): 2 paints strokes "
+                                                "twice as large"),
+        ("--colors", str, d.colors, "colours of the output: style (plain transfer), content "
+                                    "(luminance-only transfer: the content's colours) or match "
+                                    "(the style recoloured to the content's palette first)"),
+        ("--init", str, d.init, "the first level's start: content, noise, gray or a picture"),
+        ("--seed", int, d.seed, "seed of --init noise (the same for any tiling)"),
+        ("--tv-weight", float, d.tv_weight, "weight of the smoothness (total variation) term"),
+        ("--content-layer", str, d.content_layer, "the content loss's layer"),
+        ("--style-layers", _names, layers, "the style loss's layers, separated by commas; "
+                                           "shallower layers mean a smaller halo"),
+        ("--style-layer-weights", _numbers, None, "a weight per style layer (default 1 each)"),
+        ("--pooling", str, d.pooling, "the network's pooling: max or avg"),
+        ("--bit-depth", int, d.bit_depth, "bits per sample of a .tif or .png output: 8 or 16"),
+    ]  # fmt: skip
+    for option, kind, default, meaning in controls:
+        shown = "" if default is None else f" (default {default})"
+        run.add_argument(option, type=kind, default=default, help=meaning + shown)
 
 
 def _resume_hint(args: argparse.Namespace) -> str:

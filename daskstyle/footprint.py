@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import geometry, images, rundir
+from . import files, geometry, rundir
 from .api import level_plan
 from .errors import InputError
 from .state import LevelState
@@ -66,8 +66,8 @@ def check_disk(workdir: Path, output: Path, sizes: list[LevelSize], pyramid: boo
     image = h * w * 3 * (4 if pyramid else 3) // 3  # uint8 RGB (a pyramid adds < 1/3)
     state = disk_needed(sizes)
     workdir_disk, output_disk = (
-        images.nearest_existing(workdir),
-        images.nearest_existing(output.parent),
+        files.nearest_existing(workdir),
+        files.nearest_existing(output.parent),
     )
     if workdir_disk.stat().st_dev == output_disk.stat().st_dev:
         state = max(state, sum(s.kept_bytes for s in sizes) + image)  # output written last
@@ -83,7 +83,7 @@ def require_free(path: Path, needed: int, reusable: int = 0, option: str = "") -
     """Raise an :class:`InputError` unless the disk of ``path`` has ``needed`` bytes free
     (counting ``reusable`` bytes that will be deleted or reused as free); ``option`` is the
     setting that chooses ``path``, for the message."""
-    free = shutil.disk_usage(images.nearest_existing(path)).free + reusable
+    free = shutil.disk_usage(files.nearest_existing(path)).free + reusable
     if needed > free:
         raise InputError(
             f"the run needs {readable(needed)} on the disk of {path} and "

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import reduce
@@ -153,6 +153,7 @@ class StyleGraph:
     halo: geometry.Halo
     split_every: int = 8
     resources: dict | None = None
+    tv_weight: float = 0.0
 
     def on_current_scheduler(self, resources: dict | None) -> StyleGraph:
         """This graph for the scheduler that computes now: its weights persisted there once,
@@ -182,6 +183,15 @@ class StyleGraph:
         terms = self.terms(plan.shape)
         return dask.delayed(_normalise)(self.statistics(image, plan), terms)
 
+    def style_target(
+        self, styles: Sequence[tuple[da.Array, geometry.TilePlan]], blend: Sequence[float]
+    ) -> Delayed:
+        """Σ_i w_i Ĝ_l(s_i): the blended normalised Grams of several styles, each tiled by its
+        own plan, with the weights ``blend`` (normalised to sum 1 by
+        :func:`daskstyle.settings.blend_weights`)."""
+        grams = [self.normalised_grams(as_tiled(image, plan), plan) for image, plan in styles]
+        return dask.delayed(_blend)(grams, tuple(blend))
+
     def terms(self, shape: tuple[int, int]) -> kernels.LossTerms:
         layers = {self.content_layer, *self.style_weights}
         cells = {
@@ -195,6 +205,8 @@ class StyleGraph:
             style_weights=dict(self.style_weights),
             cells=cells,
             channels={name: self.network.channels(name) for name in layers},
+            pixels=shape[0] * shape[1],
+            tv_weight=self.tv_weight,
         )
 
     def content_features(self, content, plan: geometry.TilePlan) -> da.Array:
@@ -213,7 +225,8 @@ class StyleGraph:
 
     def loss_and_grad(self, canvas, content_target, plan: geometry.TilePlan, style_grams):
         """Loss (a 0-d Dask array) and gradient (chunked like ``plan``) of a canvas, given
-        the content content_target ``content_target`` (:meth:`content_features`) and the style ``style_grams``.
+        the content target ``content_target`` (:meth:`content_features`) and the style target
+        ``style_grams`` (:meth:`style_target`).
 
         ``canvas`` and ``content_target`` are Dask, NumPy or zarr arrays (tiles read zarr directly).
         Both results are Dask arrays so that computing them together runs every tile once.
@@ -231,7 +244,7 @@ class StyleGraph:
         errors = dask.delayed(_errors)(stats, style_grams, terms)
         scale = self.network.scale(self.content_layer)
         rows: list[list[da.Array]] = [[] for _ in range(plan.grid[0])]
-        squared_errors = []
+        squared_errors, tv_squares = [], []
         for tile, origin, canvas_window in padded_tiles(canvas, plan, self.halo.total):
             rows_px, cols_px = tile.padded(self.halo.total, plan.shape)
             cells = [slice(px.start // scale, px.stop // scale) for px in (rows_px, cols_px)]
@@ -241,8 +254,14 @@ class StyleGraph:
             shape = (tile.y1 - tile.y0, tile.x1 - tile.x0, 3)
             rows[tile.row].append(da.from_delayed(result[0], shape, dtype=self.spec.dtype))
             squared_errors.append(result[1])
+            if terms.tv_weight:
+                tv_squares.append(result[2])
         loss = dask.delayed(_total_loss)(
-            tree_sum(squared_errors, self.split_every), stats, style_grams, terms
+            tree_sum(squared_errors, self.split_every),
+            tree_sum(tv_squares, self.split_every) if terms.tv_weight else 0.0,
+            stats,
+            style_grams,
+            terms,
         )
         return _scalar(loss), _assemble(rows)
 
@@ -281,10 +300,25 @@ def _normalise(stats: kernels.Statistics, terms: kernels.LossTerms) -> dict[str,
     return {name: gram / terms.cells[name] for name, gram in stats.grams.items()}
 
 
+def _blend(grams: list[dict[str, np.ndarray]], weights: tuple[float, ...]):
+    """Σ_i w_i grams_i, summed in the given order from w_0 grams_0 (so weights (1, 0) give
+    the first grams exactly)."""
+    blended = {name: weights[0] * gram for name, gram in grams[0].items()}
+    for weight, more in zip(weights[1:], grams[1:]):
+        blended = {name: gram + weight * more[name] for name, gram in blended.items()}
+    return blended
+
+
 def _errors(stats, style_grams, terms) -> dict[str, np.ndarray]:
     """E_l = Ĝ_l(s) - Ĝ_l(p): the Gram errors held constant in the gradient pass."""
     return {name: style_grams[name] - grams for name, grams in _normalise(stats, terms).items()}
 
 
-def _total_loss(squared_error: float, stats, style_grams, terms: kernels.LossTerms) -> float:
-    return float(terms.content(squared_error) + terms.style(_normalise(stats, terms), style_grams))
+def _total_loss(squared_error: float, tv_squares: float, stats, style_grams,
+                terms: kernels.LossTerms) -> float:  # fmt: skip
+    """The loss from the tiles' summed squared content errors and pixel differences and the
+    Gram pass's Grams."""
+    loss = terms.content(squared_error) + terms.style(_normalise(stats, terms), style_grams)
+    if terms.tv_weight:
+        loss = loss + terms.tv(tv_squares)
+    return float(loss)

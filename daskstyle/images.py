@@ -2,9 +2,10 @@
 
 Reads give a Dask array (H, W, 3) float32 on 0-255. TIFF (and BigTIFF) is read lazily, a
 region per task, so no file is ever wholly in memory; other formats go through Pillow, which
-decodes the whole image. A damaged file is one :class:`InputError`, raised when it is opened
-or when a task reads the damaged region; what tifffile logs about it while it reads on is
-dropped. Writes go to a temporary file beside the target and are renamed over it only when
+decodes the whole image (16-bit PNG, which Pillow cuts to 8 bits, through imagecodecs). A
+damaged file is one :class:`InputError`, raised when it is opened or when a task reads the
+damaged region; what tifffile logs about it while it reads on is dropped. Writes, 8 or 16
+bits a sample, go to a temporary file beside the target and are renamed over it only when
 complete; on failure the temporary is removed.
 """
 
@@ -12,13 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import secrets
 import threading
 import warnings
+import zlib
 from pathlib import Path
 
 import dask.array as da
+import imagecodecs
 import numpy as np
 import tifffile
 import zarr
@@ -27,10 +28,14 @@ from dask.base import tokenize
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from .errors import DaskstyleError, InputError
+from .files import atomic, not_writable
 from .resize import resize
 from .text import one_line
 
 TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+#: Bits a sample -> the sample type written.
+SAMPLE_TYPES = {8: np.dtype(np.uint8), 16: np.dtype(np.uint16)}
 #: Largest image written through Pillow (PNG/JPEG, encoded whole in memory).
 MAX_PILLOW_PIXELS = 8192 * 8192
 _DIVISOR = {np.dtype(np.uint8): 1, np.dtype(np.uint16): 257}  # 65535 / 257 = 255
@@ -51,11 +56,30 @@ def read_image(path) -> da.Array:
         raise InputError(f"{path} is not a file")
     try:
         with open(path, "rb") as fh:
-            magic = fh.read(4)
+            head = fh.read(26)  # a PNG's signature and IHDR up to its bit depth
     except OSError as err:
         raise InputError(f"cannot read {path}: {err.strerror}") from err
-    raw = _read_tiff(path) if magic in TIFF_MAGIC else _read_pillow(path)
+    if head[:4] in TIFF_MAGIC:
+        raw = _read_tiff(path)
+    elif head[:8] == PNG_MAGIC and head[12:16] == b"IHDR" and head[24:25] == b"\x10":
+        raw = _read_png16(path, head)
+    else:
+        raw = _read_pillow(path)
     return _as_rgb(raw, path)
+
+
+def _read_png16(path: Path, head: bytes) -> da.Array:
+    """A 16-bit PNG (which Pillow reads as 8 bits when it has colour) as (H, W, C) uint16."""
+    width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if width * height > 2 * Image.MAX_IMAGE_PIXELS:  # the limit the Pillow path has
+        raise InputError(f"{path} is too large to read whole: convert it to a tiled TIFF")
+    try:
+        array = imagecodecs.png_decode(path.read_bytes())
+    except (imagecodecs.PngError, OSError) as err:
+        raise InputError(f"{path} is corrupt or truncated ({one_line(err)})") from err
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return da.from_array(array, chunks=("auto", "auto", -1))
 
 
 def _read_pillow(path: Path) -> da.Array:
@@ -219,24 +243,28 @@ def write_image(
     tile: int = 512,
     compression: str | None = "zlib",
     description: str | None = None,
+    bit_depth: int = 8,
 ) -> None:
-    """Write ``image`` ((H, W, 3) on 0-255, rounded and clipped to 8 bits) to ``path``.
+    """Write ``image`` ((H, W, 3) on 0-255) to ``path`` with ``bit_depth`` (8 or 16) bits a
+    sample: ``round(x)``, or ``round(x * 257)`` for 16 bits, clipped to the sample's range.
 
     ``.tif``/``.tiff``: a tiled BigTIFF streamed a band of ``tile`` rows at a time, with
     halved levels down to one tile as SubIFDs when ``pyramid``. ``.png``/``.jpg``/``.jpeg``:
-    Pillow, for images up to :data:`MAX_PILLOW_PIXELS`. ``description`` goes into the file's
-    metadata. The file appears under ``path`` only when complete.
+    Pillow (16-bit PNG: imagecodecs), for images up to :data:`MAX_PILLOW_PIXELS`.
+    ``description`` goes into the file's metadata. The file appears under ``path`` only when
+    complete.
     """
     path = Path(path)
     image = image if isinstance(image, da.Array) else da.from_array(np.asarray(image))
-    fmt = check_output(path)
+    fmt = check_output(path, bit_depth)
+    dtype = SAMPLE_TYPES[bit_depth]
     if image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
         raise InputError(f"an image to write must have shape (H, W, 3), got {image.shape}")
     if fmt == "TIFF":
         if tile < 16 or tile % 16:
             raise InputError(f"TIFF tile size {tile} must be a positive multiple of 16")
-        with _atomic(path) as fh:
-            _write_tiff(fh, image, pyramid, tile, compression, description)
+        with atomic(path) as fh:
+            _write_tiff(fh, image, pyramid, tile, compression, description, dtype)
     else:
         height, width, _ = image.shape
         if height * width > MAX_PILLOW_PIXELS:
@@ -244,40 +272,27 @@ def write_image(
                 f"{height}x{width} px is too large for {fmt} ({MAX_PILLOW_PIXELS} px at most): "
                 f"write a .tif instead"
             )
-        with _atomic(path) as fh:
-            _write_pillow(fh, image, fmt, tile, description)
+        with atomic(path) as fh:
+            _write_pillow(fh, image, fmt, tile, description, dtype)
 
 
-def check_output(path) -> str:
-    """The format to write ``path`` in, or an :class:`InputError` before any work is done."""
+def check_output(path, bit_depth: int = 8) -> str:
+    """The format to write ``path`` in with ``bit_depth`` bits a sample, or an
+    :class:`InputError` before any work is done."""
     path = Path(path)
+    if bit_depth not in SAMPLE_TYPES:
+        raise InputError(f"bit depth must be 8 or 16, not {bit_depth}")
     fmt = _SUFFIXES.get(path.suffix.lower())
     if fmt is None:
         raise InputError(f"cannot write {path.name}: use a .tif, .png or .jpg name")
+    if fmt == "JPEG" and bit_depth != 8:
+        raise InputError(f"cannot write {path.name}: 16-bit output needs a .tif or .png name")
     if not path.parent.is_dir():
         raise InputError(f"cannot write {path}: the directory {path.parent} does not exist")
     why = not_writable(path.parent)
     if why:
         raise InputError(f"cannot write {path}: the directory {path.parent} {why}")
     return fmt
-
-
-def not_writable(directory: Path) -> str | None:
-    """Why files cannot be made in ``directory`` ("is on a read-only disk", "is not
-    writable"), or None when they can."""
-    if os.statvfs(directory).f_flag & os.ST_RDONLY:
-        return "is on a read-only disk"
-    if not os.access(directory, os.W_OK | os.X_OK):
-        return "is not writable"
-    return None
-
-
-def nearest_existing(path: Path) -> Path:
-    """``path`` (absolute) or its nearest existing parent."""
-    path = Path(path).absolute()
-    while not path.exists():
-        path = path.parent
-    return path
 
 
 def pyramid_shapes(shape: tuple[int, int], tile: int) -> list[tuple[int, int]]:
@@ -288,15 +303,17 @@ def pyramid_shapes(shape: tuple[int, int], tile: int) -> list[tuple[int, int]]:
     return shapes
 
 
-def _write_tiff(fh, image: da.Array, pyramid: bool, tile: int, compression, description) -> None:
+def _write_tiff(
+    fh, image: da.Array, pyramid: bool, tile: int, compression, description, dtype: np.dtype
+) -> None:
     shapes = pyramid_shapes(image.shape[:2], tile) if pyramid else [image.shape[:2]]
     with tifffile.TiffWriter(fh, bigtiff=True) as tif:
         for level, shape in enumerate(shapes):
             data = image if level == 0 else resize(image, shape, method="box", chunks=tile)
             tif.write(
-                _tiles(data, tile),
+                _tiles(data, tile, dtype),
                 shape=(*shape, 3),
-                dtype=np.uint8,
+                dtype=dtype,
                 tile=(tile, tile),
                 photometric="rgb",
                 compression=compression,
@@ -307,27 +324,39 @@ def _write_tiff(fh, image: da.Array, pyramid: bool, tile: int, compression, desc
             )
 
 
-def _tiles(image: da.Array, tile: int):
-    """Tiles of ``image`` as uint8 in row-major order, zero-padded; one band in memory."""
+def _tiles(image: da.Array, tile: int, dtype: np.dtype):
+    """Tiles of ``image`` as ``dtype`` samples in row-major order, zero-padded; one band in
+    memory."""
     width = image.shape[1]
     for band in _bands(image, tile):
+        band = _samples(band, dtype)
         for x0 in range(0, width, tile):
-            block = np.zeros((tile, tile, 3), np.uint8)
+            block = np.zeros((tile, tile, 3), dtype)
             part = band[:, x0 : x0 + tile]
             block[: part.shape[0], : part.shape[1]] = part
             yield block
 
 
 def _bands(image: da.Array, rows: int):
+    """``image`` computed ``rows`` rows at a time, each band checked to be finite."""
     for y0 in range(0, image.shape[0], rows):
-        band = np.rint(np.asarray(image[y0 : y0 + rows].compute()))
+        band = np.asarray(image[y0 : y0 + rows].compute())
         if not np.isfinite(band).all():  # a picture that is not finite is never written
             raise DaskstyleError(f"rows {y0}-{y0 + len(band) - 1} of the picture are not finite")
-        yield np.clip(band, 0, 255, out=band).astype(np.uint8)
+        yield band
 
 
-def _write_pillow(fh, image: da.Array, fmt: str, rows: int, description) -> None:
-    pixels = np.concatenate(list(_bands(image, rows)))
+def _samples(band: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``band`` on 0-255 as rounded, clipped samples of ``dtype`` (uint16: 65535 = 255 * 257)."""
+    band = np.rint(band if dtype == np.uint8 else band.astype(np.float64) * _DIVISOR[dtype])
+    return np.clip(band, 0, np.iinfo(dtype).max, out=band).astype(dtype)
+
+
+def _write_pillow(fh, image: da.Array, fmt: str, rows: int, description, dtype: np.dtype) -> None:
+    pixels = np.concatenate([_samples(band, dtype) for band in _bands(image, rows)])
+    if dtype != np.uint8:
+        fh.write(_png16(pixels, description))
+        return
     options = {"quality": 95} if fmt == "JPEG" else {}
     if description is not None and fmt == "PNG":
         options["pnginfo"] = PngImagePlugin.PngInfo()
@@ -337,25 +366,12 @@ def _write_pillow(fh, image: da.Array, fmt: str, rows: int, description) -> None
     Image.fromarray(pixels).save(fh, format=fmt, **options)
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """``data`` into ``path``, which holds its old contents or all of the new, never a part."""
-    with _atomic(path) as fh:
-        fh.write(data)
-
-
-@contextlib.contextmanager
-def _atomic(path: Path):
-    """A new file beside ``path`` that replaces ``path`` once the block completes."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.part")
-    try:
-        with open(tmp, "xb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if isinstance(err, DaskstyleError) or not isinstance(err, Exception):
-            raise
-        raise DaskstyleError(f"could not write {path}: {one_line(err)}") from err
+def _png16(pixels: np.ndarray, description: str | None) -> bytes:
+    """A 16-bit RGB PNG of ``pixels``, with ``description`` in an iTXt chunk (as Pillow writes
+    it for 8 bits) before IEND."""
+    png = imagecodecs.png_encode(pixels)
+    if description is None:
+        return png
+    body = b"iTXt" + b"Description\0\0\0\0\0" + description.encode("utf-8")
+    chunk = (len(body) - 4).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
+    return png[:-12] + chunk + png[-12:]  # IEND is the last 12 bytes

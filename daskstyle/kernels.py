@@ -30,6 +30,7 @@ class ModelSpec:
     dtype: str
     weights_token: str
     precision: str = "exact"
+    pooling: str = "max"
 
 
 #: Arithmetic of the network's convolutions: ``exact`` (the dtype's own), ``tf32`` (CUDA
@@ -41,12 +42,13 @@ class FeatureNet(nn.Module):
     """A frozen, truncated VGG ``features`` that returns the outputs of named layers."""
 
     def __init__(self, network: Network, layers: tuple[str, ...], state: Mapping[str, torch.Tensor],
-                 precision: str = "exact", dtype: torch.dtype = torch.float32):  # fmt: skip
+                 precision: str = "exact", dtype: torch.dtype = torch.float32,
+                 pooling: str = "max"):  # fmt: skip
         super().__init__()
         self.network = network
         self.precision = precision
         self.wanted = {network.index(name): name for name in layers}
-        self.features = build_features(network, max(self.wanted))
+        self.features = build_features(network, max(self.wanted), pooling)
         load_weights(self.features, state, network, "the given weights")
         self.features.to(dtype)
         for name in ("mean", "std"):  # made in ``dtype``: a float64 model keeps them exact
@@ -91,7 +93,7 @@ def get_model(spec: ModelSpec, state: Mapping[str, torch.Tensor]) -> FeatureNet:
         model = _models.get(spec)
         if model is None:
             model = FeatureNet(get_network(spec.network), spec.layers, state, spec.precision,
-                               getattr(torch, spec.dtype))  # fmt: skip
+                               getattr(torch, spec.dtype), spec.pooling)  # fmt: skip
             model = model.to(device=device(), memory_format=torch.channels_last)  # faster convs
             while len(_models) >= _MAX_MODELS:
                 _models.pop(next(iter(_models)))
@@ -150,7 +152,7 @@ class LossTerms:
     """The loss of docs/design.md (section "The loss") for one canvas size.
 
     ``style_weights[l]`` already includes the global style weight; ``cells[l]`` is
-    H_l * W_l of the whole canvas and ``channels[l]`` is C_l.
+    H_l * W_l of the whole canvas, ``channels[l]`` is C_l and ``pixels`` is H * W.
     """
 
     content_layer: str
@@ -158,6 +160,8 @@ class LossTerms:
     style_weights: dict[str, float]
     cells: dict[str, int]
     channels: dict[str, int]
+    pixels: int
+    tv_weight: float = 0.0
 
     def content(self, squared_error):
         """Content loss from the summed squared feature difference."""
@@ -170,6 +174,10 @@ class LossTerms:
             w * ((style_grams[name] - grams_hat[name]) ** 2).sum() / (4 * self.channels[name] ** 2)
             for name, w in self.style_weights.items()
         )
+
+    def tv(self, sum_of_squares):
+        """Total variation loss from the summed squared differences of neighbouring pixels."""
+        return self.tv_weight * sum_of_squares / self.pixels
 
     def surrogate_coefficient(self, name: str) -> float:
         """Factor of Σ_x φ(x)ᵀ E φ(x) whose gradient is the style gradient with E constant."""
@@ -199,10 +207,21 @@ def _as_torch(array: np.ndarray, like: torch.Tensor) -> torch.Tensor:
     ).permute(2, 0, 1)[None]
 
 
+def _neighbour_squares(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Squared differences of each pixel of (1, 3, H, W) with its right and its lower
+    neighbour, indexed by the pixel that owns the pair (its left or top one):
+    (1, 3, H, W - 1) and (1, 3, H - 1, W)."""
+    across = image[..., :, 1:] - image[..., :, :-1]
+    down = image[..., 1:, :] - image[..., :-1, :]
+    return across.square(), down.square()
+
+
 def tile_gradient(model, canvas_tile, content_target, origin, core, terms: LossTerms, errors):
     """Gradient on the core of one tile, with the Gram errors E_l = Ĝ_l(s) - Ĝ_l(p) held
-    constant; ``content_target`` holds φ_O(o) over the whole padded tile. Returns the gradient and
-    the squared content error over the core."""
+    constant; ``content_target`` holds φ_O(o) over the whole padded tile. Returns the gradient,
+    the squared content error over the core and the summed squares of the pixel differences
+    whose pair has its top or left pixel in the core (0.0 without total variation): summed
+    over the tiles, they give the content and total variation losses."""
     image = _to_torch(canvas_tile, model).requires_grad_(True)
     features = model(image)
     diff = features[terms.content_layer] - _as_torch(content_target, image)
@@ -211,10 +230,18 @@ def tile_gradient(model, canvas_tile, content_target, origin, core, terms: LossT
         phi = _flat(features[name])
         error = torch.as_tensor(errors[name], device=phi.device, dtype=phi.dtype)
         surrogate = surrogate + terms.surrogate_coefficient(name) * ((phi @ error.T) * phi).sum()
+    if terms.tv_weight:  # every pair of the padded tile: exact on the core behind a 1-px halo
+        across, down = _neighbour_squares(image)
+        surrogate = surrogate + terms.tv(across.sum() + down.sum())
     surrogate.backward()
     scale = model.network.scale(terms.content_layer)
     squared_error = _crop(diff.detach(), scale, origin, core).square().sum().item()
-    return _grad_to_numpy(image, core, origin), squared_error
+    tv_squares = 0.0
+    if terms.tv_weight:
+        y0, y1, x0, x1 = core
+        owners = (..., slice(y0 - origin[0], y1 - origin[0]), slice(x0 - origin[1], x1 - origin[1]))
+        tv_squares = (across[owners].sum() + down[owners].sum()).item()
+    return _grad_to_numpy(image, core, origin), squared_error, tv_squares
 
 
 def whole_loss_and_grad(model, canvas, content_target, terms: LossTerms, style_grams):
@@ -232,6 +259,9 @@ def whole_loss_and_grad(model, canvas, content_target, terms: LossTerms, style_g
     content = _as_torch(content_target, image)
     loss = terms.content((features[terms.content_layer] - content).square().sum())
     loss = loss + terms.style(grams_hat, style_grams)
+    if terms.tv_weight:
+        across, down = _neighbour_squares(image)
+        loss = loss + terms.tv(across.sum() + down.sum())
     loss.backward()
     height, width = canvas.shape[:2]
     return loss.item(), _grad_to_numpy(image, (0, height, 0, width), (0, 0))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from dask.delayed import Delayed
 
 from .executor import share
 from .geometry import TilePlan
-from .graph import StyleGraph, as_tiled
+from .graph import StyleGraph
 from .optim import advance
 from .state import LevelState, check_whole, create_array, open_array
 
@@ -40,8 +40,8 @@ class Step:
 
 @dataclass(frozen=True)
 class Level:
-    """What a level's steps read: its state, tile plan, graph, content target and the style's
-    Gram matrices."""
+    """What a level's steps read: its state, tile plan, graph, content target and the style
+    target (the styles' blended Gram matrices)."""
 
     state: LevelState
     plan: TilePlan
@@ -65,12 +65,18 @@ class Level:
             yield Step(state.step, loss, max_change, mean_change, state.lr, seconds)
 
 
-def open_level(graph: StyleGraph, state: LevelState, plan: TilePlan, style: da.Array,
-               style_plan: TilePlan) -> Level:  # fmt: skip
-    """The level of ``state`` with its targets: the Gram matrices of ``style`` (tiled by
-    ``style_plan``), computed now and shared by every step, and the content target, computed
+def open_level(
+    graph: StyleGraph,
+    state: LevelState,
+    plan: TilePlan,
+    styles: Sequence[tuple[da.Array, TilePlan]],
+    blend: Sequence[float],
+) -> Level:
+    """The level of ``state`` with its targets: the style target (the Gram matrices of the
+    ``styles``, each a style image with its tile plan, blended with the weights ``blend``
+    that sum to 1), computed now and shared by every step, and the content target, computed
     once into the level's folder."""
-    (grams,) = dask.compute(graph.normalised_grams(as_tiled(style, style_plan), style_plan))
+    (grams,) = dask.compute(graph.style_target(styles, blend))
     grams = share(grams, f"daskstyle-style-grams-{tokenize(grams)}")
     target = content_target(state.path / "content_target", graph, state, plan)
     return Level(state, plan, graph, target, grams)

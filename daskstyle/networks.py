@@ -38,6 +38,9 @@ CAFFE_MEAN_BGR = (104.00699, 116.66877, 122.67892)
 DEFAULT_CONTENT_LAYER = "relu4_2"
 DEFAULT_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 
+#: The kinds of 2 x 2, stride-2 pooling a network can be built with (the halo is the same).
+POOLINGS = ("max", "avg")
+
 #: Environment variable naming a weights file that overrides the network's default location.
 WEIGHTS_ENV = "DASKSTYLE_WEIGHTS"
 #: Environment variable naming daskstyle's cache directory (converted weights).
@@ -150,13 +153,15 @@ def weights_hint(network: Network) -> str:
     return how
 
 
-def build_features(network: Network, depth: int) -> nn.Sequential:
-    """The network's ``features`` up to and including index ``depth``, randomly initialised."""
+def build_features(network: Network, depth: int, pooling: str = "max") -> nn.Sequential:
+    """The network's ``features`` up to and including index ``depth``, randomly initialised,
+    with max or average pools (``pooling``, one of :data:`POOLINGS`)."""
+    pool = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}[pooling]
     layers: list[nn.Module] = []
     in_channels = 3
     for item in network.cfg:
         if item == "M":
-            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            layers.append(pool(kernel_size=2, stride=2))
         else:
             layers += [
                 nn.Conv2d(in_channels, item, kernel_size=3, padding=1),

@@ -20,9 +20,7 @@ with the same image. The library never prints: it reports :class:`Event` objects
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
-import io
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -31,16 +29,16 @@ from pathlib import Path
 
 import dask.array as da
 
-from . import footprint, geometry, images, resize, rundir
+from . import colors, files, footprint, geometry, images, resize, rundir, start
 from .api import level_plan, style_graph
 from .errors import DamagedStateError, InputError, NotFiniteError
 from .executor import compute_settings, tiles_in_memory
 from .graph import StyleGraph
 from .level import open_level
-from .networks import resolve_weights
+from .networks import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, resolve_weights
 from .optim import AdamSettings
 from .rundir import default_workdir
-from .settings import Settings
+from .settings import Settings, blend_weights
 from .state import LevelState
 from .text import counted, readable
 
@@ -95,7 +93,8 @@ class RunPlan:
     settings: Settings
     resume: bool
     content: da.Array
-    style: da.Array
+    styles: list[da.Array]
+    blend: tuple[float, ...]  # the styles' weights, summing to 1
     graph: StyleGraph
     sizes: list[footprint.LevelSize]
     record: dict  # what run.json says of the run
@@ -107,6 +106,12 @@ class RunPlan:
         yield (f"network {self.graph.network.name}, {settings.dtype}: halo {halo.total} px "
                f"({halo.forward} forward + {halo.backward} backward), tile origins on "
                f"{halo.align} px")  # fmt: skip
+        default_halo = self.graph.network.halo((DEFAULT_CONTENT_LAYER, *DEFAULT_STYLE_LAYERS))
+        if halo.total != default_halo.total:
+            yield (f"layers {', '.join(self.graph.spec.layers)}: halo {halo.total} px instead "
+                   f"of the default layers' {default_halo.total} px, so each tile reads "
+                   f"{'less' if halo.total < default_halo.total else 'more'}")  # fmt: skip
+        yield from _describe_controls(settings, self.record, self.blend)
         for level, size in enumerate(self.sizes):
             (h, w), tile = size.shape, min(settings.tile, max(size.shape))
             yield (f"level {level + 1}/{len(self.sizes)}: {w}x{h} px, "
@@ -139,43 +144,68 @@ class RunPlan:
         graph = self.graph.on_current_scheduler(resources)
         state = None
         with compute_settings(resources):
+            inputs = self._network_inputs()
             for level in range(len(self.sizes)):
-                state = self._run_level(level, state, graph, on_event)
+                state = self._run_level(level, state, graph, inputs, on_event)
         with _about_level(len(self.sizes) - 1, len(self.sizes), state.path):
             state.check()
         record = {**self.record, "finished": True}
-        images.write_image(self.output, state.canvas(), pyramid=self.settings.pyramid,
-                       description=json.dumps(record))  # fmt: skip
+        images.write_image(self.output, self._picture(state.canvas()),
+                           pyramid=self.settings.pyramid, description=json.dumps(record),
+                           bit_depth=self.settings.bit_depth)  # fmt: skip
         rundir.write_record(self.workdir, record)
         on_event(Finished(self.output, self.workdir))
         return self.output
 
+    def _network_inputs(self) -> tuple[da.Array, list[da.Array]]:
+        """The content and styles as the network sees them, after the colour control."""
+        if self.settings.colors == "content":
+            return colors.luminance_only(self.content, self.styles)
+        if self.settings.colors == "match":
+            return self.content, [colors.match_colors(s, self.content) for s in self.styles]
+        return self.content, self.styles
+
+    def _picture(self, canvas: da.Array) -> da.Array:
+        """A canvas as it is shown: with the content's chroma under ``colors = "content"``."""
+        if self.settings.colors != "content":
+            return canvas
+        shape = tuple(canvas.shape[:2])
+        content = self.content
+        if shape != tuple(content.shape[:2]):
+            content = resize.resize(content, shape, chunks=canvas.chunksize[:2])
+        return colors.with_chroma(canvas, content)
+
     def _run_level(self, level: int, previous: LevelState | None, graph: StyleGraph,
-                   on_event) -> LevelState:  # fmt: skip
+                   inputs: tuple[da.Array, list[da.Array]], on_event) -> LevelState:  # fmt: skip
         """Run one level to its stop test; keep only its final canvas; return its state."""
         settings, levels, shape = self.settings, len(self.sizes), self.sizes[level].shape
         plan = level_plan(shape, settings.tile, graph.halo.align)
         path = rundir.level_dir(self.workdir, level)
-        state = self._open_or_create_level(level, path, plan, previous)
+        state = self._open_or_create_level(level, path, plan, previous, inputs[0])
         on_event(LevelStarted(level, levels, shape, len(plan), state.step, settings.max_iters))
         with _about_level(level, levels, path):
             if not state.done:
-                style_side = _style_shape(tuple(self.style.shape[:2]), max(shape), graph.halo.align)
-                style_plan = level_plan(style_side, settings.tile, graph.halo.align)
-                style = resize.resize(self.style, style_side, chunks=style_plan.tile)
-                for step in open_level(graph, state, plan, style, style_plan).steps():
+                styles = [self._level_style(style, shape, graph) for style in inputs[1]]
+                for step in open_level(graph, state, plan, styles, self.blend).steps():
                     on_event(Stepped(level, step.step, step.loss, step.max_change,
                                      step.mean_change, step.lr, step.seconds))  # fmt: skip
-                    _write_loss_csv(self.workdir, level)
+                    rundir.write_loss_csv(self.workdir, level)
             preview = rundir.preview_path(self.workdir, level)
             if not preview.is_file():
                 state.check()
-                images.write_image(preview, _preview(state.canvas(), shape))
+                images.write_image(preview, _preview(self._picture(state.canvas()), shape))
         state.release()
         on_event(LevelFinished(level, preview))
         return state
 
-    def _open_or_create_level(self, level, path, plan, previous) -> LevelState:
+    def _level_style(self, style: da.Array, shape: tuple[int, int], graph: StyleGraph):
+        """A style at a level of ``shape``, with its tile plan (resized chunk by chunk)."""
+        side = _style_shape(tuple(style.shape[:2]), max(shape), graph.halo.align,
+                            self.settings.style_scale)  # fmt: skip
+        style_plan = level_plan(side, self.settings.tile, graph.halo.align)
+        return resize.resize(style, side, chunks=style_plan.tile), style_plan
+
+    def _open_or_create_level(self, level, path, plan, previous, content) -> LevelState:
         if (path / "zarr.json").is_file():
             try:
                 with _about_level(level, len(self.sizes), path):
@@ -183,19 +213,20 @@ class RunPlan:
             except InputError:
                 pass  # killed while it was being created: create it again
         shape, settings = self.sizes[level].shape, self.settings
-        content = resize.resize(self.content, shape, chunks=plan.tile)
-        start = content
-        if previous is not None:
+        content = resize.resize(content, shape, chunks=plan.tile)
+        if previous is None:
+            start_image = start.start_image(settings.init, content, settings.seed)
+        else:
             with _about_level(level - 1, len(self.sizes), previous.path):
                 previous.check()
-            start = resize.resize(previous.canvas(), shape, chunks=plan.tile)
+            start_image = resize.resize(previous.canvas(), shape, chunks=plan.tile)
         adam = AdamSettings(tpc=settings.tpc, stop=settings.stop, max_iters=settings.max_iters)
-        return LevelState.create(path, content, start, plan, adam, dtype=settings.dtype)
+        return LevelState.create(path, content, start_image, plan, adam, dtype=settings.dtype)
 
 
 def plan(
     content: str | os.PathLike,
-    style: str | os.PathLike,
+    style: str | os.PathLike | list[str | os.PathLike],
     output: str | os.PathLike,
     *,
     settings: Settings = Settings(),
@@ -204,25 +235,39 @@ def plan(
     resume: bool = False,
     makes_output_dir: bool = False,
 ) -> RunPlan:
-    """Plan painting ``content`` in the manner of ``style`` into ``output`` (.tif, .png or
-    .jpg): read and check the inputs, load the weights, size the levels. Raises one clear
-    error for an unreadable picture, an output of an unknown format, in a missing directory
-    (unless ``makes_output_dir``: the caller creates it) or that would replace an input.
-    ``workdir``: the run directory (default ``OUTPUT.daskstyle``); ``resume``: continue the
-    unfinished run there."""
+    """Plan painting ``content`` in the manner of ``style`` (a picture, or a list of them
+    blended by ``settings.style_blend``) into ``output`` (.tif, .png or .jpg): read and check
+    the inputs, load the weights, size the levels. Raises one clear error for an unreadable
+    picture, an output of an unknown format, in a missing directory (unless
+    ``makes_output_dir``: the caller creates it) or that would replace an input, and for
+    settings that do not fit the inputs. ``workdir``: the run directory (default
+    ``OUTPUT.daskstyle``); ``resume``: continue the unfinished run there."""
     output = Path(output)
     images.check_output(
-        images.nearest_existing(output.parent) / output.name if makes_output_dir else output
+        files.nearest_existing(output.parent) / output.name if makes_output_dir else output,
+        bit_depth=settings.bit_depth,
     )
-    content_image, style_image = images.read_image(content), images.read_image(style)
+    style_paths = [style] if isinstance(style, (str, os.PathLike)) else list(style)
+    if not style_paths:
+        raise InputError("give at least one style picture")
+    blend = blend_weights("style_blend", settings.style_blend, len(style_paths))
+    start.check_init(settings.init)
+    content_image = images.read_image(content)
+    style_images = [images.read_image(path) for path in style_paths]
     graph = style_graph(
         network=settings.network, weights=weights,
         content_weight=settings.content_weight, style_weight=settings.style_weight,
-        dtype=settings.dtype, precision=settings.precision,
+        content_layer=settings.content_layer, style_layers=settings.style_layers,
+        style_layer_weights=settings.style_layer_weights, pooling=settings.pooling,
+        tv_weight=settings.tv_weight, dtype=settings.dtype, precision=settings.precision,
     )  # fmt: skip
     shape = tuple(content_image.shape[:2])
     first = geometry.level_shapes(shape, settings.r0)[0]
-    for name, (h, w) in (("content", first), ("style", style_image.shape[:2])):
+    sources = {"content": Path(content)}
+    for number, path in enumerate(style_paths, start=1):
+        sources["style" if len(style_paths) == 1 else f"style {number}"] = Path(path)
+    pictures = zip(sources, (first, *(image.shape[:2] for image in style_images)))
+    for name, (h, w) in pictures:
         if min(h, w) < graph.halo.align:
             raise InputError(
                 f"{name} of {h}x{w} px (at r0={settings.r0}) is too small: "
@@ -232,24 +277,26 @@ def plan(
         shape, graph, r0=settings.r0, tile=settings.tile, dtype=settings.dtype
     )
     workdir = Path(workdir) if workdir else default_workdir(output)
-    sources = {"content": Path(content), "style": Path(style)}
+    styles_named = [str(Path(path).resolve()) for path in style_paths]
     record = {
         "daskstyle": rundir.FORMAT,
         "settings": dataclasses.asdict(settings),
         "network": graph.network.name,
         "weights_digest": graph.spec.weights_token,
         "layers": list(graph.spec.layers),
-        **{name: str(path.resolve()) for name, path in sources.items()},
+        "content": str(Path(content).resolve()),
+        "style": styles_named[0] if len(styles_named) == 1 else styles_named,
         "inputs": {name: rundir.fingerprint(path) for name, path in sources.items()},
         "levels": len(sizes),
         "finished": False,
     }
+    record = json.loads(json.dumps(record))  # as run.json will hold it: lists, not tuples
     weights_file = resolve_weights(graph.network, weights)[1]
     if isinstance(weights_file, (str, os.PathLike)):
         sources["weights"] = Path(weights_file)
     rundir.check_paths(output, workdir, sources)
-    return RunPlan(output, workdir, settings, resume, content_image, style_image, graph, sizes,
-                   record)  # fmt: skip
+    return RunPlan(output, workdir, settings, resume, content_image, style_images, blend, graph,
+                   sizes, record)  # fmt: skip
 
 
 def transfer(
@@ -305,27 +352,38 @@ def _check_levels(workdir: Path, levels: int) -> None:
             state.check()
 
 
-def _style_shape(style: tuple[int, int], level_side: int, minimum: int) -> tuple[int, int]:
+def _style_shape(style: tuple[int, int], level_side: int, minimum: int,
+                 style_scale: float = 1.0) -> tuple[int, int]:  # fmt: skip
     """The style's size at a level whose long side is ``level_side``: scaled like the
-    content, never above its own size, never below ``minimum`` per side."""
-    scale = min(1.0, level_side / max(style))
-    scale = max(scale, min(1.0, minimum / min(style)))
+    content, never above its own size, then by ``style_scale`` (above 1: larger strokes,
+    the style enlarged beyond its own size if need be), never below ``minimum`` per side."""
+    scale = min(1.0, level_side / max(style)) * style_scale
+    scale = max(scale, minimum / min(style))
     return geometry.scaled_shape(style, scale)
+
+
+def _describe_controls(settings: Settings, record: dict, blend) -> Iterator[str]:
+    """A line for each artistic control that is not at its default."""
+    if isinstance(record["style"], list):
+        weights = ", ".join(f"{Path(p).name} x{w:.3g}" for p, w in zip(record["style"], blend))
+        yield f"styles blended: {weights}"
+    if settings.colors == "content":
+        yield "colours: the content's (luminance-only transfer, the content's chroma)"
+    elif settings.colors == "match":
+        yield "colours: the styles recoloured to the content's mean and covariance first"
+    if settings.style_scale != 1:
+        yield f"strokes x{settings.style_scale:g}: the style {settings.style_scale:g} times its default size"
+    if settings.init != "content":
+        seed = f" (seed {settings.seed})" if settings.init == "noise" else ""
+        yield f"start: {settings.init}{seed}"
+    if settings.tv_weight:
+        yield f"smoothness: total variation weight {settings.tv_weight:g}"
+    if settings.pooling != "max":
+        yield "pooling: average"
+    if settings.bit_depth != 8:
+        yield f"output: {settings.bit_depth} bits per sample"
 
 
 def _preview(canvas, shape):
     scale = min(1.0, PREVIEW_SIDE / max(shape))
     return canvas if scale == 1.0 else resize.resize(canvas, geometry.scaled_shape(shape, scale))
-
-
-def _write_loss_csv(workdir: Path, upto_level: int) -> None:
-    """loss.csv from the committed histories of levels 0..``upto_level`` (written atomically;
-    levels numbered from 1, as the progress lines count)."""
-    text = io.StringIO()
-    writer = csv.writer(text)
-    writer.writerow(["level", "step", "loss", "max_change", "mean_change", "lr"])
-    for level in range(upto_level + 1):
-        state = LevelState.open(rundir.level_dir(workdir, level))
-        for step, (max_change, mean_change, loss) in enumerate(state.attrs["history"], start=1):
-            writer.writerow([level + 1, step, loss, max_change, mean_change, state.lr])
-    images.write_atomically(workdir / rundir.LOSS_CSV, text.getvalue().encode())

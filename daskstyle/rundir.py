@@ -12,15 +12,18 @@ those. Every check here runs before any work.
 
 from __future__ import annotations
 
+import csv
 import functools
 import hashlib
+import io
 import json
 import os
 import shutil
 from pathlib import Path
 
-from . import images
+from . import files
 from .errors import DamagedStateError, InputError
+from .state import LevelState
 
 FORMAT = 1  # the "daskstyle" key of a run record
 RECORD = "run.json"
@@ -50,9 +53,10 @@ def owned_names(levels: int) -> list[str]:
 
 
 def fingerprint(path: Path) -> dict:
-    """Size and SHA-256 of an input file, to know on ``--resume`` that it has not changed."""
-    stat = path.stat()
-    return _fingerprint(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    """Path, size and SHA-256 of an input file, to know on ``--resume`` that it has not
+    changed."""
+    stat, file = path.stat(), str(path.resolve())
+    return {"file": file, **_fingerprint(file, stat.st_size, stat.st_mtime_ns)}
 
 
 @functools.lru_cache(maxsize=8)
@@ -102,7 +106,7 @@ def read_record(workdir: Path) -> dict | None:
 
 
 def write_record(workdir: Path, record: dict) -> None:
-    images.write_atomically(workdir / RECORD, json.dumps(record, indent=2).encode())
+    files.write_atomically(workdir / RECORD, json.dumps(record, indent=2).encode())
 
 
 def check(workdir: Path, record: dict, resume: bool) -> dict | None:
@@ -147,19 +151,19 @@ def _check_same_run(workdir: Path, earlier: dict, record: dict) -> None:
     for name, now in record["inputs"].items():
         if earlier.get("inputs", {}).get(name) != now:
             raise InputError(
-                f"cannot resume {workdir}: the {name} file {record[name]} changed since the run "
+                f"cannot resume {workdir}: the {name} file {now['file']} changed since the run "
                 "began: put the original back, or start again in a new run directory"
             )
 
 
 def _check_writable(workdir: Path) -> None:
-    base = images.nearest_existing(workdir)
+    base = files.nearest_existing(workdir)
     if not base.is_dir():
         raise InputError(
             f"the run directory {workdir} cannot be made: {base} is a file; choose another "
             "run directory (--workdir)"
         )
-    why = images.not_writable(base)
+    why = files.not_writable(base)
     if why:
         raise InputError(
             f"cannot write the run directory {workdir}: {base} {why}; choose another run "
@@ -206,3 +210,16 @@ def owned_bytes(workdir: Path) -> int:
         files = path.rglob("*") if path.is_dir() else [path]
         total += sum(f.stat().st_size for f in files if f.is_file())
     return total
+
+
+def write_loss_csv(workdir: Path, upto_level: int) -> None:
+    """loss.csv from the committed histories of levels 0..``upto_level`` (written atomically;
+    levels numbered from 1, as the progress lines count)."""
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["level", "step", "loss", "max_change", "mean_change", "lr"])
+    for level in range(upto_level + 1):
+        state = LevelState.open(level_dir(workdir, level))
+        for step, (max_change, mean_change, loss) in enumerate(state.attrs["history"], start=1):
+            writer.writerow([level + 1, step, loss, max_change, mean_change, state.lr])
+    files.write_atomically(workdir / LOSS_CSV, text.getvalue().encode())

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from .errors import SettingError
 from .geometry import TILE_MULTIPLE
+from .networks import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS
 
 DTYPES = ("float32", "float64")
 
@@ -40,10 +41,24 @@ class Settings:
     pyramid: bool = False
     dtype: str = "float32"
     precision: str = "exact"
+    style_blend: tuple[float, ...] | None = None
+    style_scale: float = 1.0
+    colors: str = "style"
+    init: str = "content"
+    seed: int = 0
+    tv_weight: float = 0.0
+    content_layer: str = DEFAULT_CONTENT_LAYER
+    style_layers: tuple[str, ...] = DEFAULT_STYLE_LAYERS
+    style_layer_weights: tuple[float, ...] | None = None
+    pooling: str = "max"
+    bit_depth: int = 8
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
-            _RULES[field.name](field.name, getattr(self, field.name))
+            value = getattr(self, field.name)
+            if isinstance(value, list):  # from TOML or JSON: kept as a tuple
+                object.__setattr__(self, field.name, value := tuple(value))
+            _RULES[field.name](field.name, value)
 
 
 def _is_whole(value) -> bool:
@@ -61,6 +76,23 @@ def check_number(name: str, value, *, positive: bool = False) -> float:
         rule = "a finite number above 0" if positive else "a finite number, 0 or more"
         raise SettingError(name, f"must be {rule}", value)
     return float(value)
+
+
+def blend_weights(name: str, blend, count: int) -> tuple[float, ...]:
+    """The weights of ``count`` blended styles, normalised to sum 1 (None: equal), or a
+    :class:`SettingError`: one finite weight of 0 or more per style, not all 0."""
+    if blend is None:
+        return (1.0 / count,) * count
+    values = tuple(blend) if isinstance(blend, (list, tuple)) else (blend,)
+    if len(values) != count:
+        raise SettingError(name, f"must give one weight per style ({count})", blend)
+    for value in values:
+        if not _is_real(value) or not math.isfinite(value) or value < 0:
+            raise SettingError(name, "must be finite numbers, 0 or more", blend)
+    total = math.fsum(values)
+    if total == 0:
+        raise SettingError(name, "must not all be 0", blend)
+    return tuple(float(value) / total for value in values)
 
 
 def _tile(name, value):
@@ -96,6 +128,38 @@ def _pyramid(name, value):
         raise SettingError(name, "must be true or false", value)
 
 
+def _weights(name, value):
+    """Optional per-item weights: finite, 0 or more, not all 0 (their count is checked where
+    the items are known)."""
+    if value is not None:
+        blend_weights(name, value, len(value) if isinstance(value, tuple) else 1)
+
+
+def _layer(name, value):
+    if not isinstance(value, str) or not value:
+        raise SettingError(name, "must be a layer name such as relu4_2", value)
+
+
+def _layers(name, value):
+    if not isinstance(value, tuple) or not value or not all(isinstance(v, str) for v in value):
+        raise SettingError(name, "must be layer names such as relu1_1,relu2_1", value)
+
+
+def _init(name, value):
+    if not isinstance(value, str) or not value:
+        raise SettingError(name, "must be content, noise, gray or a picture's path", value)
+
+
+def _seed(name, value):
+    if not _is_whole(value) or value < 0:
+        raise SettingError(name, "must be a whole number, 0 or more", value)
+
+
+def _bit_depth(name, value):
+    if value not in (8, 16) or isinstance(value, bool):
+        raise SettingError(name, "must be 8 or 16", value)
+
+
 _RULES = {
     "r0": _positive_whole,
     "tile": _tile,
@@ -108,4 +172,15 @@ _RULES = {
     "pyramid": _pyramid,
     "dtype": lambda name, value: _choice(name, value, DTYPES),
     "precision": _precision,
+    "style_blend": _weights,
+    "style_scale": lambda name, value: check_number(name, value, positive=True),
+    "colors": lambda name, value: _choice(name, value, ("style", "content", "match")),
+    "init": _init,
+    "seed": _seed,
+    "tv_weight": check_number,
+    "content_layer": _layer,
+    "style_layers": _layers,
+    "style_layer_weights": _weights,
+    "pooling": lambda name, value: _choice(name, value, ("max", "avg")),
+    "bit_depth": _bit_depth,
 }

@@ -62,7 +62,7 @@ def null_content_features(model, tile, origin, core, layer):
 def null_gradient(model, canvas_tile, content, origin, core, terms, errors):
     """A gradient-pass kernel that computes nothing (a zero gradient on the core)."""
     y0, y1, x0, x1 = core
-    return np.zeros((y1 - y0, x1 - x0, 3), np.float32), 0.0
+    return np.zeros((y1 - y0, x1 - x0, 3), np.float32), 0.0, 0.0
 
 
 def tile_seconds(core: int) -> tuple[float, float, int]:
@@ -122,7 +122,8 @@ def null_iterations(tiles: int, client, warmup: int, timed: int, folder: str) ->
           mock.patch.object(kernels, "tile_content_features", null_content_features),
           mock.patch.object(kernels, "tile_gradient", null_gradient)):  # fmt: skip
         state = LevelState.create(f"{folder}/level-{tiles}", content, content, plan, adam)
-        steps = open_level(graph, state, plan, style, style_plan).steps()  # a run's level loop
+        level = open_level(graph, state, plan, [(style, style_plan)], (1.0,))
+        steps = level.steps()  # a run's level loop
         seconds, tasks = [], []
         for _ in range(warmup + timed):
             counter = _Count()

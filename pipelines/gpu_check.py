@@ -329,7 +329,7 @@ def time_steps(echo, args, precision: str) -> None:
         adam = AdamSettings(max_iters=args.steps, stop=0.0)
         state = LevelState.create(Path(directory) / "level", content, canvas, plan, adam)
         seconds = []
-        for step in open_level(graph, state, plan, style, style_plan).steps():
+        for step in open_level(graph, state, plan, [(style, style_plan)], (1.0,)).steps():
             seconds.append(step.seconds)
             note = " (with the learning-rate pass and start-up: not counted)"
             echo(f"step {step.step}: {len(plan)} tiles, {step.seconds:.2f} s"

@@ -1,7 +1,8 @@
 """Draw the built-in example pictures shipped in daskstyle/data/ (run once; deterministic).
 
 content: a small landscape (sky, sun, hills, lake, a house, trees);
-style:   swirling brush strokes in a night-sky palette.
+style:   swirling brush strokes in a night-sky palette;
+style2:  a mosaic of warm tesserae (the second style of the blending example).
 """
 
 import math
@@ -56,8 +57,28 @@ def style(size=256, strokes=2600, seed=7) -> Image.Image:
     return image.filter(ImageFilter.SMOOTH)
 
 
+def style2(size=256, tessera=11, seed=3) -> Image.Image:
+    rng = random.Random(seed)
+    palette = [(190, 60, 30), (225, 120, 40), (240, 190, 90), (150, 40, 40), (90, 50, 30),
+               (230, 220, 190)]  # fmt: skip
+    image = Image.new("RGB", (size, size), (60, 40, 30))  # the grout
+    draw = ImageDraw.Draw(image)
+    for row in range(-1, size // tessera + 1):
+        shift = rng.uniform(0, tessera)
+        for col in range(-1, size // tessera + 1):
+            x, y = col * tessera + shift, row * tessera + rng.uniform(-1, 1)
+            corners = [(x + rng.uniform(0, 2), y + rng.uniform(0, 2)),
+                       (x + tessera - rng.uniform(1, 3), y + rng.uniform(0, 2)),
+                       (x + tessera - rng.uniform(1, 3), y + tessera - rng.uniform(1, 3)),
+                       (x + rng.uniform(0, 2), y + tessera - rng.uniform(1, 3))]  # fmt: skip
+            draw.polygon(corners, fill=rng.choice(palette))
+    return image
+
+
 if __name__ == "__main__":
     DATA.mkdir(exist_ok=True)
-    content().save(DATA / "example_content.png", optimize=True)
-    style().save(DATA / "example_style.png", optimize=True)
-    print("wrote", DATA / "example_content.png", DATA / "example_style.png")
+    pictures = {"example_content.png": content(), "example_style.png": style(),
+                "example_style2.png": style2()}  # fmt: skip
+    for name, picture in pictures.items():
+        picture.save(DATA / name, optimize=True)
+        print("wrote", DATA / name)

@@ -39,6 +39,20 @@ def _gram_hat(feature):
     return phi @ phi.T / phi.shape[1]
 
 
+def _pooled(features, pooling):
+    """``features`` with its max-pools replaced by 2 x 2, stride-2 average pools."""
+    if pooling == "avg":
+        for index, layer in enumerate(features):
+            if isinstance(layer, torch.nn.MaxPool2d):
+                features[index] = torch.nn.AvgPool2d(2, 2)
+    return features
+
+
+def _total_variation(image):
+    """Σ of squared differences of horizontally and vertically neighbouring pixels, (H, W, 3)."""
+    return (image[:, 1:] - image[:, :-1]).square().sum() + (image[1:] - image[:-1]).square().sum()
+
+
 def loss_and_grad(
     features,
     canvas,
@@ -51,18 +65,32 @@ def loss_and_grad(
     content_weight=1.0,
     style_weight=1.0,
     layer_weights=None,
+    blend=None,
+    tv_weight=0.0,
+    pooling="max",
 ):
-    """Loss and d loss / d canvas of the whole image, by torch autograd."""
+    """Loss and d loss / d canvas of the whole image, by torch autograd.
+
+    ``style`` is one image or a list, whose Gram targets are mixed by ``blend`` (relative
+    weights, equal when None); ``tv_weight`` weighs the total variation divided by H * W;
+    ``pooling`` is ``"max"`` or ``"avg"``.
+    """
     features = copy.deepcopy(features).to(dtype, memory_format=MEMORY_FORMAT).requires_grad_(False)
+    features = _pooled(features, pooling)
     for layer in features:
         if hasattr(layer, "inplace"):
             layer.inplace = False
     layer_weights = layer_weights or [1.0] * len(style_indices)
+    styles = style if isinstance(style, list) else [style]
+    blend = blend or [1.0] * len(styles)
     wanted = {content_index, *style_indices}
     with torch.no_grad():
         target = _features(features, content, dtype, wanted)[content_index]
-        style_feats = _features(features, style, dtype, wanted)
-        targets = {i: _gram_hat(style_feats[i]) for i in style_indices}
+        targets = {i: 0 for i in style_indices}
+        for b, image in zip(blend, styles):
+            style_feats = _features(features, image, dtype, wanted)
+            for i in style_indices:
+                targets[i] = targets[i] + b / sum(blend) * _gram_hat(style_feats[i])
     image = torch.tensor(np.asarray(canvas), dtype=dtype, requires_grad=True)
     x = image
     feats = _features(features, x, dtype, wanted)
@@ -73,6 +101,7 @@ def loss_and_grad(
         loss = loss + style_weight * w * (targets[i] - _gram_hat(feats[i])).square().sum() / (
             4 * channels**2
         )
+    loss = loss + tv_weight * _total_variation(image) / (image.shape[0] * image.shape[1])
     loss.backward()
     return loss.item(), image.grad.numpy()
 

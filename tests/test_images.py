@@ -6,6 +6,7 @@ import warnings
 
 import dask
 import dask.array as da
+import imagecodecs
 import numpy as np
 import pytest
 import tifffile
@@ -267,3 +268,89 @@ def test_png_refuses_huge_images(tmp_path, monkeypatch):
     with pytest.raises(InputError, match="write a .tif instead"):
         write_image(tmp_path / "big.png", da.zeros((20, 20, 3), chunks=10))
     assert leftovers(tmp_path) == []
+
+
+@pytest.fixture
+def fine():
+    """Float pixels between the 8-bit levels, a few outside 0-255."""
+    values = np.random.default_rng(1).random((70, 90, 3)) * 265 - 5
+    return da.from_array(values.astype(np.float32), chunks=(32, 40, 3))
+
+
+@pytest.mark.parametrize("name", ["out16.tif", "out16.png"])
+def test_16bit_round_trip(tmp_path, fine, name):
+    write_image(tmp_path / name, fine, tile=32, bit_depth=16, description="run 16")
+    wanted = np.clip(fine.compute().astype(np.float64), 0, 255)
+    back = read_image(tmp_path / name)
+    assert back.dtype == np.float32 and back.shape == fine.shape
+    assert np.abs(back.compute() - wanted).max() <= 0.5 / 257 + 1e-5
+    reader = tifffile.imread if name.endswith(".tif") else imagecodecs.imread
+    samples = reader(tmp_path / name)
+    assert samples.dtype == np.uint16
+    np.testing.assert_array_equal(samples, np.rint(wanted * 257))
+    assert leftovers(tmp_path) == [name]
+
+
+def test_16bit_tiff_pyramid_levels_are_16bit(tmp_path, fine):
+    write_image(tmp_path / "p.tif", fine, pyramid=True, tile=32, bit_depth=16)
+    with tifffile.TiffFile(tmp_path / "p.tif") as tf:
+        levels = [level.asarray() for level in tf.series[0].levels]
+    assert [level.dtype for level in levels] == [np.uint16] * 3
+    box = fine.compute().astype(np.float64)[:70, :90].reshape(35, 2, 45, 2, 3).mean(axis=(1, 3))
+    assert np.abs(levels[1] - np.clip(box, 0, 255) * 257).max() <= 0.5 + 0.01
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_png_keeps_the_description(tmp_path, fine, bits):
+    write_image(tmp_path / "d.png", fine, bit_depth=bits, description="daskstyle — run ✓")
+    with Image.open(tmp_path / "d.png") as img:
+        img.load()  # checks every chunk's CRC
+        assert img.text["Description"] == "daskstyle — run ✓"
+
+
+def test_16bit_tiff_keeps_the_description(tmp_path, fine):
+    write_image(tmp_path / "d.tif", fine, bit_depth=16, description="daskstyle tiff")
+    with tifffile.TiffFile(tmp_path / "d.tif") as tf:
+        assert tf.pages[0].description == "daskstyle tiff"
+
+
+@pytest.mark.parametrize(
+    "name, bits, message",
+    [
+        ("out.jpg", 16, "16-bit output needs a .tif or .png name"),
+        ("out.JPEG", 16, "16-bit output needs a .tif or .png name"),
+        ("out.tif", 12, "bit depth must be 8 or 16, not 12"),
+        ("out.png", 32, "bit depth must be 8 or 16, not 32"),
+    ],
+)
+def test_bad_bit_depths_are_refused_in_one_line(tmp_path, rgb8, name, bits, message):
+    with pytest.raises(InputError, match=message) as info:
+        images.check_output(tmp_path / name, bit_depth=bits)
+    assert "\n" not in str(info.value)
+    with pytest.raises(InputError, match=message):
+        write_image(tmp_path / name, da.from_array(rgb8), bit_depth=bits)
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("name", ["nan.tif", "nan.png"])
+def test_16bit_picture_that_is_not_finite_is_never_written(tmp_path, rgb8, name):
+    image = rgb8.astype(np.float32)
+    image[40, 3, 1] = np.nan
+    with pytest.raises(DaskstyleError, match="not finite"):
+        write_image(tmp_path / name, da.from_array(image, chunks=16), tile=16, bit_depth=16)
+    assert leftovers(tmp_path) == []
+
+
+def test_truncated_16bit_png_is_one_clear_line(tmp_path, fine):
+    write_image(tmp_path / "t.png", fine, bit_depth=16)
+    (tmp_path / "t.png").write_bytes((tmp_path / "t.png").read_bytes()[:200])
+    with pytest.raises(InputError, match="corrupt or truncated") as info:
+        read_image(tmp_path / "t.png")
+    assert "\n" not in str(info.value)
+
+
+def test_huge_16bit_png_is_refused_before_decoding(tmp_path, fine, monkeypatch):
+    write_image(tmp_path / "h.png", fine, bit_depth=16)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(InputError, match="too large to read whole: convert it to a tiled TIFF"):
+        read_image(tmp_path / "h.png")

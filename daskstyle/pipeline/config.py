@@ -25,10 +25,10 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
-from .. import images, run
+from .. import files, images, run, start
 from ..errors import InputError, SettingError
 from ..networks import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, get_network
-from ..settings import Settings
+from ..settings import Settings, blend_weights
 
 EXAMPLE = "example"  # content/style: the built-in pictures
 RANDOM = "random"  # weights: seeded random weights of the network
@@ -49,6 +49,19 @@ def _built_in_picture(value, info: ValidationInfo):
     if value != EXAMPLE:
         return value
     return {"content": run.EXAMPLE_CONTENT, "style": run.EXAMPLE_STYLE}[info.field_name]
+
+
+def _start_relative_to_file(value, info: ValidationInfo):
+    """``init``: a start's name as it is, a picture's path relative to the TOML file."""
+    if value in start.INITS:
+        return value
+    path = _relative_to_file(value, info)
+    return str(path) if isinstance(path, Path) else path
+
+
+def _one_or_more(value):
+    """A style key: one picture, or a list of them (blended by ``style_blend``)."""
+    return value if isinstance(value, list) else [value]
 
 
 def _scheduler_file(spec: str, info: ValidationInfo) -> str:
@@ -81,6 +94,11 @@ Memory = Annotated[Text | Count, Field(description='a size such as "8GB", or byt
 Place = Annotated[Path, BeforeValidator(_relative_to_file), Field(description="a path")]
 Picture = Annotated[
     Place, BeforeValidator(_built_in_picture), Field(description='a picture file, or "example"')
+]
+Pictures = Annotated[
+    list[Picture],
+    BeforeValidator(_one_or_more),
+    Field(min_length=1, description='a picture file, "example", or a list of them'),
 ]
 Weights = Annotated[
     Literal["random"] | Place | None,
@@ -119,12 +137,16 @@ class Cluster(_Table):
 class _ProductionKeys(_Table):
     kind: Literal["production"]
     content: Picture
-    style: Picture
+    style: Pictures
     output: Place
     workdir: Place | None = None
     resume: Switch = False
     weights: Weights = None
-    seed: Whole = 0
+    init: Annotated[
+        str,
+        BeforeValidator(_start_relative_to_file),
+        Field(description="content, noise, gray or a picture file"),
+    ] = "content"
     cluster: Annotated[Cluster, Field(description="a table")] = Cluster()
 
     @property
@@ -134,16 +156,27 @@ class _ProductionKeys(_Table):
 
 
 _TYPE_WORDS = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}
+_LIST_WORDS = {float: "a list of numbers", str: "a list of strings"}
 
 
 def _settings_keys() -> dict:
-    """A key per field of :class:`Settings`, typed as the field is (Settings keeps the rules)."""
+    """A key per field of :class:`Settings`, typed as the field is (Settings keeps the rules):
+    a tuple field is a TOML list."""
     hints = typing.get_type_hints(Settings)
     keys = {}
     for field in dataclasses.fields(Settings):
+        if field.name in _ProductionKeys.model_fields:  # declared there, with its own rule
+            continue
         hint = hints[field.name]
-        plain = next(t for t in (hint, *typing.get_args(hint)) if t in _TYPE_WORDS)
-        keys[field.name] = (Annotated[hint, Field(description=_TYPE_WORDS[plain])], field.default)
+        members = (hint, *typing.get_args(hint))
+        tuples = [t for t in members if typing.get_origin(t) is tuple]
+        if tuples:
+            item = typing.get_args(tuples[0])[0]
+            hint = list[item] | None if type(None) in members else list[item]
+            words = _LIST_WORDS[item]
+        else:
+            words = _TYPE_WORDS[next(t for t in members if t in _TYPE_WORDS)]
+        keys[field.name] = (Annotated[hint, Field(description=words)], field.default)
     return keys
 
 
@@ -244,14 +277,18 @@ def _what(field: FieldInfo) -> str:
 def _check_production(config: Production) -> None:
     """The rules a production's values keep beyond their types."""
     settings = config.settings  # a SettingError names its key
+    blend_weights("style_blend", settings.style_blend, len(config.style))
+    start.check_init(settings.init)
     if config.weights == RANDOM and settings.network is None:
         raise InputError('weights = "random" needs a network (say network = "vgg19")')
-    for key, value in (("content", config.content), ("style", config.style),
+    for key, value in (("content", config.content), *(("style", s) for s in config.style),
                        ("weights", config.weights), ("cluster.config", config.cluster.config)):  # fmt: skip
         _require_file(key, value)
     output = config.output
     try:  # as daskstyle.run checks it, in the directory that exists of those it will make
-        writes = images.check_output(images.nearest_existing(output.parent) / output.name)
+        writes = images.check_output(
+            files.nearest_existing(output.parent) / output.name, bit_depth=settings.bit_depth
+        )
     except InputError as err:
         raise InputError(f"output: {err}") from None
     if settings.pyramid and writes != "TIFF":

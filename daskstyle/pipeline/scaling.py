@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .. import footprint, images
+from .. import files, footprint
 from ..text import counted
 from . import plot
 from .config import RANDOM, Scaling
@@ -62,8 +62,8 @@ def run_scaling(config: Scaling, echo: Callable[[str], None]) -> list[Path]:
         output.with_name(output.name + ".csv"),
         output.with_name(output.name + ".png"),
     )
-    images.write_atomically(csv_path, _csv_text(rows).encode())
-    images.write_atomically(png_path, plot.scaling_png(rows, _title(graph, config)))
+    files.write_atomically(csv_path, _csv_text(rows).encode())
+    files.write_atomically(png_path, plot.scaling_png(rows, _title(graph, config)))
     echo(f"wrote {csv_path} and {png_path}")
     return [csv_path, png_path]
 
@@ -153,7 +153,7 @@ def _time_iterations(graph, side: int, tile: int, config: Scaling, folder: Path)
     path = folder / f"level-{side}-{tile}"
     state = LevelState.create(path, content, content, plan, adam, dtype=config.dtype)
     try:
-        level = open_level(graph, state, plan, da.from_array(style), style_plan)
+        level = open_level(graph, state, plan, [(da.from_array(style), style_plan)], (1.0,))
         seconds = [step.seconds for step in level.steps()]
     finally:
         shutil.rmtree(path, ignore_errors=True)
