@@ -11,7 +11,7 @@ import numpy as np
 from . import geometry, kernels
 from .errors import InputError
 from .executor import compute_settings, current_resources, share
-from .graph import StyleGraph, as_tiled
+from .graph import GRAM_SCOPES, StyleGraph, as_tiled
 from .networks import (
     DEFAULT_CONTENT_LAYER,
     DEFAULT_STYLE_LAYERS,
@@ -101,6 +101,7 @@ def style_graph(
     split_every: int = 8,
     precision: str = "exact",
     resources: dict | None = None,
+    gram_scope: str = "image",
 ) -> StyleGraph:
     """A :class:`StyleGraph`: network, validated weights (one shared graph key) and loss.
 
@@ -108,15 +109,18 @@ def style_graph(
     (:func:`daskstyle.weights.choose_network`). ``tv_weight``: the weight of the total
     variation (smoothness) term, 0 for none. ``pooling``: ``max`` or ``avg`` pools
     (:data:`daskstyle.networks.POOLINGS`). ``halo`` overrides the gradient pass's halo
-    depth K (for experiments: a smaller K gives inexact gradients). ``precision``: ``exact``,
-    ``tf32`` or ``bf16`` (:data:`daskstyle.kernels.PRECISIONS`). ``resources``: what each
-    network task asks of a distributed scheduler, e.g. ``{"GPU": 1}``.
+    depth K (for experiments: a smaller K gives inexact gradients; 0: no halo in either
+    pass). ``precision``: ``exact``, ``tf32`` or ``bf16`` (:data:`daskstyle.kernels.PRECISIONS`).
+    ``resources``: what each network task asks of a distributed scheduler, e.g. ``{"GPU": 1}``.
+    ``gram_scope``: ``image`` (exact) or, for the tiling ablation only, ``tile``: each tile
+    styled with its own core's Grams (:meth:`daskstyle.graph.StyleGraph.loss_and_grad`).
     """
     content_weight = check_number("content_weight", content_weight)
     style_weight = check_number("style_weight", style_weight)
     tv_weight = check_number("tv_weight", tv_weight)
     for name, value, choices in (("precision", precision, kernels.PRECISIONS),
-                                 ("pooling", pooling, POOLINGS)):  # fmt: skip
+                                 ("pooling", pooling, POOLINGS),
+                                 ("gram_scope", gram_scope, GRAM_SCOPES)):  # fmt: skip
         if value not in choices:
             raise InputError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
     net = get_network(choose_network(network, weights=weights))
@@ -149,6 +153,7 @@ def style_graph(
         split_every=split_every,
         resources=resources,
         tv_weight=tv_weight,
+        gram_scope=gram_scope,
     )
 
 
@@ -172,6 +177,7 @@ def loss_and_grad(
     halo: int | None = None,
     split_every: int = 8,
     precision: str = "exact",
+    gram_scope: str = "image",
 ) -> tuple[float, np.ndarray]:
     """Style-transfer loss of ``canvas`` and its gradient, computed tile by tile.
 
@@ -184,6 +190,7 @@ def loss_and_grad(
     ``content_weight * |φ(o) - φ(p)|² / (2 H W C)
     + style_weight * Σ w_l |Σ_i b_i Ĝ(s_i) - Ĝ(p)|² / (4 C²)
     + tv_weight * Σ (differences of neighbouring pixels)² / (H W)``, b_i the blend weights.
+    ``halo`` and ``gram_scope`` are experiment switches (:func:`style_graph`).
     Runs on the current Dask scheduler (a ``distributed.Client`` if one is active).
     """
     graph = style_graph(
@@ -191,7 +198,7 @@ def loss_and_grad(
         content_weight=content_weight, style_weight=style_weight,
         style_layer_weights=style_layer_weights, tv_weight=tv_weight, pooling=pooling,
         dtype=dtype, halo=halo, split_every=split_every, precision=precision,
-        resources=current_resources(),
+        resources=current_resources(), gram_scope=gram_scope,
     )  # fmt: skip
     min_side = graph.halo.align
     shape = check_image("canvas", canvas, min_side)

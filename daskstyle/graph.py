@@ -24,8 +24,13 @@ import zarr
 from dask.delayed import Delayed
 
 from . import geometry, kernels
+from .errors import InputError
 from .executor import persist
 from .networks import Network
+
+#: Where the Grams that a tile's gradient compares with the style are taken: ``image``, the
+#: whole canvas's (exact); ``tile``, the tile core's own (an ablation, docs/design.md).
+GRAM_SCOPES = ("image", "tile")
 
 
 def tree_sum(items: list[Delayed], split_every: int) -> Delayed:
@@ -141,7 +146,8 @@ class StyleGraph:
 
     With ``resources`` (e.g. ``{"GPU": 1}``) every network task asks the distributed
     scheduler for them; compute such graphs with ``optimization.fuse.active`` off, as
-    low-level fusion drops annotations.
+    low-level fusion drops annotations. ``gram_scope`` (:data:`GRAM_SCOPES`) is an
+    experiment switch: see :meth:`loss_and_grad`.
     """
 
     network: Network
@@ -154,6 +160,7 @@ class StyleGraph:
     split_every: int = 8
     resources: dict | None = None
     tv_weight: float = 0.0
+    gram_scope: str = "image"
 
     def on_current_scheduler(self, resources: dict | None) -> StyleGraph:
         """This graph for the scheduler that computes now: its weights persisted there once,
@@ -171,12 +178,27 @@ class StyleGraph:
         return self._statistics(source(image), plan)
 
     def _statistics(self, image: Blocks | Store, plan: geometry.TilePlan) -> Delayed:
+        return tree_sum(self._partial_statistics(image, plan), self.split_every)
+
+    def _partial_statistics(self, image: Blocks | Store, plan: geometry.TilePlan) -> list:
+        """Raw Grams of each tile's core, in the order of ``plan``."""
         layers = tuple(self.style_weights)
-        parts = [
+        return [
             self._model_call(kernels.tile_statistics, [window], origin, _core(tile), layers)
             for tile, origin, window in padded_tiles(image, plan, self.halo.forward)
         ]
-        return tree_sum(parts, self.split_every)
+
+    def _tile_scopes(self, canvas: Blocks | Store, plan: geometry.TilePlan, style_grams):
+        """(terms, raw Grams, Gram errors) of each tile under ``gram_scope="tile"``: the
+        tile's core alone, counted as if it were a whole image."""
+        scopes = []
+        for tile, stats in zip(plan, self._partial_statistics(canvas, plan)):
+            terms = self.terms((tile.y1 - tile.y0, tile.x1 - tile.x0))
+            if not all(terms.cells.values()):
+                raise InputError(f"gram_scope 'tile': a {plan.tile}-px tiling of {plan.shape} "
+                                 "leaves a tile without a cell of a layer; choose another tile")  # fmt: skip
+            scopes.append((terms, stats, dask.delayed(_errors)(stats, style_grams, terms)))
+        return scopes
 
     def normalised_grams(self, image: da.Array, plan: geometry.TilePlan) -> Delayed:
         """Ĝ_l = G_l / (H_l W_l) of an image: a style's Gram matrices, as the loss compares them."""
@@ -188,8 +210,10 @@ class StyleGraph:
     ) -> Delayed:
         """Σ_i w_i Ĝ_l(s_i): the blended normalised Grams of several styles, each tiled by its
         own plan, with the weights ``blend`` (normalised to sum 1 by
-        :func:`daskstyle.settings.blend_weights`)."""
-        grams = [self.normalised_grams(as_tiled(image, plan), plan) for image, plan in styles]
+        :func:`daskstyle.settings.blend_weights`). Always read with the layers' exact halo:
+        a halo experiment changes how the canvas is painted, not the style it aims at."""
+        exact = dataclasses.replace(self, halo=self.network.halo(self.spec.layers))
+        grams = [exact.normalised_grams(as_tiled(image, plan), plan) for image, plan in styles]
         return dask.delayed(_blend)(grams, tuple(blend))
 
     def terms(self, shape: tuple[int, int]) -> kernels.LossTerms:
@@ -230,6 +254,12 @@ class StyleGraph:
 
         ``canvas`` and ``content_target`` are Dask, NumPy or zarr arrays (tiles read zarr directly).
         Both results are Dask arrays so that computing them together runs every tile once.
+
+        ``gram_scope="tile"`` (an experiment, not for paintings): each tile of a tiled plan is
+        styled as if it were a whole image: its gradient pass holds E_l = Ĝ_l(s) - G_l(core)/
+        cells(core) constant over its whole padded tile, and its loss terms count the cells
+        (and pixels) of its core instead of the canvas's; the loss is the sum of these
+        per-tile losses. A one-tile plan is the same under both scopes.
         """
         terms = self.terms(plan.shape)
         canvas, content_target = source(canvas), source(content_target)
@@ -240,22 +270,31 @@ class StyleGraph:
             result = self._model_call(_whole_image, windows, terms, style_grams)
             grad = da.from_delayed(result[1], (*plan.shape, 3), dtype=self.spec.dtype)
             return _scalar(result[0]), grad.rechunk((*plan.chunks, 3))
-        stats = self._statistics(canvas, plan)
-        errors = dask.delayed(_errors)(stats, style_grams, terms)
+        if self.gram_scope == "tile":
+            scopes = self._tile_scopes(canvas, plan, style_grams)
+        else:
+            stats = self._statistics(canvas, plan)
+            scopes = [(terms, stats, dask.delayed(_errors)(stats, style_grams, terms))] * len(plan)
         scale = self.network.scale(self.content_layer)
         rows: list[list[da.Array]] = [[] for _ in range(plan.grid[0])]
         squared_errors, tv_squares = [], []
-        for tile, origin, canvas_window in padded_tiles(canvas, plan, self.halo.total):
+        tiles = padded_tiles(canvas, plan, self.halo.total)
+        for (tile, origin, canvas_window), (tile_terms, _, errors) in zip(tiles, scopes):
             rows_px, cols_px = tile.padded(self.halo.total, plan.shape)
             cells = [slice(px.start // scale, px.stop // scale) for px in (rows_px, cols_px)]
             content_window = content_target.window(*cells)
             result = self._model_call(kernels.tile_gradient, [canvas_window, content_window],
-                                      origin, _core(tile), terms, errors)  # fmt: skip
+                                      origin, _core(tile), tile_terms, errors)  # fmt: skip
             shape = (tile.y1 - tile.y0, tile.x1 - tile.x0, 3)
             rows[tile.row].append(da.from_delayed(result[0], shape, dtype=self.spec.dtype))
             squared_errors.append(result[1])
             if terms.tv_weight:
                 tv_squares.append(result[2])
+        if self.gram_scope == "tile":
+            tv_squares = tv_squares or [0.0] * len(scopes)
+            losses = [dask.delayed(_total_loss)(e, tv, stats, style_grams, t)
+                      for e, tv, (t, stats, _) in zip(squared_errors, tv_squares, scopes)]  # fmt: skip
+            return _scalar(tree_sum(losses, self.split_every)), _assemble(rows)
         loss = dask.delayed(_total_loss)(
             tree_sum(squared_errors, self.split_every),
             tree_sum(tv_squares, self.split_every) if terms.tv_weight else 0.0,

@@ -23,7 +23,7 @@ import contextlib
 import dataclasses
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -234,6 +234,7 @@ def plan(
     workdir: str | os.PathLike | None = None,
     resume: bool = False,
     makes_output_dir: bool = False,
+    experiment: Mapping | None = None,
 ) -> RunPlan:
     """Plan painting ``content`` in the manner of ``style`` (a picture, or a list of them
     blended by ``settings.style_blend``) into ``output`` (.tif, .png or .jpg): read and check
@@ -241,7 +242,9 @@ def plan(
     picture, an output of an unknown format, in a missing directory (unless
     ``makes_output_dir``: the caller creates it) or that would replace an input, and for
     settings that do not fit the inputs. ``workdir``: the run directory (default
-    ``OUTPUT.daskstyle``); ``resume``: continue the unfinished run there."""
+    ``OUTPUT.daskstyle``); ``resume``: continue the unfinished run there. ``experiment``:
+    switches for the ablations of docs/design.md, not for paintings: ``halo`` and
+    ``gram_scope`` of :func:`daskstyle.api.style_graph`, kept in run.json."""
     output = Path(output)
     images.check_output(
         files.nearest_existing(output.parent) / output.name if makes_output_dir else output,
@@ -252,6 +255,9 @@ def plan(
         raise InputError("give at least one style picture")
     blend = blend_weights("style_blend", settings.style_blend, len(style_paths))
     start.check_init(settings.init)
+    experiment = dict(experiment or {})
+    if set(experiment) - {"halo", "gram_scope"}:
+        raise InputError(f"experiment switches are halo and gram_scope, not {sorted(experiment)}")
     content_image = images.read_image(content)
     style_images = [images.read_image(path) for path in style_paths]
     graph = style_graph(
@@ -260,6 +266,7 @@ def plan(
         content_layer=settings.content_layer, style_layers=settings.style_layers,
         style_layer_weights=settings.style_layer_weights, pooling=settings.pooling,
         tv_weight=settings.tv_weight, dtype=settings.dtype, precision=settings.precision,
+        **experiment,
     )  # fmt: skip
     shape = tuple(content_image.shape[:2])
     first = geometry.level_shapes(shape, settings.r0)[0]
@@ -289,6 +296,7 @@ def plan(
         "inputs": {name: rundir.fingerprint(path) for name, path in sources.items()},
         "levels": len(sizes),
         "finished": False,
+        **({"experiment": experiment} if experiment else {}),
     }
     record = json.loads(json.dumps(record))  # as run.json will hold it: lists, not tuples
     weights_file = resolve_weights(graph.network, weights)[1]

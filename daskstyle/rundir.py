@@ -28,7 +28,7 @@ from .state import LevelState
 FORMAT = 1  # the "daskstyle" key of a run record
 RECORD = "run.json"
 LOSS_CSV = "loss.csv"
-COMPARED = ("settings", "network", "weights_digest", "content", "style")  # same on --resume
+COMPARED = ("settings", "network", "weights_digest", "content", "style", "experiment")
 
 
 def default_workdir(output: Path) -> Path:
@@ -145,7 +145,7 @@ def _what_to_delete(workdir: Path, levels: int) -> str:
 
 
 def _check_same_run(workdir: Path, earlier: dict, record: dict) -> None:
-    changed = [key for key in COMPARED if earlier.get(key) != record[key]]
+    changed = [key for key in COMPARED if earlier.get(key) != record.get(key)]  # same on resume
     if changed:
         raise InputError(f"cannot resume {workdir}: {', '.join(changed)} differ from its run")
     for name, now in record["inputs"].items():
