@@ -3,7 +3,7 @@
     python pipelines/controls_row.py [--out docs/controls] [--r0 192]
 
 Each picture is one `daskstyle run` (hed-vgg16, two levels of 192 and 384 px) whose command
-is printed with its wall time; the pictures go to OUT/<name>.png.
+is printed with its wall time; the pictures go to OUT/<name>.png (the README shows them).
 """
 
 import argparse
@@ -17,13 +17,13 @@ from daskstyle import cli
 DATA = Path(__file__).resolve().parents[1] / "daskstyle" / "data"
 CONTENT, STYLE, STYLE2 = (DATA / f"example_{name}.png" for name in ("content", "style", "style2"))
 
-#: name -> the options after `daskstyle run` (pictures given by their repository paths)
+#: name -> the options after `daskstyle run` (pictures given by their repository paths); the
+#: plain picture is the README's example, daskstyle/data/example_result.png
 CONTROLS = {
-    "plain": [CONTENT, STYLE],
     "colours_kept": [CONTENT, STYLE, "--colors", "content"],
     "two_styles": [CONTENT, STYLE, STYLE2, "--style-blend", "1,1"],
     "strokes_x2": [CONTENT, STYLE, "--style-scale", "2"],
-    "smooth": [CONTENT, STYLE, "--tv-weight", "0.05"],
+    "smooth": [CONTENT, STYLE, "--tv-weight", "500"],
 }
 
 
