@@ -13,9 +13,10 @@ import math
 import numbers
 from dataclasses import dataclass
 
+from .colors import COLORS
 from .errors import SettingError
 from .geometry import TILE_MULTIPLE
-from .networks import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS
+from .networks import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, POOLINGS
 
 DTYPES = ("float32", "float64")
 
@@ -174,13 +175,13 @@ _RULES = {
     "precision": _precision,
     "style_blend": _weights,
     "style_scale": lambda name, value: check_number(name, value, positive=True),
-    "colors": lambda name, value: _choice(name, value, ("style", "content", "match")),
+    "colors": lambda name, value: _choice(name, value, COLORS),
     "init": _init,
     "seed": _seed,
     "tv_weight": check_number,
     "content_layer": _layer,
     "style_layers": _layers,
     "style_layer_weights": _weights,
-    "pooling": lambda name, value: _choice(name, value, ("max", "avg")),
+    "pooling": lambda name, value: _choice(name, value, POOLINGS),
     "bit_depth": _bit_depth,
 }
