@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 from dataclasses import dataclass
 
 import dask
@@ -204,12 +205,16 @@ class AdamSettings:
     lr: float | None = None
 
 
-def advance(state, grad: da.Array, loss=None) -> tuple[float, float, float | None]:
+def advance(state, grad: da.Array, loss=None, started: float | None = None
+            ) -> tuple[float, float, float | None]:  # fmt: skip
     """Run step t+1 of a level's ``state`` (:class:`daskstyle.state.LevelState`) with
     ``grad``, the gradient at its canvas (and optionally its lazy ``loss``, computed in the
-    same pass); commit it; return the max and mean pixel change and the loss. The first step of a level without a fixed ``lr`` first stores its moments
+    same pass); commit it, with the seconds since ``started`` (a :func:`time.perf_counter`
+    reading; default: this call) in its history; return the max and mean pixel change and
+    the loss. The first step of a level without a fixed ``lr`` first stores its moments
     with max ``|grad|`` and commits the rate the ``tpc`` rule gives. A step whose loss,
     gradient or pixel change is not finite raises :class:`NotFiniteError` uncommitted."""
+    started = time.perf_counter() if started is None else started
     attrs, s = state.attrs, state.settings
     t, cur = attrs["step"], attrs["current"]
     nxt = 1 - cur
@@ -238,7 +243,8 @@ def advance(state, grad: da.Array, loss=None) -> tuple[float, float, float | Non
         largest, mean, loss = graph.compute(loss)
     _require_finite(t + 1, loss=loss, **{"pixel update": largest + mean})
     result = (largest, mean, _float_or_none(loss))
-    state.commit(step=t + 1, current=nxt, pending=None, history=[*attrs["history"], list(result)])
+    entry = [*result, time.perf_counter() - started]
+    state.commit(step=t + 1, current=nxt, pending=None, history=[*attrs["history"], entry])
     return result
 
 

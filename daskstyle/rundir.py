@@ -214,12 +214,15 @@ def owned_bytes(workdir: Path) -> int:
 
 def write_loss_csv(workdir: Path, upto_level: int) -> None:
     """loss.csv from the committed histories of levels 0..``upto_level`` (written atomically;
-    levels numbered from 1, as the progress lines count)."""
+    levels numbered from 1, as the progress lines count): each step's loss, pixel changes,
+    rate and seconds."""
     text = io.StringIO()
     writer = csv.writer(text)
-    writer.writerow(["level", "step", "loss", "max_change", "mean_change", "lr"])
+    writer.writerow(["level", "step", "loss", "max_change", "mean_change", "lr", "seconds"])
     for level in range(upto_level + 1):
         state = LevelState.open(level_dir(workdir, level))
-        for step, (max_change, mean_change, loss) in enumerate(state.attrs["history"], start=1):
-            writer.writerow([level + 1, step, loss, max_change, mean_change, state.lr])
+        for step, (max_change, mean_change, loss, *seconds) in enumerate(
+            state.attrs["history"], start=1
+        ):  # a run begun before daskstyle kept seconds has none
+            writer.writerow([level + 1, step, loss, max_change, mean_change, state.lr, *seconds])
     files.write_atomically(workdir / LOSS_CSV, text.getvalue().encode())

@@ -79,7 +79,8 @@ class LevelState:
 
     Attributes: ``step`` (steps done), ``current`` (buffer holding p, m, v of that step),
     ``lr``, ``pending`` (``{"loss": ...}`` while the first step's moments wait in the other
-    buffer), ``history`` ([max change, mean change, loss] per step), ``settings``, ``run_id``.
+    buffer), ``history`` ([max change, mean change, loss, seconds] per step), ``settings``,
+    ``run_id``.
     """
 
     BUFFERS = ("canvas", "m", "v")

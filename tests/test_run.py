@@ -48,6 +48,7 @@ def test_levels_progress_and_outputs(pictures, weights_file, tmp_path):
         (e.level + 1, e.step) for e in steps
     ]
     assert [float(r["loss"]) for r in rows] == pytest.approx([e.loss for e in steps])
+    assert [float(r["seconds"]) for r in rows] == [e.seconds for e in steps]  # as reported
 
 
 def test_tiled_run_equals_untiled_run(pictures, weights_file, tmp_path):
@@ -138,10 +139,10 @@ def test_disk_full_mid_run_is_one_line_and_the_run_resumes(
 ):
     real_advance = level_loop.advance
 
-    def disk_full_at_step_2(state, *args):
+    def disk_full_at_step_2(state, *args, **options):
         if state.step == 1:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(state.group.store_path))
-        return real_advance(state, *args)
+        return real_advance(state, *args, **options)
 
     out = tmp_path / "out.png"
     argv = ["run", *map(str, pictures), "-o", str(out), "--r0", "48", "--max-iters", "3",
