@@ -296,28 +296,31 @@ def _resume_hint(args: argparse.Namespace) -> str:
     from .rundir import default_workdir
 
     if args.command == "run":
-        workdir = Path(args.workdir) if args.workdir else default_workdir(Path(args.output))
+        workdirs = [Path(args.workdir) if args.workdir else default_workdir(Path(args.output))]
         how = "--resume"
     elif args.command == "pipeline":
-        workdir, how = _production_workdir(args.file), f"resume = true in {args.file}"
+        workdirs, how = _pipeline_workdirs(args.file), f"resume = true in {args.file}"
     else:
         return ""
-    if workdir is None or not _unfinished_run(workdir):
+    if not any(_unfinished_run(workdir) for workdir in workdirs):
         return ""
     return f" (the run continues from its last step with {how})"
 
 
-def _production_workdir(file: str) -> Path | None:
-    from .pipeline import Production, load
+def _pipeline_workdirs(file: str) -> list[Path]:
+    """The run directories of a production's or a comparison's file (none for others)."""
+    from .pipeline import Comparison, Production, load, painting_path
     from .rundir import default_workdir
 
     try:
         config = load(file)
     except DaskstyleError:
-        return None
-    if not isinstance(config, Production):
-        return None
-    return config.workdir or default_workdir(config.output)
+        return []
+    if isinstance(config, Production):
+        return [config.workdir or default_workdir(config.output)]
+    if isinstance(config, Comparison):
+        return [default_workdir(painting_path(config.output, v.name)) for v in config.variant]
+    return []
 
 
 def _unfinished_run(workdir: Path) -> bool:

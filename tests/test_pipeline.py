@@ -101,7 +101,7 @@ def test_production_dry_run_prints_its_plan_and_writes_nothing(tmp_path):
     assert str(tmp_path / "results/production_small.tif.daskstyle") in lines[4]
     assert lines[-1] == "the disks are large enough; nothing was written"
     assert list(tmp_path.iterdir()) == [path]  # not even the results directory
-    with pytest.raises(InputError, match="--dry-run is for productions"):
+    with pytest.raises(InputError, match="--dry-run is for productions and comparisons"):
         run_pipeline(shipped("scaling_small.toml", tmp_path), dry_run=True)
 
 

@@ -14,6 +14,10 @@ experiments and tests, the picture is noise).
 - ``kind = "scaling"`` (:mod:`.scaling`): strong scaling (a fixed ``canvas``² for every
   worker count) and weak scaling (side ``canvas * sqrt(workers)``, rounded to 16 px) over
   ``workers`` and ``tiles``. Writes ``OUTPUT.csv`` and ``OUTPUT.png`` (:mod:`.plot`).
+- ``kind = "comparison"`` (:mod:`.comparison`): the content painted once per ``[[variant]]``
+  (the file's settings with the variant's keys instead, including the ablation switches of
+  ``experiment``). Writes each painting, ``OUTPUT.csv``, ``OUTPUT-steps.csv`` and the
+  side-by-side figure ``OUTPUT.png`` (:mod:`.sheet`).
 """
 
 from __future__ import annotations
@@ -23,23 +27,29 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import InputError
-from .config import Production, Scaling, load
+from .comparison import dry_run_comparison, run_comparison
+from .config import load
+from .keys import Comparison, Production, Scaling, painting_path
 from .production import dry_run_production, run_production
 from .scaling import run_scaling, weak_side
 
-__all__ = ["Production", "Scaling", "load", "run_pipeline", "weak_side"]
+__all__ = ["Comparison", "Production", "Scaling", "load", "painting_path", "run_pipeline",
+           "weak_side"]  # fmt: skip
+RUNNERS = {Production: run_production, Scaling: run_scaling, Comparison: run_comparison}
 
 
 def run_pipeline(
     path: str | os.PathLike, echo: Callable[[str], None] = print, dry_run: bool = False
 ) -> list[Path]:
     """Check the pipeline file ``path``, run it, and return the files it wrote. ``dry_run``:
-    echo what a production would do (:func:`daskstyle.run.dry_run`), write nothing."""
+    echo what a production's run or a comparison's runs would do
+    (:meth:`daskstyle.run.RunPlan.dry_run`), write nothing."""
     config = load(path)
     if not dry_run:
-        runner = run_production if isinstance(config, Production) else run_scaling
-        return runner(config, echo)
-    if not isinstance(config, Production):
-        raise InputError(f"{path}: --dry-run is for productions, this is a scaling study")
-    dry_run_production(config, echo)
+        return RUNNERS[type(config)](config, echo)
+    if isinstance(config, Scaling):
+        raise InputError(
+            f"{path}: --dry-run is for productions and comparisons, not scaling studies"
+        )
+    (dry_run_production if isinstance(config, Production) else dry_run_comparison)(config, echo)
     return []

@@ -7,7 +7,7 @@ import importlib.util
 import io
 
 from ..errors import DaskstyleError
-from .config import MODES
+from .keys import MODES
 
 PANELS = (("seconds_per_iteration", "seconds per iteration"),
           ("tiles_per_second", "tiles per second"), ("efficiency", "efficiency"))  # fmt: skip

@@ -10,13 +10,13 @@ from pathlib import Path
 
 from .. import run
 from ..progress import Progress
-from .config import RANDOM, Production
+from .keys import RANDOM, Production
 
 
 def dry_run_production(config: Production, echo: Callable[[str], None]) -> None:
     """Echo what the production would do (:meth:`daskstyle.run.RunPlan.dry_run`); write
     nothing."""
-    with _weights_file(config) as weights:
+    with weights_file(config) as weights:
         for line in _plan(config, weights).dry_run():
             echo(line)
 
@@ -27,7 +27,7 @@ def run_production(config: Production, echo: Callable[[str], None]) -> list[Path
 
     settings, output = config.settings, config.output
     progress = Progress(echo)
-    with _weights_file(config) as weights:
+    with weights_file(config) as weights:
         plan = _plan(config, weights)
         plan.check()  # before a cluster starts
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -48,7 +48,7 @@ def _plan(config: Production, weights) -> run.RunPlan:
 
 
 @contextlib.contextmanager
-def _weights_file(config: Production) -> Iterator[Path | None]:
+def weights_file(config: Production) -> Iterator[Path | None]:
     """The weights to pass by path: ``"random"`` becomes a temporary file of seeded weights."""
     if config.weights != RANDOM:
         yield config.weights

@@ -22,7 +22,7 @@ from pathlib import Path
 from .. import files, footprint
 from ..text import counted
 from . import plot
-from .config import RANDOM, Scaling
+from .keys import RANDOM, Scaling
 
 WEAK_ROUNDING = 16  # weak-scaling canvas sides are rounded to this many px
 CSV_FIELDS = (

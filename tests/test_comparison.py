@@ -1,0 +1,120 @@
+"""Comparisons: the shipped toy tiling experiment paints its variants, measures them, writes
+its figure and CSVs, and keeps finished variants on resume; bad files end in one line."""
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from daskstyle import rundir
+from daskstyle.errors import InputError
+from daskstyle.pipeline import load, painting_path, run_pipeline
+
+PIPELINES = Path(__file__).resolve().parent.parent / "pipelines"
+VARIANTS = ["(a) no halo, tile Grams", "(b) exact halo, tile Grams", "(c) daskstyle", "untiled"]
+
+
+def _rows(path: Path) -> list[dict]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_small_tiling_experiment(tmp_path):
+    """pipelines/tiling_small.toml (the seed paper's Fig. 9 at toy size): the figure, the
+    CSVs and the seam scores are written; (c) leaves no more trace than the untiled run and
+    far less than (a) and (b); run again with resume, every variant is kept as it was."""
+    path = Path(shutil.copy(PIPELINES / "tiling_small.toml", tmp_path))
+    lines = []
+    written = run_pipeline(path, echo=lines.append)
+    stem = tmp_path / "results" / "tiling_small"
+    paintings = [painting_path(stem, name) for name in VARIANTS]
+    assert written == [stem.with_suffix(".png"), stem.with_suffix(".csv"),
+                       stem.with_name("tiling_small-steps.csv"), *paintings]  # fmt: skip
+    assert paintings[0].name == "tiling_small-a-no-halo-tile-grams.png"
+    summary = {row["variant"]: row for row in _rows(stem.with_suffix(".csv"))}
+    assert list(summary) == VARIANTS
+    seam = {name: float(row["seam_score"]) for name, row in summary.items()}
+    spread = {name: float(row["colour_spread"]) for name, row in summary.items()}
+    assert seam["(c) daskstyle"] == pytest.approx(seam["untiled"], abs=0.02)
+    assert min(seam["(a) no halo, tile Grams"], seam["(b) exact halo, tile Grams"]) > 3 * seam["(c) daskstyle"]  # fmt: skip
+    assert spread["(a) no halo, tile Grams"] > spread["(c) daskstyle"] + 0.3
+    assert summary["untiled"]["changes"] == "tile=384"
+    assert summary["(a) no halo, tile Grams"]["changes"] == "halo=0 gram_scope=tile"
+    steps = _rows(stem.with_name("tiling_small-steps.csv"))
+    assert len(steps) == 4 * 3 and {row["tiles"] for row in steps} == {"24", "1"}
+    assert all(float(row["seconds"]) > 0 and row["megapixels"] == "0.098304" for row in steps)
+    record = rundir.read_record(rundir.default_workdir(paintings[1]))
+    assert record["experiment"] == {"gram_scope": "tile"} and record["finished"]
+    figure = Image.open(stem.with_suffix(".png"))
+    assert figure.width == 16 + 4 * (384 + 16) and figure.height > 256 + 128
+    assert any("seam score" in line for line in lines)
+
+    path.write_text(path.read_text().replace("kind =", "resume = true\nkind =", 1))
+    before = stem.with_suffix(".csv").read_bytes()
+    lines.clear()
+    run_pipeline(path, echo=lines.append)
+    assert sum("kept from before" in line for line in lines) == 4
+    assert stem.with_suffix(".csv").read_bytes() == before
+
+
+def _toml(text: str) -> str:
+    return ('kind = "comparison"\ncontent = "example"\nstyle = "example"\noutput = "r/o"\n'
+            + text)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("", ["missing key 'variant'"]),
+        ('[[variant]]\nname = "x"\nfoo = 1\n', ["unknown key 'variant 1.foo'"]),
+        ('[[variant]]\nname = "x"\n[[variant]]\nname = "y"\nr0 = 0\n', ['variant "y": r0 must']),
+        (
+            '[[variant]]\nname = "x"\nexperiment = { gram_scope = "tiles" }\n',
+            ["variant 1.experiment.gram_scope must be image or tile, not 'tiles'"],
+        ),  # fmt: skip
+        (
+            '[[variant]]\nname = "x"\nexperiment = { tile = 1 }\n',
+            ["unknown key 'variant 1.experiment.tile' (known keys: halo, gram_scope)"],
+        ),  # fmt: skip
+        ('[[variant]]\nname = "x"\nstyle = "none.png"\n', ['variant "x": style', "none.png"]),
+        ('[[variant]]\nname = "x"\n[[variant]]\nname = "X!"\n', ["both write o-x.png"]),
+        ('crop = [300, 0, 128]\n[[variant]]\nname = "x"\n', ["crop [300, 0, 128]", "384x256"]),
+        ("crop = [0, 0]\n[[variant]]\nname = 'x'\n", ["crop must be [x, y, side]"]),
+        ("variant = 3\n", ["variant must be a list of tables, not 3"]),
+    ],
+)
+def test_bad_comparison_files_give_one_line_errors(tmp_path, text, words):
+    path = tmp_path / "bad.toml"
+    path.write_text(_toml(text))
+    with pytest.raises(InputError) as error:
+        load(path)
+    message = str(error.value)
+    assert "\n" not in message and str(path) in message
+    for word in words:
+        assert word in message
+
+
+def test_dry_run_says_each_variant_and_writes_nothing(tmp_path):
+    path = Path(shutil.copy(PIPELINES / "tiling_small.toml", tmp_path))
+    lines = []
+    assert run_pipeline(path, echo=lines.append, dry_run=True) == []
+    variants = [line for line in lines if line.startswith("variant ")]
+    assert variants[0] == "variant 1/4: (a) no halo, tile Grams (halo=0 gram_scope=tile)"
+    assert variants[2] == "variant 3/4: (c) daskstyle (as the file says)"
+    assert any("halo 0 px" in line for line in lines)
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_shipped_full_size_comparison_is_valid(tmp_path):
+    """pipelines/tiling.toml checks, given pictures where fetch_photos.py puts them."""
+    path = Path(shutil.copy(PIPELINES / "tiling.toml", tmp_path))
+    (tmp_path / "photos").mkdir()
+    for name, size in (("ladybird_square_1024.png", (1024, 1024)),
+                       ("elephants_1024.png", (1024, 576))):  # fmt: skip
+        Image.fromarray(np.zeros((size[1], size[0], 3), np.uint8)).save(tmp_path / "photos" / name)
+    config = load(path)
+    assert [v.name for v in config.variant] == VARIANTS
+    assert config.settings_of(config.variant[3]).tile == 1024 and config.seam_tile == 256
