@@ -2,6 +2,7 @@
 its figure and CSVs, and keeps finished variants on resume; bad files end in one line."""
 
 import csv
+import io
 import shutil
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from PIL import Image
 
 from daskstyle import rundir
 from daskstyle.errors import InputError
-from daskstyle.pipeline import load, painting_path, run_pipeline
+from daskstyle.pipeline import cost, load, painting_path, run_pipeline
 
 PIPELINES = Path(__file__).resolve().parent.parent / "pipelines"
 VARIANTS = ["(a) no halo, tile Grams", "(b) exact halo, tile Grams", "(c) daskstyle", "untiled"]
@@ -48,6 +49,10 @@ def test_small_tiling_experiment(tmp_path):
     assert all(float(row["seconds"]) > 0 and row["megapixels"] == "0.098304" for row in steps)
     record = rundir.read_record(rundir.default_workdir(paintings[1]))
     assert record["experiment"] == {"gram_scope": "tile"} and record["finished"]
+    from_csv = cost.level_times(stem.with_name("tiling_small-steps.csv"))
+    from_run = cost.level_times(rundir.default_workdir(paintings[2]))
+    assert from_run == [{**from_csv[2], "source": "tiling_small-c-daskstyle.png.daskstyle"}]
+    assert from_csv[2]["steps"] == 2 and from_csv[2]["width"] == 384  # step 1 left out
     figure = Image.open(stem.with_suffix(".png"))
     assert figure.width == 16 + 4 * (384 + 16) and figure.height > 256 + 128
     assert any("seam score" in line for line in lines)
@@ -108,13 +113,43 @@ def test_dry_run_says_each_variant_and_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == [path]
 
 
-def test_shipped_full_size_comparison_is_valid(tmp_path):
-    """pipelines/tiling.toml checks, given pictures where fetch_photos.py puts them."""
-    path = Path(shutil.copy(PIPELINES / "tiling.toml", tmp_path))
+@pytest.mark.parametrize(
+    "name, variants",
+    [("tiling.toml", VARIANTS), ("start_resolution.toml", ["r0 = 256", "r0 = 512", "r0 = 1024"]),
+     ("style_resolution.toml", ["style 256 px", "style 512 px", "style 1024 px",
+                                "style 1024 px, style_scale 0.25"])],
+)  # fmt: skip
+def test_shipped_full_size_comparisons_are_valid(tmp_path, name, variants):
+    """The full-size experiments check, given pictures where fetch_photos.py puts them."""
+    path = Path(shutil.copy(PIPELINES / name, tmp_path))
     (tmp_path / "photos").mkdir()
-    for name, size in (("ladybird_square_1024.png", (1024, 1024)),
-                       ("elephants_1024.png", (1024, 576))):  # fmt: skip
-        Image.fromarray(np.zeros((size[1], size[0], 3), np.uint8)).save(tmp_path / "photos" / name)
+    for picture, width, height in (("ladybird_square_1024.png", 1024, 1024),
+                                   ("ladybird_1024.png", 1024, 640),
+                                   *((f"elephants_{side}.png", side, side * 9 // 16)
+                                     for side in (256, 512, 1024))):  # fmt: skip
+        Image.fromarray(np.zeros((height, width, 3), np.uint8)).save(tmp_path / "photos" / picture)
     config = load(path)
-    assert [v.name for v in config.variant] == VARIANTS
-    assert config.settings_of(config.variant[3]).tile == 1024 and config.seam_tile == 256
+    assert [v.name for v in config.variant] == variants
+    if name == "tiling.toml":
+        assert config.settings_of(config.variant[3]).tile == 1024 and config.seam_tile == 256
+
+
+def test_cost_fit_recovers_a_power_law(tmp_path):
+    """A steps CSV whose seconds are 3 * MP ** 1.2: the fit finds the law, the first step of
+    each level (slower) is left out, and the figure is drawn."""
+    path = tmp_path / "x-steps.csv"
+    lines = ["variant,level,width,height,megapixels,tiles,step,loss,mean_change,seconds"]
+    for level, side in enumerate((250, 500, 1000, 2000), start=1):
+        seconds = 3 * (side * side / 1e6) ** 1.2
+        lines += [f"v,{level},{side},{side},0,1,{step},1,1,{seconds * (9 if step == 1 else 1)}"
+                  for step in (1, 2, 3)]  # fmt: skip
+    path.write_text("\n".join(lines) + "\n")
+    rows = cost.level_times(path)
+    assert [row["megapixels"] for row in rows] == [0.0625, 0.25, 1.0, 4.0]
+    a, b = cost.fit_power_law(rows)
+    assert a == pytest.approx(3) and b == pytest.approx(1.2)
+    assert Image.open(io.BytesIO(cost.cost_png(rows, (a, b), "t"))).width == 700
+    with pytest.raises(InputError, match="at least two sizes"):
+        cost.fit_power_law(rows[:1])
+    with pytest.raises(InputError, match="neither"):
+        cost.level_times(tmp_path / "x.png")
