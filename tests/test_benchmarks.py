@@ -47,6 +47,8 @@ def test_bench_commands_print_their_figures(argv, expected, capsys):
         ("bench_overhead.py", ["--tiles", "4", "--core", "32", "--warmup", "0", "--timed", "1",
                                "--workers", "1"],
          rf"4 +local 1 proc +\d+ +{NUMBER}"),
+        ("whole_image_pytorch.py", ["--size", "64", "--steps", "2"],
+         rf"whole-image PyTorch, hed-vgg16, 64x64, exact, \d+ threads: {NUMBER} s per step"),
     ],
 )  # fmt: skip
 def test_pipeline_benchmarks_print_their_figures(script, args, expected, tmp_path):
