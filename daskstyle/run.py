@@ -144,7 +144,7 @@ class RunPlan:
         graph = self.graph.on_current_scheduler(resources)
         state = None
         with compute_settings(resources):
-            inputs = self._network_inputs()
+            inputs = self.network_inputs()
             for level in range(len(self.sizes)):
                 state = self._run_level(level, state, graph, inputs, on_event)
         with _about_level(len(self.sizes) - 1, len(self.sizes), state.path):
@@ -157,7 +157,7 @@ class RunPlan:
         on_event(Finished(self.output, self.workdir))
         return self.output
 
-    def _network_inputs(self) -> tuple[da.Array, list[da.Array]]:
+    def network_inputs(self) -> tuple[da.Array, list[da.Array]]:
         """The content and styles as the network sees them, after the colour control."""
         if self.settings.colors == "content":
             return colors.luminance_only(self.content, self.styles)
@@ -185,7 +185,7 @@ class RunPlan:
         on_event(LevelStarted(level, levels, shape, len(plan), state.step, settings.max_iters))
         with _about_level(level, levels, path):
             if not state.done:
-                styles = [self._level_style(style, shape, graph) for style in inputs[1]]
+                styles = [self.level_style(style, shape, graph) for style in inputs[1]]
                 for step in open_level(graph, state, plan, styles, self.blend).steps():
                     on_event(Stepped(level, step.step, step.loss, step.max_change,
                                      step.mean_change, step.lr, step.seconds))  # fmt: skip
@@ -198,7 +198,7 @@ class RunPlan:
         on_event(LevelFinished(level, preview))
         return state
 
-    def _level_style(self, style: da.Array, shape: tuple[int, int], graph: StyleGraph):
+    def level_style(self, style: da.Array, shape: tuple[int, int], graph: StyleGraph):
         """A style at a level of ``shape``, with its tile plan (resized chunk by chunk)."""
         side = _style_shape(tuple(style.shape[:2]), max(shape), graph.halo.align,
                             self.settings.style_scale)  # fmt: skip

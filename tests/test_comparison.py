@@ -89,6 +89,10 @@ def _toml(text: str) -> str:
         ('crop = [300, 0, 128]\n[[variant]]\nname = "x"\n', ["crop [300, 0, 128]", "384x256"]),
         ("crop = [0, 0]\n[[variant]]\nname = 'x'\n", ["crop must be [x, y, side]"]),
         ("variant = 3\n", ["variant must be a list of tables, not 3"]),
+        (
+            "seam_tile = 256\n[[variant]]\nname = 'x'\n",
+            ["seam_tile = 256 must be smaller", "384x256"],
+        ),
     ],
 )
 def test_bad_comparison_files_give_one_line_errors(tmp_path, text, words):
@@ -117,7 +121,8 @@ def test_dry_run_says_each_variant_and_writes_nothing(tmp_path):
     "name, variants",
     [("tiling.toml", VARIANTS), ("start_resolution.toml", ["r0 = 256", "r0 = 512", "r0 = 1024"]),
      ("style_resolution.toml", ["style 256 px", "style 512 px", "style 1024 px",
-                                "style 1024 px, style_scale 0.25"])],
+                                "style 1024 px, style_scale 0.25"]),
+     ("precision.toml", ["exact", "bf16"])],
 )  # fmt: skip
 def test_shipped_full_size_comparisons_are_valid(tmp_path, name, variants):
     """The full-size experiments check, given pictures where fetch_photos.py puts them."""
@@ -153,3 +158,73 @@ def test_cost_fit_recovers_a_power_law(tmp_path):
         cost.fit_power_law(rows[:1])
     with pytest.raises(InputError, match="neither"):
         cost.level_times(tmp_path / "x.png")
+
+
+PRECISION_TOML = """\
+kind = "comparison"
+content = "example"
+style = "example"
+output = "results/precision"
+network = "vgg19"
+weights = "random"
+content_layer = "relu2_1"
+style_layers = ["relu1_1", "relu2_1"]
+r0 = 384
+tile = 128
+max_iters = 3
+seam_tile = 128
+float64_losses = true
+
+[[variant]]
+name = "exact"
+
+[[variant]]
+name = "bf16"
+precision = "bf16"
+
+[cluster]
+spec = "threads"
+"""
+
+
+def test_float64_losses_judge_each_painting_the_same_way(tmp_path):
+    """With float64_losses, every painting's content and style losses are evaluated again in
+    float64 (exact, tiled): for a bf16 run as for an exact one, close to each other, written
+    in the summary and the figure; a painting equal to the content has content loss 0."""
+    import torch
+
+    from daskstyle.api import loss_and_grad
+    from daskstyle.images import read_image
+    from daskstyle.networks import random_weights
+    from daskstyle.pipeline.evaluate import float64_losses
+    from daskstyle.run import EXAMPLE_CONTENT, EXAMPLE_STYLE, plan
+    from daskstyle.settings import Settings
+
+    path = tmp_path / "precision.toml"
+    path.write_text(PRECISION_TOML)
+    lines = []
+    run_pipeline(path, echo=lines.append)
+    summary = {row["variant"]: row for row in _rows(tmp_path / "results" / "precision.csv")}
+    losses = {name: (float(row["content_loss_float64"]), float(row["style_loss_float64"]))
+              for name, row in summary.items()}  # fmt: skip
+    assert all(0 < value < float("inf") for pair in losses.values() for value in pair)
+    for exact, bf16 in zip(losses["exact"], losses["bf16"]):
+        assert bf16 == pytest.approx(exact, rel=0.05)
+    assert "losses in float64" in "\n".join(lines)
+    assert all(
+        float(row["seam_score"]) > 0 and row["colour_spread"] == "" for row in summary.values()
+    )
+
+    weights = tmp_path / "vgg19-random.pth"
+    torch.save(random_weights("vgg19", 0), weights)
+    settings = Settings(network="vgg19", content_layer="relu2_1", tile=128,
+                        style_layers=("relu1_1", "relu2_1"))  # fmt: skip
+    run = plan(EXAMPLE_CONTENT, EXAMPLE_STYLE, tmp_path / "out.png", settings=settings,
+               weights=weights)  # fmt: skip
+    content_loss, style_loss = float64_losses(run, EXAMPLE_CONTENT, weights)
+    assert content_loss == 0
+    untiled, _ = loss_and_grad(read_image(EXAMPLE_CONTENT), read_image(EXAMPLE_CONTENT),
+                               read_image(EXAMPLE_STYLE), weights=weights, network="vgg19",
+                               content_weight=0, dtype=np.float64, content_layer="relu2_1",
+                               style_layers=("relu1_1", "relu2_1"))  # fmt: skip
+    assert style_loss == pytest.approx(untiled, rel=1e-9) and style_loss > 0

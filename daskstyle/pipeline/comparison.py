@@ -8,8 +8,10 @@ before the cluster starts; then they run one after the other on one cluster, and
 comparison writes
 
 - ``OUTPUT.csv``: a row per variant: its settings that differ, levels, steps, seconds,
-  final loss, and with ``seam_tile`` the seam score and per-tile colour spread of what it
-  painted (:mod:`daskstyle.seams`, on painting - content);
+  final loss, with ``seam_tile`` the seam score and (on pictures of at least 3 tiles per
+  side) the per-tile colour spread of what it painted (:mod:`daskstyle.seams`, on
+  painting - content), and with ``float64_losses`` its
+  content and style losses re-evaluated in float64 (:mod:`.evaluate`);
 - ``OUTPUT-steps.csv``: a row per step of every run: its level's size and tiles, loss,
   mean change and seconds (what :mod:`.cost` fits);
 - ``OUTPUT.png``: the paintings side by side with their numbers, and with ``crop`` a 1:1
@@ -33,12 +35,14 @@ from .. import files, run, rundir, seams
 from ..images import read_image
 from ..progress import Progress
 from ..run import LevelStarted, Stepped
+from .evaluate import float64_losses
 from .keys import Comparison, painting_path
 from .production import weights_file
 from .sheet import Panel, comparison_png
 
 SUMMARY_FIELDS = ("variant", "painting", "changes", "levels", "steps", "seconds",
-                  "seconds_per_step_last_level", "final_loss", "seam_score", "colour_spread")  # fmt: skip
+                  "seconds_per_step_last_level", "final_loss", "seam_score", "colour_spread",
+                  "content_loss_float64", "style_loss_float64")  # fmt: skip
 STEP_FIELDS = ("variant", "level", "width", "height", "megapixels", "tiles", "step", "loss",
                "mean_change", "seconds")  # fmt: skip
 
@@ -52,14 +56,16 @@ def run_comparison(config: Comparison, echo: Callable[[str], None]) -> list[Path
     steps_csv = stem.with_name(f"{stem.name}-steps.csv")
     earlier = _read_rows(steps_csv) if config.resume else []
     with weights_file(config) as weights:
-        plans = {}
+        plans, kept = {}, set()
         for variant in config.variant:
-            plan = _plan(config, variant, weights, earlier)
-            if plan is not None:
+            plan, done = _plan(config, variant, weights, earlier)
+            if done:
+                kept.add(variant.name)
+            else:
                 plan.check()  # every run, before the cluster starts
             plans[variant.name] = plan
         stem.parent.mkdir(parents=True, exist_ok=True)
-        rows = [row for row in earlier if plans.get(row["variant"], True) is None]
+        rows = [row for row in earlier if row["variant"] in kept]
         options = config.cluster.model_dump(exclude_none=True)
         largest_tile = max(config.settings_of(v).tile for v in config.variant)
         executor = Executor(**options, tile=largest_tile, dtype=config.settings.dtype)
@@ -68,14 +74,20 @@ def run_comparison(config: Comparison, echo: Callable[[str], None]) -> list[Path
             for line in session.lines:
                 echo(line)
             for number, (name, plan) in enumerate(plans.items(), start=1):
-                what = "kept from before" if plan is None else "painting"
+                what = "kept from before" if name in kept else "painting"
                 echo(f"variant {number}/{len(plans)}: {name} ({what})")
-                if plan is not None:
+                if name not in kept:
                     recorder = _StepRecorder(name, Progress(echo))
                     plan.execute(session.resources, on_event=recorder)
                     rows += recorder.rows
                     files.write_atomically(steps_csv, _csv_bytes(STEP_FIELDS, rows))
-    summary = [_summary(config, variant, rows) for variant in config.variant]
+        summary = [_summary(config, variant, rows) for variant in config.variant]
+        if config.float64_losses:
+            for row in summary:
+                echo(f"{row['variant']}: losses in float64")
+                painting = stem.with_name(row["painting"])
+                content_loss, style_loss = float64_losses(plans[row["variant"]], painting, weights)
+                row |= {"content_loss_float64": content_loss, "style_loss_float64": style_loss}
     for row in summary:
         echo(_summary_line(row))
     paintings = [painting_path(stem, variant.name) for variant in config.variant]
@@ -93,15 +105,15 @@ def dry_run_comparison(config: Comparison, echo: Callable[[str], None]) -> None:
     earlier = _read_rows(steps_csv) if config.resume else []
     with weights_file(config) as weights:
         for number, variant in enumerate(config.variant, start=1):
-            plan = _plan(config, variant, weights, earlier)
-            what = "kept from before" if plan is None else _changes(variant) or "as the file says"
+            plan, done = _plan(config, variant, weights, earlier)
+            what = "kept from before" if done else _changes(variant) or "as the file says"
             echo(f"variant {number}/{len(config.variant)}: {variant.name} ({what})")
-            for line in plan.dry_run() if plan is not None else ():
+            for line in () if done else plan.dry_run():
                 echo(f"  {line}")
 
 
-def _plan(config: Comparison, variant, weights, earlier: list[dict]) -> run.RunPlan | None:
-    """The run of ``variant``, or None when ``resume`` keeps its finished painting."""
+def _plan(config: Comparison, variant, weights, earlier: list[dict]) -> tuple[run.RunPlan, bool]:
+    """The run of ``variant``, and whether ``resume`` keeps its finished painting."""
     output = painting_path(config.output, variant.name)
     workdir = run.default_workdir(output)
     record = rundir.read_record(workdir) if config.resume else None
@@ -112,8 +124,8 @@ def _plan(config: Comparison, variant, weights, earlier: list[dict]) -> run.RunP
     kept = any(row["variant"] == variant.name for row in earlier)
     if record is not None and record.get("finished") and output.is_file() and kept:
         rundir.check(workdir, plan.record, resume=True)  # the same run, or say what differs
-        return None
-    return plan
+        return plan, True
+    return plan, False
 
 
 class _StepRecorder:
@@ -151,11 +163,13 @@ def _summary(config: Comparison, variant, rows: list[dict]) -> dict:
             statistics.median(row["seconds"] for row in mine if row["level"] == last_level), 3
         ),
         "final_loss": mine[-1]["loss"], "seam_score": "", "colour_spread": "",
+        "content_loss_float64": "", "style_loss_float64": "",
     }  # fmt: skip
     if config.seam_tile is not None:
         painted = read_image(painting).astype(np.float64) - read_image(config.content)
         row["seam_score"] = round(seams.seam_score(painted, config.seam_tile), 4)
-        row["colour_spread"] = round(seams.tile_colour_spread(painted, config.seam_tile), 4)
+        if min(painted.shape[:2]) >= 3 * config.seam_tile:  # room for the shifted grid
+            row["colour_spread"] = round(seams.tile_colour_spread(painted, config.seam_tile), 4)
     return row
 
 
@@ -173,7 +187,7 @@ def _word(value) -> str:
 
 
 def _summary_line(row: dict) -> str:
-    seam = f", seam score {row['seam_score']}, colour spread {row['colour_spread']}"
+    seam = f", seam score {row['seam_score']}, colour spread {row['colour_spread'] or '-'}"
     return (f"{row['variant']}: {row['steps']} steps in {row['seconds']:.0f} s, final loss "
             f"{row['final_loss']:.5g}{seam if row['seam_score'] != '' else ''}")  # fmt: skip
 
@@ -183,7 +197,12 @@ def _panels(config: Comparison, summary: list[dict]) -> list[Panel]:
     for row in summary:
         numbers = [f"{row['seconds'] / 60:.1f} min, {row['steps']} steps"]
         if row["seam_score"] != "":
-            numbers.append(f"seam {row['seam_score']:.2f}, spread {row['colour_spread']:.2f}")
+            spread = row["colour_spread"]
+            numbers.append(f"seam {row['seam_score']:.2f}"
+                           + (f", spread {spread:.2f}" if spread != "" else ""))  # fmt: skip
+        if row["content_loss_float64"] != "":
+            numbers.append(f"float64: content {row['content_loss_float64']:.4g}, "
+                           f"style {row['style_loss_float64']:.4g}")  # fmt: skip
         path = config.output.with_name(row["painting"])
         panels.append(Panel(path, row["variant"], tuple(numbers)))
     return panels

@@ -113,7 +113,8 @@ def _check_painting(config, settings: Settings, styles: list[Path], output: Path
 
 def _check_comparison(config: Comparison) -> None:
     """The rules a comparison's values keep: those of a production for each variant, variant
-    names that give different file names, a crop inside the picture."""
+    names that give different file names, a crop inside the picture, a picture with room for
+    the seam score's grids."""
     paintings = {}
     for variant in config.variant:
         path = painting_path(config.output, variant.name)
@@ -125,9 +126,12 @@ def _check_comparison(config: Comparison) -> None:
             _check_painting(config, config.settings_of(variant), config.styles_of(variant), path)
         except InputError as err:
             raise InputError(f'variant "{variant.name}": {err}') from None
+    height, width = images.read_image(config.content).shape[:2]
+    if config.seam_tile is not None and min(height, width) <= config.seam_tile:
+        raise InputError(f"seam_tile = {config.seam_tile} must be smaller than each side of "
+                         f"the {width}x{height} content, so that its grid has borders")  # fmt: skip
     if config.crop is not None:
         x, y, side = config.crop
-        height, width = images.read_image(config.content).shape[:2]
         if side == 0 or x + side > width or y + side > height or side > config.column:
             raise InputError(f"crop [{x}, {y}, {side}] must lie inside the {width}x{height} "
                              f"content and be at most column = {config.column} px wide")  # fmt: skip

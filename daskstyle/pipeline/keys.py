@@ -228,6 +228,7 @@ class _ComparisonKeys(_PaintingKeys):
     seam_tile: Count | None = None
     crop: Crop | None = None
     column: Count = 512
+    float64_losses: Switch = False
     variant: Annotated[list[Variant], Field(min_length=1, description="a list of tables")]
 
     def settings_of(self, variant) -> Settings:
