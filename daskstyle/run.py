@@ -29,7 +29,7 @@ from pathlib import Path
 
 import dask.array as da
 
-from . import colors, files, footprint, geometry, images, resize, rundir, start
+from . import colors, files, footprint, geometry, hardware, images, resize, rundir, start
 from .api import level_plan, style_graph
 from .errors import DamagedStateError, InputError, NotFiniteError
 from .executor import compute_settings, tiles_in_memory
@@ -371,7 +371,7 @@ def _style_shape(style: tuple[int, int], level_side: int, minimum: int,
 
 
 def _describe_controls(settings: Settings, record: dict, blend) -> Iterator[str]:
-    """A line for each artistic control that is not at its default."""
+    """A line for each artistic control that is not at its default, and for the arithmetic."""
     if isinstance(record["style"], list):
         weights = ", ".join(f"{Path(p).name} x{w:.3g}" for p, w in zip(record["style"], blend))
         yield f"styles blended: {weights}"
@@ -390,6 +390,8 @@ def _describe_controls(settings: Settings, record: dict, blend) -> Iterator[str]
         yield "pooling: average"
     if settings.bit_depth != 8:
         yield f"output: {settings.bit_depth} bits per sample"
+    if (line := hardware.precision_line(settings.precision)) is not None:
+        yield line
 
 
 def _preview(canvas, shape):
