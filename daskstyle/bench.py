@@ -84,7 +84,7 @@ def print_networks(size: int, networks, echo=print) -> None:
 
 
 def _time_iteration(size: int, tile: int, network: str, steps: int, directory: str,
-                    precision: str = "exact") -> list[dict]:  # fmt: skip
+                    precision: str = "exact", gram: str = "exact") -> list[dict]:  # fmt: skip
     """In a child: a level of ``size``² on disk, then ``steps`` timed steps of a run's level
     loop."""
     import dask.array as da
@@ -103,22 +103,31 @@ def _time_iteration(size: int, tile: int, network: str, steps: int, directory: s
     style_plan = make_plan(style.shape[:2], tile, graph.halo.align)
     adam = AdamSettings(max_iters=steps, stop=0.0)
     state = LevelState.create(directory, content, canvas, plan, adam)
-    level = open_level(graph, state, plan, [(style, style_plan)], (1.0,))
+    level = open_level(graph, state, plan, [(style, style_plan)], (1.0,), gram)
     return [dict(step=step.step, seconds=step.seconds, peak=_peak_mib(), tiles=len(plan))
             for step in level.steps()]  # fmt: skip
 
 
-def print_iteration(size: int, tile: int, network: str, steps: int = 2, precision: str = "exact",
-                    echo=print) -> None:  # fmt: skip
-    """Whole iterations on an on-disk level; the first includes the learning-rate pass."""
-    echo(f"{size}x{size} canvas, {tile}-px tiles, {network}, float32 ({precision}), "
-         f"zarr state on disk, {_device_name()}")  # fmt: skip
-    megapixels = size * size / 1e6
+def iteration_figures(size: int, tile: int, network: str, steps: int, precision: str = "exact",
+                      gram: str = "exact") -> list[dict]:  # fmt: skip
+    """Per step of a fresh process's level of ``size``² (random pictures and weights): its
+    number, seconds, the peak RSS so far (MiB) and the tiles."""
     with tempfile.TemporaryDirectory(prefix="daskstyle-bench-") as directory:
-        for r in _in_child(_time_iteration, size, tile, network, steps, directory, precision):
-            echo(f"step {r['step']}: {r['tiles']} tiles, {r['seconds']:7.1f} s "
-                 f"({r['seconds'] / megapixels:6.2f} s/MP), "
-                 f"peak RSS so far {r['peak'] / 1024:5.2f} GiB")  # fmt: skip
+        args = (size, tile, network, steps, directory, precision, gram)
+        return _in_child(_time_iteration, *args)
+
+
+def print_iteration(size: int, tile: int, network: str, steps: int = 2, precision: str = "exact",
+                    gram: str = "exact", echo=print) -> None:  # fmt: skip
+    """Whole iterations on an on-disk level; the first includes the learning-rate pass (and,
+    with ``gram="lagged"``, the level's one Gram pass)."""
+    echo(f"{size}x{size} canvas, {tile}-px tiles, {network}, float32 ({precision}), "
+         f"Grams {gram}, zarr state on disk, {_device_name()}")  # fmt: skip
+    megapixels = size * size / 1e6
+    for r in iteration_figures(size, tile, network, steps, precision, gram):
+        echo(f"step {r['step']}: {r['tiles']} tiles, {r['seconds']:7.1f} s "
+             f"({r['seconds'] / megapixels:6.2f} s/MP), "
+             f"peak RSS so far {r['peak'] / 1024:5.2f} GiB")  # fmt: skip
     untiled = TILE_BYTES_PER_PIXEL * size * size / 2**30
     echo(f"untiled, the activations alone would need about {untiled:.1f} GiB")
 

@@ -55,7 +55,8 @@ def _bench(args: argparse.Namespace) -> None:
     elif args.kind == "networks":
         bench.print_networks(args.size, args.networks)
     elif args.kind == "iteration":
-        bench.print_iteration(args.size, args.tile, args.network, args.steps, args.precision)
+        bench.print_iteration(args.size, args.tile, args.network, args.steps, args.precision,
+                              args.gram)  # fmt: skip
     else:
         bench.print_precision(args.size, args.network)
 
@@ -106,6 +107,7 @@ def parser() -> argparse.ArgumentParser:
     kinds = bench.add_subparsers(dest="kind", required=True)
     options = {"parents": [common], "formatter_class": argparse.ArgumentDefaultsHelpFormatter}
     from .kernels import PRECISIONS
+    from .level import GRAM_SCHEDULES
     from .networks import NETWORKS
 
     names = list(NETWORKS)
@@ -139,7 +141,10 @@ def parser() -> argparse.ArgumentParser:
         "--network", choices=names, default="vgg19", help="layer list (random weights)"
     )
     iteration.add_argument("--precision", choices=PRECISIONS, default="exact",
-                           help="network arithmetic (tf32 and bf16 pay off on GPUs)")  # fmt: skip
+                           help="network arithmetic (bf16 pays off on GPUs and CPUs with "
+                                "native bf16, tf32 on GPUs)")  # fmt: skip
+    iteration.add_argument("--gram", choices=GRAM_SCHEDULES, default="exact",
+                           help="Gram schedule, as for `daskstyle run`")  # fmt: skip
     precision = kinds.add_parser(
         "precision", help="gradient error of float32/TF32/bf16 vs float64", **options
     )
@@ -166,6 +171,7 @@ def parser() -> argparse.ArgumentParser:
 
 def _add_run_options(run: argparse.ArgumentParser) -> None:
     from .kernels import PRECISIONS
+    from .level import GRAM_SCHEDULES
     from .networks import NETWORKS
     from .run import Settings
 
@@ -228,6 +234,13 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
         default=d.precision,
         help="network arithmetic on GPUs: exact (default), tf32, or bf16 autocast; "
         "`daskstyle bench precision` measures their gradient error",
+    )
+    run.add_argument(
+        "--gram",
+        choices=GRAM_SCHEDULES,
+        default=d.gram,
+        help="exact (default): each step a Gram pass, then a gradient pass; lagged: one pass, "
+        "the gradient holding the previous step's Gram errors (faster, nearly the same picture)",
     )
     run.add_argument(
         "--cluster",

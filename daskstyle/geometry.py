@@ -210,3 +210,13 @@ def level_shapes(shape: tuple[int, int], r0: int) -> list[tuple[int, int]]:
         shapes.append(scaled_shape(shape, scale))
         side *= 2
     return shapes + [tuple(shape)]
+
+
+def style_shape(style: tuple[int, int], level_side: int, minimum: int,
+                style_scale: float = 1.0) -> tuple[int, int]:  # fmt: skip
+    """The style's size at a level whose long side is ``level_side``: scaled like the
+    content, never above its own size, then by ``style_scale`` (above 1: larger strokes,
+    the style enlarged beyond its own size if need be), never below ``minimum`` per side."""
+    scale = min(1.0, level_side / max(style)) * style_scale
+    scale = max(scale, minimum / min(style))
+    return scaled_shape(style, scale)

@@ -261,10 +261,9 @@ class StyleGraph:
         (and pixels) of its core instead of the canvas's; the loss is the sum of these
         per-tile losses. A one-tile plan is the same under both scopes.
         """
-        terms = self.terms(plan.shape)
-        canvas, content_target = source(canvas), source(content_target)
-        if not isinstance(style_grams, Delayed):  # one graph key, not a copy in every task using it
-            style_grams = dask.delayed(style_grams, traverse=False)
+        terms, canvas, content_target, style_grams = self._inputs(
+            canvas, content_target, plan, style_grams
+        )
         if len(plan) == 1:
             windows = [x.window(*(slice(0, n) for n in x.shape)) for x in (canvas, content_target)]
             result = self._model_call(_whole_image, windows, terms, style_grams)
@@ -275,39 +274,71 @@ class StyleGraph:
         else:
             stats = self._statistics(canvas, plan)
             scopes = [(terms, stats, dask.delayed(_errors)(stats, style_grams, terms))] * len(plan)
+        results, grad = self._gradient_pass(canvas, content_target, plan, scopes)
+        if self.gram_scope == "tile":
+            losses = [dask.delayed(_total_loss)(r[1], r[2], stats, style_grams, t)
+                      for r, (t, stats, _) in zip(results, scopes)]  # fmt: skip
+            return _scalar(tree_sum(losses, self.split_every)), grad
+        return self._loss(results, stats, style_grams, terms), grad
+
+    def lagged_loss_and_grad(self, canvas, content_target, plan: geometry.TilePlan, style_grams,
+                             previous: kernels.Statistics | None = None):  # fmt: skip
+        """The one-pass step of ``--gram lagged``: the gradient pass holds constant the Gram
+        errors of ``previous``, the raw Grams of an earlier canvas (None: this canvas's, from a
+        Gram pass first), and sums this canvas's raw Grams from the same forward. Returns the
+        loss of ``canvas`` (exact: its own Grams), the gradient (exact only where ``previous``
+        is this canvas's) and the raw Grams (Delayed), for the next step's ``previous``. For
+        tiled plans (a whole-image task is one pass already) and ``gram_scope="image"``."""
+        if len(plan) == 1 or self.gram_scope != "image":
+            raise ValueError("lagged Grams need a tiled plan and gram_scope 'image'")
+        terms, canvas, content_target, style_grams = self._inputs(
+            canvas, content_target, plan, style_grams
+        )
+        held = self._statistics(canvas, plan) if previous is None else _single(previous)
+        errors = dask.delayed(_errors)(held, style_grams, terms)
+        scopes = [(terms, None, errors)] * len(plan)
+        results, grad = self._gradient_pass(canvas, content_target, plan, scopes, statistics=True)
+        stats = tree_sum([r[3] for r in results], self.split_every)
+        return self._loss(results, stats, style_grams, terms), grad, stats
+
+    def _inputs(self, canvas, content_target, plan: geometry.TilePlan, style_grams):
+        """The loss terms of ``plan``, where tiles read the canvas and content target, and
+        the style target as one graph key (not a copy in every task that uses it)."""
+        return self.terms(plan.shape), source(canvas), source(content_target), _single(style_grams)
+
+    def _gradient_pass(self, canvas: Blocks | Store, content_target: Blocks | Store,
+                       plan: geometry.TilePlan, scopes, statistics: bool = False):  # fmt: skip
+        """Each tile's (delayed) :func:`daskstyle.kernels.tile_gradient` result under its
+        scope's terms and Gram errors, and the gradient assembled from them."""
         scale = self.network.scale(self.content_layer)
         rows: list[list[da.Array]] = [[] for _ in range(plan.grid[0])]
-        squared_errors, tv_squares = [], []
+        results = []
         tiles = padded_tiles(canvas, plan, self.halo.total)
         for (tile, origin, canvas_window), (tile_terms, _, errors) in zip(tiles, scopes):
             rows_px, cols_px = tile.padded(self.halo.total, plan.shape)
             cells = [slice(px.start // scale, px.stop // scale) for px in (rows_px, cols_px)]
             content_window = content_target.window(*cells)
             result = self._model_call(kernels.tile_gradient, [canvas_window, content_window],
-                                      origin, _core(tile), tile_terms, errors)  # fmt: skip
+                                      origin, _core(tile), tile_terms, errors, statistics)  # fmt: skip
             shape = (tile.y1 - tile.y0, tile.x1 - tile.x0, 3)
             rows[tile.row].append(da.from_delayed(result[0], shape, dtype=self.spec.dtype))
-            squared_errors.append(result[1])
-            if terms.tv_weight:
-                tv_squares.append(result[2])
-        if self.gram_scope == "tile":
-            tv_squares = tv_squares or [0.0] * len(scopes)
-            losses = [dask.delayed(_total_loss)(e, tv, stats, style_grams, t)
-                      for e, tv, (t, stats, _) in zip(squared_errors, tv_squares, scopes)]  # fmt: skip
-            return _scalar(tree_sum(losses, self.split_every)), _assemble(rows)
-        loss = dask.delayed(_total_loss)(
-            tree_sum(squared_errors, self.split_every),
-            tree_sum(tv_squares, self.split_every) if terms.tv_weight else 0.0,
-            stats,
-            style_grams,
-            terms,
-        )
-        return _scalar(loss), _assemble(rows)
+            results.append(result)
+        return results, _assemble(rows)
+
+    def _loss(self, results, stats, style_grams, terms: kernels.LossTerms) -> da.Array:
+        """The canvas's loss from its tiles' gradient results and its raw Grams ``stats``."""
+        squared = tree_sum([r[1] for r in results], self.split_every)
+        tv = tree_sum([r[2] for r in results], self.split_every) if terms.tv_weight else 0.0
+        return _scalar(dask.delayed(_total_loss)(squared, tv, stats, style_grams, terms))
 
 
 def _assemble(rows: list[list[da.Array]]) -> da.Array:
     """One array from a grid of per-tile arrays."""
     return da.concatenate([da.concatenate(row, axis=1) for row in rows], axis=0)
+
+
+def _single(value) -> Delayed:
+    return value if isinstance(value, Delayed) else dask.delayed(value, traverse=False)
 
 
 def _scalar(value: Delayed) -> da.Array:

@@ -139,10 +139,14 @@ def tile_statistics(
     model: FeatureNet, tile: np.ndarray, origin: tuple[int, int], core, layers
 ) -> Statistics:
     """Partial Grams of the style ``layers`` over the core of one tile."""
-    features = model(_to_torch(tile, model))
+    return _core_statistics(model, model(_to_torch(tile, model)), origin, core, layers)
+
+
+@torch.no_grad()
+def _core_statistics(model, features, origin, core, layers) -> Statistics:
     grams = {}
     for name in layers:
-        phi = _flat(_crop(features[name], model.network.scale(name), origin, core))
+        phi = _flat(_crop(features[name].detach(), model.network.scale(name), origin, core))
         grams[name] = (phi.T @ phi).cpu().numpy()
     return Statistics(grams)
 
@@ -216,12 +220,15 @@ def _neighbour_squares(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     return across.square(), down.square()
 
 
-def tile_gradient(model, canvas_tile, content_target, origin, core, terms: LossTerms, errors):
+def tile_gradient(model, canvas_tile, content_target, origin, core, terms: LossTerms, errors,
+                  with_statistics: bool = False):  # fmt: skip
     """Gradient on the core of one tile, with the Gram errors E_l = Ĝ_l(s) - Ĝ_l(p) held
     constant; ``content_target`` holds φ_O(o) over the whole padded tile. Returns the gradient,
     the squared content error over the core and the summed squares of the pixel differences
     whose pair has its top or left pixel in the core (0.0 without total variation): summed
-    over the tiles, they give the content and total variation losses."""
+    over the tiles, they give the content and total variation losses. ``with_statistics``:
+    also the core's partial Grams (:func:`tile_statistics`), from the same forward (the
+    gradient's halo holds the forward halo they need)."""
     image = _to_torch(canvas_tile, model).requires_grad_(True)
     features = model(image)
     diff = features[terms.content_layer] - _as_torch(content_target, image)
@@ -241,7 +248,10 @@ def tile_gradient(model, canvas_tile, content_target, origin, core, terms: LossT
         y0, y1, x0, x1 = core
         owners = (..., slice(y0 - origin[0], y1 - origin[0]), slice(x0 - origin[1], x1 - origin[1]))
         tv_squares = (across[owners].sum() + down[owners].sum()).item()
-    return _grad_to_numpy(image, core, origin), squared_error, tv_squares
+    result = (_grad_to_numpy(image, core, origin), squared_error, tv_squares)
+    if with_statistics:
+        result += (_core_statistics(model, features, origin, core, tuple(terms.style_weights)),)
+    return result
 
 
 def whole_loss_and_grad(model, canvas, content_target, terms: LossTerms, style_grams):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import dask
 import dask.array as da
+import numpy as np
 import zarr
 from dask.base import tokenize
 from dask.delayed import Delayed
@@ -22,8 +23,9 @@ from dask.delayed import Delayed
 from .executor import share
 from .geometry import TilePlan
 from .graph import StyleGraph
+from .kernels import Statistics
 from .optim import advance
-from .state import LevelState, check_whole, create_array, open_array
+from .state import LevelState, check_whole, create_array, keep_grams, open_array
 
 
 @dataclass(frozen=True)
@@ -38,16 +40,23 @@ class Step:
     seconds: float
 
 
+#: How a step gets the Gram errors its gradient pass holds: ``exact``, from a Gram pass over
+#: its own canvas first; ``lagged``, from the previous step's canvas, its Grams summed in that
+#: step's gradient pass (one pass per step; docs/design.md).
+GRAM_SCHEDULES = ("exact", "lagged")
+
+
 @dataclass(frozen=True)
 class Level:
-    """What a level's steps read: its state, tile plan, graph, content target and the style
-    target (the styles' blended Gram matrices)."""
+    """What a level's steps read: its state, tile plan, graph, content target, the style
+    target (the styles' blended Gram matrices) and the Gram schedule."""
 
     state: LevelState
     plan: TilePlan
     graph: StyleGraph
     content_target: zarr.Array
     style_grams: Delayed
+    gram: str = "exact"
 
     def steps(self) -> Iterator[Step]:
         """Steps to the stop test, each checked before it reads (a damaged file raises
@@ -57,12 +66,32 @@ class Level:
             start = time.perf_counter()
             state.check()
             check_whole(self.content_target)
-            loss, grad = self.graph.loss_and_grad(
-                state.canvas_store(), self.content_target, self.plan, self.style_grams
-            )
+            loss, grad = self._loss_and_grad()
             max_change, mean_change, loss = advance(state, grad, loss, started=start)
             seconds = state.attrs["history"][-1][3]  # as loss.csv says it
             yield Step(state.step, loss, max_change, mean_change, state.lr, seconds)
+
+    def _loss_and_grad(self) -> tuple[da.Array, da.Array]:
+        """The loss and gradient of the current canvas; a lagged step (after the first of a
+        level) holds the Gram errors of the previous canvas and keeps its canvas's Grams for
+        the next step in the same pass."""
+        state = self.state
+        inputs = (state.canvas_store(), self.content_target, self.plan, self.style_grams)
+        if self.gram == "exact" or len(self.plan) == 1:
+            return self.graph.loss_and_grad(*inputs)
+        step = state.step
+        previous = Statistics(state.lagged_grams(step - 1)) if step else None
+        loss, grad, stats = self.graph.lagged_loss_and_grad(*inputs, previous)
+        kept = dask.delayed(keep_grams)(state.path, step, dask.delayed(_grams)(stats))
+        return da.from_delayed(dask.delayed(_first)(loss, kept), (), dtype=np.float64), grad
+
+
+def _grams(stats: Statistics) -> dict:
+    return stats.grams
+
+
+def _first(value, *_):
+    return value
 
 
 def open_level(
@@ -71,15 +100,16 @@ def open_level(
     plan: TilePlan,
     styles: Sequence[tuple[da.Array, TilePlan]],
     blend: Sequence[float],
+    gram: str = "exact",
 ) -> Level:
     """The level of ``state`` with its targets: the style target (the Gram matrices of the
     ``styles``, each a style image with its tile plan, blended with the weights ``blend``
     that sum to 1), computed now and shared by every step, and the content target, computed
-    once into the level's folder."""
+    once into the level's folder. ``gram``: one of :data:`GRAM_SCHEDULES`."""
     (grams,) = dask.compute(graph.style_target(styles, blend))
     grams = share(grams, f"daskstyle-style-grams-{tokenize(grams)}")
     target = content_target(state.path / "content_target", graph, state, plan)
-    return Level(state, plan, graph, target, grams)
+    return Level(state, plan, graph, target, grams, gram)
 
 
 def content_target(path: Path, graph: StyleGraph, state: LevelState, plan: TilePlan) -> zarr.Array:

@@ -186,7 +186,8 @@ class RunPlan:
         with _about_level(level, levels, path):
             if not state.done:
                 styles = [self.level_style(style, shape, graph) for style in inputs[1]]
-                for step in open_level(graph, state, plan, styles, self.blend).steps():
+                level_loop = open_level(graph, state, plan, styles, self.blend, settings.gram)
+                for step in level_loop.steps():
                     on_event(Stepped(level, step.step, step.loss, step.max_change,
                                      step.mean_change, step.lr, step.seconds))  # fmt: skip
                     rundir.write_loss_csv(self.workdir, level)
@@ -200,8 +201,8 @@ class RunPlan:
 
     def level_style(self, style: da.Array, shape: tuple[int, int], graph: StyleGraph):
         """A style at a level of ``shape``, with its tile plan (resized chunk by chunk)."""
-        side = _style_shape(tuple(style.shape[:2]), max(shape), graph.halo.align,
-                            self.settings.style_scale)  # fmt: skip
+        side = geometry.style_shape(tuple(style.shape[:2]), max(shape), graph.halo.align,
+                                    self.settings.style_scale)  # fmt: skip
         style_plan = level_plan(side, self.settings.tile, graph.halo.align)
         return resize.resize(style, side, chunks=style_plan.tile), style_plan
 
@@ -360,16 +361,6 @@ def _check_levels(workdir: Path, levels: int) -> None:
             state.check()
 
 
-def _style_shape(style: tuple[int, int], level_side: int, minimum: int,
-                 style_scale: float = 1.0) -> tuple[int, int]:  # fmt: skip
-    """The style's size at a level whose long side is ``level_side``: scaled like the
-    content, never above its own size, then by ``style_scale`` (above 1: larger strokes,
-    the style enlarged beyond its own size if need be), never below ``minimum`` per side."""
-    scale = min(1.0, level_side / max(style)) * style_scale
-    scale = max(scale, minimum / min(style))
-    return geometry.scaled_shape(style, scale)
-
-
 def _describe_controls(settings: Settings, record: dict, blend) -> Iterator[str]:
     """A line for each artistic control that is not at its default, and for the arithmetic."""
     if isinstance(record["style"], list):
@@ -392,6 +383,8 @@ def _describe_controls(settings: Settings, record: dict, blend) -> Iterator[str]
         yield f"output: {settings.bit_depth} bits per sample"
     if (line := hardware.precision_line(settings.precision)) is not None:
         yield line
+    if settings.gram == "lagged":
+        yield "Grams lagged: one pass per step, holding the previous step's Gram errors"
 
 
 def _preview(canvas, shape):

@@ -28,7 +28,9 @@ class Settings:
     ``r0``: long side of the first level (each next level doubles it); ``tile``: core tile
     side in px; ``max_iters``: Adam steps per level at most; ``tpc`` (the paper's "target
     pixel change"): the largest pixel change of a level's first step on 0-255, which sets
-    the learning rate; ``stop``: a level ends when a step's mean pixel change falls below it.
+    the learning rate; ``stop``: a level ends when a step's mean pixel change falls below it;
+    ``gram``: ``exact`` (a Gram pass, then a gradient pass) or ``lagged`` (one pass, the Gram
+    errors of the previous step's canvas).
     """
 
     r0: int = 512
@@ -42,6 +44,7 @@ class Settings:
     pyramid: bool = False
     dtype: str = "float32"
     precision: str = "exact"
+    gram: str = "exact"
     style_blend: tuple[float, ...] | None = None
     style_scale: float = 1.0
     colors: str = "style"
@@ -124,6 +127,12 @@ def _precision(name, value):
     _choice(name, value, PRECISIONS)
 
 
+def _gram(name, value):
+    from .level import GRAM_SCHEDULES
+
+    _choice(name, value, GRAM_SCHEDULES)
+
+
 def _pyramid(name, value):
     if not isinstance(value, bool):
         raise SettingError(name, "must be true or false", value)
@@ -173,6 +182,7 @@ _RULES = {
     "pyramid": _pyramid,
     "dtype": lambda name, value: _choice(name, value, DTYPES),
     "precision": _precision,
+    "gram": _gram,
     "style_blend": _weights,
     "style_scale": lambda name, value: check_number(name, value, positive=True),
     "colors": lambda name, value: _choice(name, value, COLORS),

@@ -20,6 +20,7 @@ import dataclasses
 import itertools
 import json
 import math
+import os
 import shutil
 import uuid
 from pathlib import Path
@@ -221,6 +222,37 @@ class LevelState:
             if entry.is_dir() and entry.name not in keep:
                 shutil.rmtree(entry)
 
+    def lagged_grams(self, step: int) -> dict[str, np.ndarray]:
+        """The raw Grams of canvas p_``step`` that a lagged step kept (:func:`keep_grams`),
+        or a :class:`DamagedStateError`."""
+        path = self.path / LAGGED_GRAMS / f"{step}.npz"
+        try:
+            with np.load(path, allow_pickle=False) as saved:
+                return {name: saved[name] for name in saved.files}
+        except (OSError, ValueError, EOFError) as err:
+            raise DamagedStateError(
+                f"{path} is missing or damaged ({type(err).__name__})"
+            ) from None
+
     def commit(self, **changes) -> None:
         """Write the attributes in one atomic store write (zarr writes ``zarr.json`` via rename)."""
         self.group.attrs.put({**self.attrs, **changes})
+
+
+#: The folder of a level state where ``--gram lagged`` keeps the raw Grams of recent canvases.
+LAGGED_GRAMS = "lagged_grams"
+
+
+def keep_grams(path: Path, step: int, grams: dict[str, np.ndarray]) -> None:
+    """Keep the raw Grams of canvas p_``step`` in the level state at ``path`` (written whole
+    under a temporary name, then renamed), and delete those of canvases before p_``step-1``:
+    until step ``step + 1`` commits, a repeat of it still needs p_``step-1``'s."""
+    folder = Path(path) / LAGGED_GRAMS
+    folder.mkdir(exist_ok=True)
+    tmp = folder / f"{step}.{uuid.uuid4().hex}.tmp"
+    with open(tmp, "wb") as file:
+        np.savez(file, **grams)
+    os.replace(tmp, folder / f"{step}.npz")
+    for entry in folder.iterdir():
+        if entry.suffix == ".npz" and int(entry.stem) < step - 1:
+            entry.unlink()

@@ -59,8 +59,9 @@ def null_content_features(model, tile, origin, core, layer):
                      model.network.channels(layer)), np.float32)  # fmt: skip
 
 
-def null_gradient(model, canvas_tile, content, origin, core, terms, errors):
-    """A gradient-pass kernel that computes nothing (a zero gradient on the core)."""
+def null_gradient(model, canvas_tile, content, origin, core, terms, errors, with_statistics=False):
+    """A gradient-pass kernel that computes nothing (a zero gradient on the core; exact Grams
+    only: no partial Grams)."""
     y0, y1, x0, x1 = core
     return np.zeros((y1 - y0, x1 - x0, 3), np.float32), 0.0, 0.0
 

@@ -20,6 +20,7 @@ import time
 import numpy as np
 import torch
 
+from daskstyle import networks
 from daskstyle.networks import (
     DEFAULT_CONTENT_LAYER,
     DEFAULT_STYLE_LAYERS,
@@ -57,23 +58,27 @@ def _gram(feature: torch.Tensor) -> torch.Tensor:
     return phi @ phi.T / phi.shape[1]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=1024, help="canvas side in px (1024)")
-    parser.add_argument("--network", default="hed-vgg16")
-    parser.add_argument("--steps", type=int, default=4, help="(4; the first is a warm-up)")
-    parser.add_argument("--precision", choices=("exact", "bf16"), default="exact")
-    args = parser.parse_args()
-    network = get_network(args.network)
+def measure(
+    size: int,
+    network_name: str,
+    steps: int,
+    precision: str = "exact",
+    random_weights: bool = False,
+    echo=lambda line: None,
+) -> dict:
+    """Seconds of each whole-image step and the process's peak RSS (MiB) after them."""
+    network = get_network(network_name)
     layers = (DEFAULT_CONTENT_LAYER, *DEFAULT_STYLE_LAYERS)
     wanted = {network.index(name): name for name in layers}
     model = build_features(network, max(wanted))
-    load_weights(model, read_state_dict(resolve_weights(network, None)[1]), network, "its file")
+    state = (networks.random_weights(network_name) if random_weights
+             else read_state_dict(resolve_weights(network, None)[1]))  # fmt: skip
+    load_weights(model, state, network, "its file")
     model = model.eval().requires_grad_(False).to(memory_format=torch.channels_last)
     rng = np.random.default_rng(0)
-    content = rng.uniform(0, 255, (args.size, args.size, 3))
-    style = rng.uniform(0, 255, (args.size // 2, args.size // 2, 3))
-    autocast = (torch.autocast("cpu", torch.bfloat16) if args.precision == "bf16"
+    content = rng.uniform(0, 255, (size, size, 3))
+    style = rng.uniform(0, 255, (size // 2, size // 2, 3))
+    autocast = (torch.autocast("cpu", torch.bfloat16) if precision == "bf16"
                 else contextlib.nullcontext())  # fmt: skip
     with torch.no_grad(), autocast:
         target = _features(model, _prepared(content, network), wanted)[DEFAULT_CONTENT_LAYER]
@@ -82,7 +87,7 @@ def main() -> None:
     canvas = _prepared(content, network).requires_grad_(True)
     optimiser = torch.optim.Adam([canvas], lr=1.0)
     seconds = []
-    for step in range(1, args.steps + 1):
+    for step in range(1, steps + 1):
         start = time.perf_counter()
         optimiser.zero_grad()
         with autocast:
@@ -94,13 +99,27 @@ def main() -> None:
         loss.backward()
         optimiser.step()
         seconds.append(time.perf_counter() - start)
-        print(f"step {step}: {seconds[-1]:.2f} s, peak RSS {_peak_mib():,.0f} MiB", flush=True)
-    later = seconds[1:] or seconds
-    pixels = args.size * args.size
-    print(f"whole-image PyTorch, {network.name}, {args.size}x{args.size}, {args.precision}, "
+        echo(f"step {step}: {seconds[-1]:.2f} s, peak RSS {_peak_mib():,.0f} MiB")
+    return dict(seconds=seconds, peak=_peak_mib())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=1024, help="canvas side in px (1024)")
+    parser.add_argument("--network", default="hed-vgg16")
+    parser.add_argument("--steps", type=int, default=4, help="(4; the first is a warm-up)")
+    parser.add_argument("--precision", choices=("exact", "bf16"), default="exact")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="seeded random weights (the time is the same; no file needed)")  # fmt: skip
+    args = parser.parse_args()
+    result = measure(args.size, args.network, args.steps, args.precision, args.random_weights,
+                     echo=lambda line: print(line, flush=True))  # fmt: skip
+    later = result["seconds"][1:] or result["seconds"]
+    peak = result["peak"]
+    print(f"whole-image PyTorch, {args.network}, {args.size}x{args.size}, {args.precision}, "
           f"{torch.get_num_threads()} threads: {statistics.median(later):.2f} s per step "
-          f"(median of {len(later)}), peak RSS {_peak_mib():,.0f} MiB "
-          f"({_peak_mib() * 2**20 / pixels:,.0f} bytes per pixel)")  # fmt: skip
+          f"(median of {len(later)}), peak RSS {peak:,.0f} MiB "
+          f"({peak * 2**20 / args.size**2:,.0f} bytes per pixel)")  # fmt: skip
 
 
 if __name__ == "__main__":
