@@ -108,19 +108,31 @@ def _time_iteration(size: int, tile: int, network: str, steps: int, directory: s
             for step in level.steps()]  # fmt: skip
 
 
-def iteration_figures(size: int, tile: int, network: str, steps: int, precision: str = "exact",
-                      gram: str = "exact") -> list[dict]:  # fmt: skip
+def iteration_figures(size: int, tile: int | str, network: str, steps: int,
+                      precision: str = "exact", gram: str = "exact") -> list[dict]:  # fmt: skip
     """Per step of a fresh process's level of ``size``² (random pictures and weights): its
     number, seconds, the peak RSS so far (MiB) and the tiles."""
     with tempfile.TemporaryDirectory(prefix="daskstyle-bench-") as directory:
-        args = (size, tile, network, steps, directory, precision, gram)
+        args = (size, level_tile(size, tile), network, steps, directory, precision, gram)
         return _in_child(_time_iteration, *args)
 
 
-def print_iteration(size: int, tile: int, network: str, steps: int = 2, precision: str = "exact",
-                    gram: str = "exact", echo=print) -> None:  # fmt: skip
+def level_tile(size: int, tile: int | str) -> int:
+    """The tile of a bench's level of ``size``²: ``tile``, or for ``auto`` the tile `daskstyle
+    run --tile auto` cuts that level in (the largest that fits this machine, cut evenly)."""
+    if tile != "auto":
+        return tile
+    from . import hardware
+    from .geometry import TILE_MULTIPLE, balanced_tile
+
+    return balanced_tile((size, size), hardware.auto_tile(TILE_MULTIPLE, "float32")[0])
+
+
+def print_iteration(size: int, tile: int | str, network: str, steps: int = 2,
+                    precision: str = "exact", gram: str = "exact", echo=print) -> None:  # fmt: skip
     """Whole iterations on an on-disk level; the first includes the learning-rate pass (and,
     with ``gram="lagged"``, the level's one Gram pass)."""
+    tile = level_tile(size, tile)
     echo(f"{size}x{size} canvas, {tile}-px tiles, {network}, float32 ({precision}), "
          f"Grams {gram}, zarr state on disk, {_device_name()}")  # fmt: skip
     megapixels = size * size / 1e6

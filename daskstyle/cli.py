@@ -35,7 +35,7 @@ def _run(args: argparse.Namespace) -> None:
         return
     plan.check()  # before a cluster starts
     executor = Executor(args.cluster, workers=args.workers, jobs=args.jobs,
-                        config=args.slurm_config, tls=args.tls, tile=settings.tile,
+                        config=args.slurm_config, tls=args.tls, tile=plan.tile,
                         dtype=settings.dtype)  # fmt: skip
     with executor.open() as session:
         for line in session.lines:
@@ -133,7 +133,9 @@ def parser() -> argparse.ArgumentParser:
         "iteration", help="whole iterations on disk: seconds, RSS", **options
     )
     iteration.add_argument("--size", type=int, default=2048, help="canvas side in px")
-    iteration.add_argument("--tile", type=int, default=512, help="core tile size")
+    iteration.add_argument(
+        "--tile", type=_tile, default=512, help="core tile side in px, or auto (as for run)"
+    )
     iteration.add_argument(
         "--steps", type=int, default=2, help="timed iterations (Gram, gradient, Adam)"
     )
@@ -184,8 +186,9 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--example", action="store_true", help="use the built-in example pictures")
     numbers = [  # option, type, default, meaning
         ("--r0", int, d.r0, "long side of the first level; each next level doubles it"),
-        ("--tile", int, d.tile, "core tile side in px, a multiple of 16; larger is faster but "
-                                "needs more memory"),
+        ("--tile", _tile, d.tile, "core tile side in px, a multiple of 16 (larger is faster but "
+                                  "needs more memory), or auto: the largest that fits the "
+                                  "memory of the device that runs it, cut evenly per level"),
         ("--max-iters", int, d.max_iters, "Adam steps per level at most"),
         ("--tpc", float, d.tpc, "largest pixel change of a level's first step on 0-255; sets "
                                 "the learning rate"),
@@ -262,6 +265,15 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
         action="store_true",
         help="encrypt scheduler/worker traffic (temporary certificates)",
     )
+
+
+def _tile(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give auto or a number of px, not {text!r}") from None
 
 
 def _numbers(text: str) -> tuple[float, ...]:

@@ -133,7 +133,14 @@ def tiles_in_memory(tile: int, dtype: str, memory: float | None = None) -> int:
     machine's) at once, with the largest halo of the known networks."""
     from distributed.system import MEMORY_LIMIT
 
-    layers = (DEFAULT_CONTENT_LAYER, *DEFAULT_STYLE_LAYERS)
-    depth = max(get_network(name).halo(layers).total for name in NETWORKS)
     itemsize = np.dtype(dtype).itemsize
-    return geometry.concurrent_tiles(MEMORY_SHARE * (memory or MEMORY_LIMIT), tile, depth, itemsize)
+    return geometry.concurrent_tiles(
+        MEMORY_SHARE * (memory or MEMORY_LIMIT), tile, largest_halo(), itemsize
+    )
+
+
+def largest_halo() -> int:
+    """The halo of the known network with the deepest default layers (the memory rules count
+    every tile with it, whichever network runs)."""
+    layers = (DEFAULT_CONTENT_LAYER, *DEFAULT_STYLE_LAYERS)
+    return max(get_network(name).halo(layers).total for name in NETWORKS)

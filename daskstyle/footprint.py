@@ -22,24 +22,30 @@ from .text import readable
 
 @dataclass(frozen=True)
 class LevelSize:
-    """A level of a run: its pixels, tiles and bytes on disk (uncompressed zarr)."""
+    """A level of a run: its pixels, tiles and bytes on disk (uncompressed zarr), and its
+    tiles' core side in px (the level's long side, or more, when it is one tile)."""
 
     shape: tuple[int, int]
     tiles: int
     running_bytes: int  # Adam state and content target while the level runs
     kept_bytes: int  # its final canvas: all that stays once the level is finished
+    tile: int = 512
 
 
 def level_sizes(
-    content_shape: tuple[int, int], graph, *, r0: int, tile: int, dtype
+    content_shape: tuple[int, int], graph, *, r0: int, tile: int, dtype, balanced: bool = False
 ) -> list[LevelSize]:
     """The levels of a run (first level ``r0``, tiles of ``tile`` px, state in ``dtype``) on a
-    content of ``content_shape`` with ``graph``, a :class:`daskstyle.graph.StyleGraph`."""
+    content of ``content_shape`` with ``graph``, a :class:`daskstyle.graph.StyleGraph`.
+    ``balanced``: ``tile`` is the largest tile, each level's as even as
+    :func:`daskstyle.geometry.balanced_tile` cuts it (``--tile auto``)."""
     sizes = []
+    multiple = max(geometry.TILE_MULTIPLE, graph.halo.align)
     for shape in geometry.level_shapes(content_shape, r0):
-        plan = level_plan(shape, tile, graph.halo.align)
+        side = geometry.balanced_tile(shape, tile, multiple) if balanced else tile
+        plan = level_plan(shape, side, graph.halo.align)
         kept = LevelState.nbytes(plan, dtype, released=True)
-        sizes.append(LevelSize(shape, len(plan), running_bytes(plan, dtype, graph), kept))
+        sizes.append(LevelSize(shape, len(plan), running_bytes(plan, dtype, graph), kept, side))
     return sizes
 
 

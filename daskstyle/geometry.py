@@ -181,6 +181,25 @@ def concurrent_tiles(memory: float, tile: int, depth: int, itemsize: int = 4) ->
     return max(1, int(memory // per_tile))
 
 
+def largest_tile(
+    memory: float, depth: int, itemsize: int = 4, multiple: int = TILE_MULTIPLE
+) -> int:
+    """The largest core tile side on the ``multiple``-px grid whose gradient tile, read with a
+    ``depth``-px halo, fits in ``memory`` bytes (the inverse of :func:`concurrent_tiles`);
+    at least ``multiple``."""
+    padded = math.isqrt(int(memory / (TILE_BYTES_PER_PIXEL * itemsize / 4)))
+    return max(multiple, (padded - 2 * depth) // multiple * multiple)
+
+
+def balanced_tile(shape: tuple[int, int], largest: int, multiple: int = TILE_MULTIPLE) -> int:
+    """The tile side, on the ``multiple``-px grid and at most ``largest``, that covers the long
+    side of ``shape`` with the fewest tiles, cut as evenly as the grid allows: no thin last
+    tile that pays a whole halo for a few pixels."""
+    count = -(-max(shape) // largest)
+    even = -(-max(shape) // count)
+    return min(largest, -(-even // multiple) * multiple)
+
+
 def feature_crop(start: int, stop: int, origin: int, scale: int) -> slice:
     """Cells of a layer at ``scale`` that belong to pixels ``[start, stop)`` of a tile read
     from pixel ``origin`` (all aligned to ``scale``, or ``stop`` the image's edge)."""

@@ -279,7 +279,7 @@ class StyleGraph:
             losses = [dask.delayed(_total_loss)(r[1], r[2], stats, style_grams, t)
                       for r, (t, stats, _) in zip(results, scopes)]  # fmt: skip
             return _scalar(tree_sum(losses, self.split_every)), grad
-        return self._loss(results, stats, style_grams, terms), grad
+        return _scalar(self._loss(results, stats, style_grams, terms)), grad
 
     def lagged_loss_and_grad(self, canvas, content_target, plan: geometry.TilePlan, style_grams,
                              previous: kernels.Statistics | None = None):  # fmt: skip
@@ -287,7 +287,9 @@ class StyleGraph:
         errors of ``previous``, the raw Grams of an earlier canvas (None: this canvas's, from a
         Gram pass first), and sums this canvas's raw Grams from the same forward. Returns the
         loss of ``canvas`` (exact: its own Grams), the gradient (exact only where ``previous``
-        is this canvas's) and the raw Grams (Delayed), for the next step's ``previous``. For
+        is this canvas's) and the raw Grams, for the next step's ``previous``: the loss and
+        the Grams as Delayed (a task that keeps the Grams can precede the loss), the gradient
+        as a Dask array. For
         tiled plans (a whole-image task is one pass already) and ``gram_scope="image"``."""
         if len(plan) == 1 or self.gram_scope != "image":
             raise ValueError("lagged Grams need a tiled plan and gram_scope 'image'")
@@ -325,11 +327,11 @@ class StyleGraph:
             results.append(result)
         return results, _assemble(rows)
 
-    def _loss(self, results, stats, style_grams, terms: kernels.LossTerms) -> da.Array:
+    def _loss(self, results, stats, style_grams, terms: kernels.LossTerms) -> Delayed:
         """The canvas's loss from its tiles' gradient results and its raw Grams ``stats``."""
         squared = tree_sum([r[1] for r in results], self.split_every)
         tv = tree_sum([r[2] for r in results], self.split_every) if terms.tv_weight else 0.0
-        return _scalar(dask.delayed(_total_loss)(squared, tv, stats, style_grams, terms))
+        return dask.delayed(_total_loss)(squared, tv, stats, style_grams, terms)
 
 
 def _assemble(rows: list[list[da.Array]]) -> da.Array:

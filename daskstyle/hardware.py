@@ -42,3 +42,39 @@ def precision_line(precision: str) -> str | None:
     if precision == "tf32":
         return "precision tf32: TensorFloat-32 on CUDA GPUs, exact float32 elsewhere"
     return None
+
+
+def tile_memory() -> tuple[float, str]:
+    """The bytes one gradient tile may use on the device that runs it, and where that comes
+    from in words: on a CUDA GPU its share of the GPU's memory (one tile at a time); on CPUs
+    its share of this machine's memory, shared by its cores (a tile per core at once)."""
+    import torch
+    from dask.system import CPU_COUNT
+    from distributed.system import MEMORY_LIMIT
+
+    from .executor import MEMORY_SHARE
+    from .text import readable
+
+    share = f"{MEMORY_SHARE * 100:.0f} %"
+    if torch.cuda.is_available():
+        total = torch.cuda.get_device_properties(0).total_memory
+        return MEMORY_SHARE * total, f"{share} of the GPU's {readable(total)}"
+    return (MEMORY_SHARE * MEMORY_LIMIT / CPU_COUNT,
+            f"{share} of this machine's {readable(MEMORY_LIMIT)} over {CPU_COUNT} cores")  # fmt: skip
+
+
+def auto_tile(align: int, dtype: str) -> tuple[int, str]:
+    """``--tile auto``: the largest core tile side, on the tile grid (``align`` px or 16), whose
+    gradient tile (with the largest halo of the known networks, state in ``dtype``) fits
+    :func:`tile_memory`; and why, in words."""
+    import numpy as np
+
+    from . import geometry
+    from .executor import largest_halo
+    from .text import readable
+
+    memory, where = tile_memory()
+    itemsize, depth = np.dtype(dtype).itemsize, largest_halo()
+    tile = geometry.largest_tile(memory, depth, itemsize, max(geometry.TILE_MULTIPLE, align))
+    needs = geometry.TILE_BYTES_PER_PIXEL * itemsize / 4 * (tile + 2 * depth) ** 2
+    return tile, f"the largest whose gradient tile ({readable(needs)}) fits {where}"

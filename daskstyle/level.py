@@ -83,6 +83,8 @@ class Level:
         previous = Statistics(state.lagged_grams(step - 1)) if step else None
         loss, grad, stats = self.graph.lagged_loss_and_grad(*inputs, previous)
         kept = dask.delayed(keep_grams)(state.path, step, dask.delayed(_grams)(stats))
+        # Delayed into a Dask array, never the reverse: an array inside a Delayed is
+        # finalised into a copy of its graph, and the gradient tasks would run twice
         return da.from_delayed(dask.delayed(_first)(loss, kept), (), dtype=np.float64), grad
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import dask.array as da
 
-from . import colors, files, footprint, geometry, hardware, images, resize, rundir, start
+from . import colors, describe, files, footprint, geometry, hardware, images, resize, rundir, start
 from .api import level_plan, style_graph
 from .errors import DamagedStateError, InputError, NotFiniteError
 from .executor import compute_settings, tiles_in_memory
@@ -98,6 +98,8 @@ class RunPlan:
     graph: StyleGraph
     sizes: list[footprint.LevelSize]
     record: dict  # what run.json says of the run
+    tile: int  # the largest tile side of its levels, in px
+    tile_reason: str | None = None  # under --tile auto: how the tile was chosen
 
     def describe(self) -> Iterator[str]:
         """The plan as lines to print: network and halo, each level's pixels, tiles and disk
@@ -111,16 +113,18 @@ class RunPlan:
             yield (f"layers {', '.join(self.graph.spec.layers)}: halo {halo.total} px instead "
                    f"of the default layers' {default_halo.total} px, so each tile reads "
                    f"{'less' if halo.total < default_halo.total else 'more'}")  # fmt: skip
-        yield from _describe_controls(settings, self.record, self.blend)
+        yield from describe.control_lines(settings, self.record, self.blend)
+        if self.tile_reason:
+            yield self.tile_reason
         for level, size in enumerate(self.sizes):
-            (h, w), tile = size.shape, min(settings.tile, max(size.shape))
+            (h, w), tile = size.shape, min(size.tile, max(size.shape))
             yield (f"level {level + 1}/{len(self.sizes)}: {w}x{h} px, "
                    f"{counted(size.tiles, 'tile')} of {tile} px, "
                    f"{readable(size.running_bytes)} on disk while it runs")  # fmt: skip
         most = readable(footprint.disk_needed(self.sizes))
         yield f"run directory {self.workdir}: at most {most} at once"
-        slots = tiles_in_memory(settings.tile, settings.dtype)
-        yield f"memory of this machine holds {counted(slots, 'tile')} of {settings.tile} px at once"
+        slots = tiles_in_memory(self.tile, settings.dtype)
+        yield f"memory of this machine holds {counted(slots, 'tile')} of {self.tile} px at once"
 
     def check(self) -> None:
         """Raise, before any work, what would stop the run: too little disk, a run directory
@@ -179,7 +183,7 @@ class RunPlan:
                    inputs: tuple[da.Array, list[da.Array]], on_event) -> LevelState:  # fmt: skip
         """Run one level to its stop test; keep only its final canvas; return its state."""
         settings, levels, shape = self.settings, len(self.sizes), self.sizes[level].shape
-        plan = level_plan(shape, settings.tile, graph.halo.align)
+        plan = level_plan(shape, self.sizes[level].tile, graph.halo.align)
         path = rundir.level_dir(self.workdir, level)
         state = self._open_or_create_level(level, path, plan, previous, inputs[0])
         on_event(LevelStarted(level, levels, shape, len(plan), state.step, settings.max_iters))
@@ -203,7 +207,8 @@ class RunPlan:
         """A style at a level of ``shape``, with its tile plan (resized chunk by chunk)."""
         side = geometry.style_shape(tuple(style.shape[:2]), max(shape), graph.halo.align,
                                     self.settings.style_scale)  # fmt: skip
-        style_plan = level_plan(side, self.settings.tile, graph.halo.align)
+        tile = next(size.tile for size in self.sizes if size.shape == shape)
+        style_plan = level_plan(side, tile, graph.halo.align)
         return resize.resize(style, side, chunks=style_plan.tile), style_plan
 
     def _open_or_create_level(self, level, path, plan, previous, content) -> LevelState:
@@ -281,10 +286,12 @@ def plan(
                 f"{name} of {h}x{w} px (at r0={settings.r0}) is too small: "
                 f"{graph.network.name} needs at least {graph.halo.align} px per side"
             )
-    sizes = footprint.level_sizes(
-        shape, graph, r0=settings.r0, tile=settings.tile, dtype=settings.dtype
-    )
     workdir = Path(workdir) if workdir else default_workdir(output)
+    tile, tile_reason = settings.tile, None
+    if tile == "auto":
+        tile, tile_reason = _auto_tile(graph, settings.dtype, workdir, resume)
+    sizes = footprint.level_sizes(shape, graph, r0=settings.r0, tile=tile, dtype=settings.dtype,
+                                  balanced=settings.tile == "auto")  # fmt: skip
     styles_named = [str(Path(path).resolve()) for path in style_paths]
     record = {
         "daskstyle": rundir.FORMAT,
@@ -296,6 +303,7 @@ def plan(
         "style": styles_named[0] if len(styles_named) == 1 else styles_named,
         "inputs": {name: rundir.fingerprint(path) for name, path in sources.items()},
         "levels": len(sizes),
+        "tile_px": tile,
         "finished": False,
         **({"experiment": experiment} if experiment else {}),
     }
@@ -305,7 +313,16 @@ def plan(
         sources["weights"] = Path(weights_file)
     rundir.check_paths(output, workdir, sources)
     return RunPlan(output, workdir, settings, resume, content_image, style_images, blend, graph,
-                   sizes, record)  # fmt: skip
+                   sizes, record, tile, tile_reason)  # fmt: skip
+
+
+def _auto_tile(graph: StyleGraph, dtype: str, workdir: Path, resume: bool) -> tuple[int, str]:
+    """``--tile auto``: the largest tile of the run (a resumed run's own), and why."""
+    earlier = rundir.read_record(workdir) if resume else None
+    if earlier and isinstance(earlier.get("tile_px"), int):
+        return earlier["tile_px"], f"tiles auto: up to {earlier['tile_px']} px, as the run began"
+    tile, reason = hardware.auto_tile(graph.halo.align, dtype)
+    return tile, f"tiles auto: up to {tile} px, {reason}"
 
 
 def transfer(
@@ -359,32 +376,6 @@ def _check_levels(workdir: Path, levels: int) -> None:
         level, state = last
         with _about_level(level, levels, state.path):
             state.check()
-
-
-def _describe_controls(settings: Settings, record: dict, blend) -> Iterator[str]:
-    """A line for each artistic control that is not at its default, and for the arithmetic."""
-    if isinstance(record["style"], list):
-        weights = ", ".join(f"{Path(p).name} x{w:.3g}" for p, w in zip(record["style"], blend))
-        yield f"styles blended: {weights}"
-    if settings.colors == "content":
-        yield "colours: the content's (luminance-only transfer, the content's chroma)"
-    elif settings.colors == "match":
-        yield "colours: the styles recoloured to the content's mean and covariance first"
-    if settings.style_scale != 1:
-        yield f"strokes x{settings.style_scale:g}: the style {settings.style_scale:g} times its default size"
-    if settings.init != "content":
-        seed = f" (seed {settings.seed})" if settings.init == "noise" else ""
-        yield f"start: {settings.init}{seed}"
-    if settings.tv_weight:
-        yield f"smoothness: total variation weight {settings.tv_weight:g}"
-    if settings.pooling != "max":
-        yield "pooling: average"
-    if settings.bit_depth != 8:
-        yield f"output: {settings.bit_depth} bits per sample"
-    if (line := hardware.precision_line(settings.precision)) is not None:
-        yield line
-    if settings.gram == "lagged":
-        yield "Grams lagged: one pass per step, holding the previous step's Gram errors"
 
 
 def _preview(canvas, shape):

@@ -26,7 +26,8 @@ class Settings:
     """What a run paints with; defaults are the paper's (tpc, stop, 100 steps, r0 = 512).
 
     ``r0``: long side of the first level (each next level doubles it); ``tile``: core tile
-    side in px; ``max_iters``: Adam steps per level at most; ``tpc`` (the paper's "target
+    side in px, or ``auto`` (the largest that fits the memory of the device running it, cut
+    evenly per level); ``max_iters``: Adam steps per level at most; ``tpc`` (the paper's "target
     pixel change"): the largest pixel change of a level's first step on 0-255, which sets
     the learning rate; ``stop``: a level ends when a step's mean pixel change falls below it;
     ``gram``: ``exact`` (a Gram pass, then a gradient pass) or ``lagged`` (one pass, the Gram
@@ -34,7 +35,7 @@ class Settings:
     """
 
     r0: int = 512
-    tile: int = 512
+    tile: int | str = 512
     max_iters: int = 100
     tpc: float = 12.8
     stop: float = 0.1
@@ -100,8 +101,12 @@ def blend_weights(name: str, blend, count: int) -> tuple[float, ...]:
 
 
 def _tile(name, value):
+    if value == "auto":
+        return
     if not _is_whole(value) or value < TILE_MULTIPLE or value % TILE_MULTIPLE:
-        raise SettingError(name, f"must be a positive multiple of {TILE_MULTIPLE} px", value)
+        raise SettingError(
+            name, f"must be auto or a positive multiple of {TILE_MULTIPLE} px", value
+        )
 
 
 def _positive_whole(name, value):

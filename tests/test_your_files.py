@@ -141,7 +141,7 @@ def test_an_output_that_is_the_style_or_the_weights_or_in_the_run_directory_is_r
         ("--max-iters", "-1", "--max-iters must be a whole number, 1 or more, not -1"),
         ("--content-weight", "-1", "--content-weight must be a finite number, 0 or more"),
         ("--stop", "-inf", "--stop must be a finite number, 0 or more, not -inf"),
-        ("--tile", "40", "--tile must be a positive multiple of 16 px, not 40"),
+        ("--tile", "40", "--tile must be auto or a positive multiple of 16 px, not 40"),
     ],
 )
 def test_settings_that_are_not_finite_or_out_of_range_are_one_line(

@@ -67,7 +67,7 @@ def run_comparison(config: Comparison, echo: Callable[[str], None]) -> list[Path
         stem.parent.mkdir(parents=True, exist_ok=True)
         rows = [row for row in earlier if row["variant"] in kept]
         options = config.cluster.model_dump(exclude_none=True)
-        largest_tile = max(config.settings_of(v).tile for v in config.variant)
+        largest_tile = max(plan.tile for plan in plans.values())
         executor = Executor(**options, tile=largest_tile, dtype=config.settings.dtype)
         with executor.open() as session:
             echo(f"cluster {executor.spec}")

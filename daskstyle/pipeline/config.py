@@ -15,6 +15,7 @@ from pydantic.fields import FieldInfo
 
 from .. import files, images, start
 from ..errors import InputError, SettingError
+from ..geometry import TILE_MULTIPLE
 from ..networks import get_network
 from ..settings import Settings, blend_weights
 from .keys import PIPELINES, RANDOM, Comparison, Production, Scaling, Table, painting_path
@@ -140,10 +141,12 @@ def _check_comparison(config: Comparison) -> None:
 def _check_scaling(config: Scaling) -> None:
     """The rules a scaling study's values keep beyond their types."""
     for tile in config.tiles:
+        if tile % TILE_MULTIPLE:  # sizes to measure: a multiple, not auto
+            raise InputError(f"tiles must be multiples of {TILE_MULTIPLE} px, not {tile}")
         try:
             config.settings(tile)
         except SettingError as err:
-            raise InputError(err.spelled("tiles") if err.name == "tile" else str(err)) from None
+            raise InputError(str(err)) from None
     _require_file("weights", config.weights)
     network = get_network(config.network)
     for key, layers in (("content_layer", [config.content_layer]),

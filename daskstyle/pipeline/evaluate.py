@@ -25,8 +25,9 @@ def float64_losses(plan: RunPlan, painting, weights) -> tuple[float, float]:
     shape = tuple(painting.shape[:2])
     content, styles = plan.network_inputs()
     styles = [plan.level_style(style, shape, graph)[0] for style in styles]
+    tile = plan.sizes[-1].tile
     common = dict(
-        tile=settings.tile if settings.tile < max(shape) else None, weights=weights,
+        tile=tile if tile < max(shape) else None, weights=weights,
         network=graph.network.name, content_layer=settings.content_layer,
         style_layers=settings.style_layers, style_layer_weights=settings.style_layer_weights,
         pooling=settings.pooling, style_blend=plan.blend, dtype=np.float64,

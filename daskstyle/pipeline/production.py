@@ -32,7 +32,7 @@ def run_production(config: Production, echo: Callable[[str], None]) -> list[Path
         plan.check()  # before a cluster starts
         output.parent.mkdir(parents=True, exist_ok=True)
         options = config.cluster.model_dump(exclude_none=True)
-        executor = Executor(**options, tile=settings.tile, dtype=settings.dtype)
+        executor = Executor(**options, tile=plan.tile, dtype=settings.dtype)
         with executor.open() as session:
             echo(f"cluster {executor.spec}")
             for line in session.lines:
