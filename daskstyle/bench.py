@@ -18,14 +18,16 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
+from . import allocator
 from .geometry import TILE_BYTES_PER_PIXEL
 
 
 def _in_child(function, *args):
-    """``function(*args)`` in a fresh process (its own peak RSS), on the threaded scheduler
-    as ``daskstyle run --cluster threads`` opens it (:class:`daskstyle.executor.Executor`)."""
+    """``function(*args)`` in a fresh process (its own peak RSS) that allocates memory as
+    daskstyle's workers do (:mod:`daskstyle.allocator`), on the threaded scheduler as
+    ``daskstyle run --cluster threads`` opens it (:class:`daskstyle.executor.Executor`)."""
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+    with allocator.starting_workers(), ProcessPoolExecutor(1, mp_context=context) as pool:
         return pool.submit(_on_threads, function, *args).result()
 
 

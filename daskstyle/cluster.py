@@ -26,6 +26,7 @@ from dask.system import CPU_COUNT
 from distributed import Client, LocalCluster
 from distributed.security import Security
 
+from . import allocator
 from .errors import DaskstyleError, InputError
 from .text import one_line
 
@@ -207,22 +208,17 @@ def _signal_handler(handler, signals=(signal.SIGINT, signal.SIGTERM)) -> Iterato
 
 def _start_forkserver() -> None:
     """Start this process's forkserver (once) with Ctrl-C ignored and with distributed's
-    pre-spawn environment (one OpenMP thread, ...), which the processes it forks inherit; it
-    moves itself to a session of its own first thing."""
+    pre-spawn environment (one OpenMP thread, ...) and :mod:`daskstyle.allocator`'s, which
+    the processes it forks inherit; it moves itself to a session of its own first thing."""
     from multiprocessing import forkserver
 
     from distributed.utils import get_mp_context
 
     get_mp_context().set_forkserver_preload([f"{__package__}._forkserver", "distributed"])
-    environ = dask.config.get("distributed.nanny.pre-spawn-environ")
-    ours = dict(os.environ)
-    os.environ.update({name: str(value) for name, value in environ.items()})  # as a nanny does
-    try:
-        with _signal_handler(signal.SIG_IGN, [signal.SIGINT]):
-            forkserver.ensure_running()
-    finally:  # the server keeps the environment it started with; this process keeps its own
-        os.environ.clear()
-        os.environ.update(ours)
+    environ = dask.config.get("distributed.nanny.pre-spawn-environ")  # as a nanny sets it
+    # the server keeps the environment it started with; this process keeps its own
+    with allocator.starting_workers(environ), _signal_handler(signal.SIG_IGN, [signal.SIGINT]):
+        forkserver.ensure_running()
 
 
 def _local_cluster(

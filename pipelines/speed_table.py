@@ -1,19 +1,23 @@
 """daskstyle's tiled iteration against the peers' whole-image float32 PyTorch iteration, in one
 run on this machine: seconds per step and peak RSS of each way, per network and size.
 
-    python pipelines/speed_table.py                   # the README's table (about 40 min here)
+    python pipelines/speed_table.py                   # the README's table (about 50 min here)
     python pipelines/speed_table.py --sizes 64 --rss-size 0 --steps 2   # a quick check
 
 Each measurement runs in a fresh process (its own peak RSS) with seeded random pictures and
 weights (time does not depend on them). A step's seconds are the median of the steps after the
 first (which also sets the learning rate, and under ``--gram lagged`` runs the level's one Gram
-pass). Writes ``pipelines/results/speed.csv`` and prints the table as Markdown; the last row
-shows that the peak RSS of a tiled step does not grow with the canvas.
+pass). The whole-image way runs twice: as the peers run it, the reference of every ratio, and
+with the malloc settings of daskstyle's workers (daskstyle/allocator.py); the tiled ways run
+as daskstyle runs them, at ``--tile`` and, for bf16 + lagged, at the tile ``--tile auto``
+chooses here where it differs. Writes ``pipelines/results/speed.csv`` and prints the table as
+Markdown; the last row shows that the peak RSS of a tiled step does not grow with the canvas.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import multiprocessing
 import statistics
@@ -22,7 +26,8 @@ from pathlib import Path
 
 import whole_image_pytorch
 
-from daskstyle.bench import iteration_figures
+from daskstyle import allocator
+from daskstyle.bench import iteration_figures, level_tile
 
 RESULTS = Path(__file__).parent / "results"
 #: (label, precision, gram) of the tiled ways measured.
@@ -31,12 +36,18 @@ TILED = (
     ("bf16", "bf16", "exact"),
     ("bf16 + lagged", "bf16", "lagged"),
 )
+#: (label, with daskstyle's malloc settings) of the whole-image ways; the first is the peers'.
+WHOLE = (
+    ("whole-image PyTorch float32", False),
+    ("whole-image, daskstyle's malloc", True),
+)
 FIELDS = ("network", "size", "way", "tile", "seconds_per_step", "vs_whole_image", "peak_mib")
 
 
-def _whole_image(size: int, network: str, steps: int) -> dict:
+def _whole_image(size: int, network: str, steps: int, reuse_freed_memory: bool) -> dict:
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+    environment = allocator.starting_workers() if reuse_freed_memory else contextlib.nullcontext()
+    with environment, ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
         return pool.submit(
             whole_image_pytorch.measure, size, network, steps, "exact", True
         ).result()
@@ -50,19 +61,23 @@ def measure(networks, sizes, tile: int, steps: int, rss_size: int, echo=print) -
     rows = []
     for size in sizes:
         for network in networks:
-            whole = _whole_image(size, network, steps)
-            reference = _median_after_first(whole["seconds"])
-            rows.append(dict(network=network, size=size, way="whole-image PyTorch float32", tile="",
-                             seconds_per_step=reference, peak_mib=whole["peak"]))  # fmt: skip
-            echo(_line(rows[-1], reference))
-            for label, precision, gram in TILED:
-                done = iteration_figures(size, tile, network, steps, precision, gram)
+            first = len(rows)
+            for way, reuse in WHOLE:
+                whole = _whole_image(size, network, steps, reuse)
+                rows.append(dict(network=network, size=size, way=way, tile="",
+                                 seconds_per_step=_median_after_first(whole["seconds"]),
+                                 peak_mib=whole["peak"]))  # fmt: skip
+                echo(_line(rows[-1], rows[first]["seconds_per_step"]))
+            auto = level_tile(size, "auto")
+            ways = [*((way, tile) for way in TILED), *([(TILED[-1], auto)] if auto != tile else [])]
+            for (label, precision, gram), side in ways:
+                done = iteration_figures(size, side, network, steps, precision, gram)
                 seconds = _median_after_first([s["seconds"] for s in done])
-                rows.append(dict(network=network, size=size, way=f"daskstyle {label}", tile=tile,
+                rows.append(dict(network=network, size=size, way=f"daskstyle {label}", tile=side,
                                  seconds_per_step=seconds, peak_mib=max(s["peak"] for s in done)))  # fmt: skip
-                echo(_line(rows[-1], reference))
-            for row in rows[-4:]:
-                row["vs_whole_image"] = row["seconds_per_step"] / reference
+                echo(_line(rows[-1], rows[first]["seconds_per_step"]))
+            for row in rows[first:]:
+                row["vs_whole_image"] = row["seconds_per_step"] / rows[first]["seconds_per_step"]
     if rss_size:
         network = networks[0]
         steps_done = iteration_figures(rss_size, tile, network, 2, "bf16", "lagged")

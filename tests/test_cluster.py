@@ -92,6 +92,26 @@ def test_local_cluster_listens_on_loopback_only():
     assert listening() - before == set()  # and closed afterwards
 
 
+def test_local_workers_keep_freed_memory_for_the_next_tensor():
+    """daskstyle.allocator's settings reach a local cluster's workers (over Dask's own
+    MALLOC_TRIM_THRESHOLD_), and this process keeps its environment."""
+    before = dict(os.environ)
+    with open_client("local", workers=1, threads_per_worker=1, dashboard=False) as client:
+        assert client.submit(_freed_memory_kept, pure=False).result()
+    assert dict(os.environ) == before
+
+
+def _freed_memory_kept() -> bool:
+    """Whether 128 MiB freed stay in this process (glibc's default would unmap them)."""
+    import numpy as np
+
+    process = psutil.Process()
+    before = process.memory_info().rss
+    block = np.ones(2**27 // 8)
+    del block
+    return process.memory_info().rss - before > 2**26
+
+
 def test_local_cluster_with_tls():
     pytest.importorskip("cryptography")
     with open_client("local", workers=1, threads_per_worker=1, tls=True, dashboard=False) as client:
