@@ -232,15 +232,16 @@ def tile_gradient(model, canvas_tile, content_target, origin, core, terms: LossT
     image = _to_torch(canvas_tile, model).requires_grad_(True)
     features = model(image)
     diff = features[terms.content_layer] - _as_torch(content_target, image)
-    surrogate = terms.content(diff.square().sum())
-    for name in terms.style_weights:
+    roots, root_grads = [terms.content(diff.square().sum())], [None]
+    for name in terms.style_weights:  # d/dΦ Σ_x φ(x)ᵀ E φ(x) = Φ (E + Eᵀ): fed straight to Φ
         phi = _flat(features[name])
         error = torch.as_tensor(errors[name], device=phi.device, dtype=phi.dtype)
-        surrogate = surrogate + terms.surrogate_coefficient(name) * ((phi @ error.T) * phi).sum()
+        roots.append(phi)
+        root_grads.append(terms.surrogate_coefficient(name) * (phi.detach() @ (error + error.T)))
     if terms.tv_weight:  # every pair of the padded tile: exact on the core behind a 1-px halo
         across, down = _neighbour_squares(image)
-        surrogate = surrogate + terms.tv(across.sum() + down.sum())
-    surrogate.backward()
+        roots[0] = roots[0] + terms.tv(across.sum() + down.sum())
+    torch.autograd.backward(roots, root_grads)
     scale = model.network.scale(terms.content_layer)
     squared_error = _crop(diff.detach(), scale, origin, core).square().sum().item()
     tv_squares = 0.0
