@@ -10,6 +10,7 @@ Each measured configuration runs in a fresh process, so that its peak RSS is its
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import resource
 import tempfile
@@ -86,9 +87,11 @@ def print_networks(size: int, networks, echo=print) -> None:
 
 
 def _time_iteration(size: int, tile: int, network: str, steps: int, directory: str,
-                    precision: str = "exact", gram: str = "exact") -> list[dict]:  # fmt: skip
+                    precision: str = "exact", gram: str = "exact",
+                    checkpoint_every: int = 1) -> list[dict]:  # fmt: skip
     """In a child: a level of ``size``² on disk, then ``steps`` timed steps of a run's level
-    loop."""
+    loop (held in memory between checkpoints where ``checkpoint_every`` > 1). Lagged Grams
+    lag from the second step whatever their drift: the bench times the one-pass step."""
     import dask.array as da
 
     from .api import make_plan, style_graph
@@ -105,17 +108,20 @@ def _time_iteration(size: int, tile: int, network: str, steps: int, directory: s
     style_plan = make_plan(style.shape[:2], tile, graph.halo.align)
     adam = AdamSettings(max_iters=steps, stop=0.0)
     state = LevelState.create(directory, content, canvas, plan, adam)
-    level = open_level(graph, state, plan, [(style, style_plan)], (1.0,), gram)
+    level = open_level(graph, state, plan, [(style, style_plan)], (1.0,), gram, math.inf,
+                       checkpoint_every)  # fmt: skip
     return [dict(step=step.step, seconds=step.seconds, peak=_peak_mib(), tiles=len(plan))
             for step in level.steps()]  # fmt: skip
 
 
 def iteration_figures(size: int, tile: int | str, network: str, steps: int,
-                      precision: str = "exact", gram: str = "exact") -> list[dict]:  # fmt: skip
+                      precision: str = "exact", gram: str = "exact",
+                      checkpoint_every: int = 1) -> list[dict]:  # fmt: skip
     """Per step of a fresh process's level of ``size``² (random pictures and weights): its
     number, seconds, the peak RSS so far (MiB) and the tiles."""
     with tempfile.TemporaryDirectory(prefix="daskstyle-bench-") as directory:
-        args = (size, level_tile(size, tile), network, steps, directory, precision, gram)
+        args = (size, level_tile(size, tile), network, steps, directory, precision, gram,
+                checkpoint_every)  # fmt: skip
         return _in_child(_time_iteration, *args)
 
 
@@ -131,14 +137,18 @@ def level_tile(size: int, tile: int | str) -> int:
 
 
 def print_iteration(size: int, tile: int | str, network: str, steps: int = 2,
-                    precision: str = "exact", gram: str = "exact", echo=print) -> None:  # fmt: skip
-    """Whole iterations on an on-disk level; the first includes the learning-rate pass (and,
-    with ``gram="lagged"``, the level's one Gram pass)."""
+                    precision: str = "exact", gram: str = "exact", checkpoint_every: int = 1,
+                    echo=print) -> None:  # fmt: skip
+    """Whole iterations on a level; the first includes the learning-rate pass (and, with
+    ``gram="lagged"``, the level's one Gram pass). The state is on disk, or in memory with a
+    checkpoint every ``checkpoint_every`` steps."""
     tile = level_tile(size, tile)
+    where = ("zarr state on disk" if checkpoint_every == 1
+             else f"state in memory, on disk every {checkpoint_every} steps")  # fmt: skip
     echo(f"{size}x{size} canvas, {tile}-px tiles, {network}, float32 ({precision}), "
-         f"Grams {gram}, zarr state on disk, {_device_name()}")  # fmt: skip
+         f"Grams {gram}, {where}, {_device_name()}")  # fmt: skip
     megapixels = size * size / 1e6
-    for r in iteration_figures(size, tile, network, steps, precision, gram):
+    for r in iteration_figures(size, tile, network, steps, precision, gram, checkpoint_every):
         echo(f"step {r['step']}: {r['tiles']} tiles, {r['seconds']:7.1f} s "
              f"({r['seconds'] / megapixels:6.2f} s/MP), "
              f"peak RSS so far {r['peak'] / 1024:5.2f} GiB")  # fmt: skip

@@ -24,7 +24,8 @@ def _run(args: argparse.Namespace) -> None:
     try:
         settings = run.Settings(**{f: getattr(args, f) for f in run.Settings.__dataclass_fields__})
         plan = run.plan(content, style, args.output, settings=settings, weights=args.weights,
-                        workdir=args.workdir, resume=args.resume)  # fmt: skip
+                        workdir=args.workdir, resume=args.resume, cluster=args.cluster,
+                        checkpoint_every=args.checkpoint_every)  # fmt: skip
     except SettingError as err:
         if err.name not in run.Settings.__dataclass_fields__:
             raise
@@ -56,7 +57,7 @@ def _bench(args: argparse.Namespace) -> None:
         bench.print_networks(args.size, args.networks)
     elif args.kind == "iteration":
         bench.print_iteration(args.size, args.tile, args.network, args.steps, args.precision,
-                              args.gram)  # fmt: skip
+                              args.gram, args.checkpoint_every)  # fmt: skip
     else:
         bench.print_precision(args.size, args.network)
 
@@ -147,6 +148,8 @@ def parser() -> argparse.ArgumentParser:
                                 "native bf16, tf32 on GPUs)")  # fmt: skip
     iteration.add_argument("--gram", choices=GRAM_SCHEDULES, default="exact",
                            help="Gram schedule, as for `daskstyle run`")  # fmt: skip
+    iteration.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
+                           help="state in memory, on disk every N steps (as for run)")  # fmt: skip
     precision = kinds.add_parser(
         "precision", help="gradient error of float32/TF32/bf16 vs float64", **options
     )
@@ -186,9 +189,11 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--example", action="store_true", help="use the built-in example pictures")
     numbers = [  # option, type, default, meaning
         ("--r0", int, d.r0, "long side of the first level; each next level doubles it"),
-        ("--tile", _tile, d.tile, "core tile side in px, a multiple of 16 (larger is faster but "
-                                  "needs more memory), or auto: the largest that fits the "
-                                  "memory of the device that runs it, cut evenly per level"),
+        ("--tile", _tile, d.tile, "auto: the largest tile that fits the memory of this machine "
+                                  "(per core) or its GPU, cut evenly per level (512 px when "
+                                  "--cluster is slurm or a scheduler; a resumed run keeps its "
+                                  "own); or a core tile side in px, a multiple of 16 (larger is "
+                                  "faster: 512 px needs ~1.7 GB)"),
         ("--max-iters", int, d.max_iters, "Adam steps per level at most"),
         ("--tpc", float, d.tpc, "largest pixel change of a level's first step on 0-255; sets "
                                 "the learning rate"),
@@ -254,6 +259,9 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
         "sync, slurm (dask-jobqueue), or a scheduler address tcp://HOST:PORT / tls://... / "
         "scheduler file .json",
     )
+    run.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
+                     help="keep each level's canvas and Adam's moments in memory and write them "
+                          "to disk every N steps (default 1: on disk at every step)")  # fmt: skip
     run.add_argument("--workers", type=int, help="worker processes of a local cluster")
     run.add_argument("--jobs", type=int, help="SLURM jobs (default: adapt to the work)")
     run.add_argument(

@@ -28,6 +28,7 @@ from .networks import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, NETWORKS, get
 from .text import counted
 
 CPU_SPECS = ("local", "threads")  # where tiles share this machine's memory
+THIS_MACHINE_SPECS = (*CPU_SPECS, "sync")  # where tiles run on this machine (--tile auto)
 MEMORY_SHARE = 0.8  # of this machine's memory, for the tiles that run at once
 
 

@@ -44,10 +44,18 @@ def precision_line(precision: str) -> str | None:
     return None
 
 
+#: The part of the tiles' memory share that ``--tile auto`` plans with: the per-pixel bytes
+#: of a gradient tile were measured at 512 px, and larger tiles on CPUs use up to 30 % more
+#: (4096² in 1,376-px tiles, two at once: a peak of 18.8 GiB where 14 GiB were planned).
+AUTO_HEADROOM = 0.75
+
+
 def tile_memory() -> tuple[float, str]:
     """The bytes one gradient tile may use on the device that runs it, and where that comes
     from in words: on a CUDA GPU its share of the GPU's memory (one tile at a time); on CPUs
-    its share of this machine's memory, shared by its cores (a tile per core at once)."""
+    its share of this machine's memory, shared by its cores (a tile per core at once). The
+    share is the tiles' (:data:`daskstyle.executor.MEMORY_SHARE`) less the headroom of
+    :data:`AUTO_HEADROOM`."""
     import torch
     from dask.system import CPU_COUNT
     from distributed.system import MEMORY_LIMIT
@@ -55,11 +63,12 @@ def tile_memory() -> tuple[float, str]:
     from .executor import MEMORY_SHARE
     from .text import readable
 
-    share = f"{MEMORY_SHARE * 100:.0f} %"
+    fraction = MEMORY_SHARE * AUTO_HEADROOM
+    share = f"{fraction * 100:.0f} %"
     if torch.cuda.is_available():
         total = torch.cuda.get_device_properties(0).total_memory
-        return MEMORY_SHARE * total, f"{share} of the GPU's {readable(total)}"
-    return (MEMORY_SHARE * MEMORY_LIMIT / CPU_COUNT,
+        return fraction * total, f"{share} of the GPU's {readable(total)}"
+    return (fraction * MEMORY_LIMIT / CPU_COUNT,
             f"{share} of this machine's {readable(MEMORY_LIMIT)} over {CPU_COUNT} cores")  # fmt: skip
 
 
@@ -78,3 +87,10 @@ def auto_tile(align: int, dtype: str) -> tuple[int, str]:
     tile = geometry.largest_tile(memory, depth, itemsize, max(geometry.TILE_MULTIPLE, align))
     needs = geometry.TILE_BYTES_PER_PIXEL * itemsize / 4 * (tile + 2 * depth) ** 2
     return tile, f"the largest whose gradient tile ({readable(needs)}) fits {where}"
+
+
+def host_memory() -> int:
+    """This machine's memory in bytes (as Dask's workers count it: cgroup limits included)."""
+    from distributed.system import MEMORY_LIMIT
+
+    return MEMORY_LIMIT

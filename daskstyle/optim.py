@@ -1,11 +1,11 @@
 """Chunked Adam over whole arrays, the learning-rate rule, the stop test, and one step.
 
-The graphs here read Dask arrays and store into zarr arrays they are given; :func:`advance`
-runs one step on a level's state, whose layout on disk, checks and atomic commits are
-:mod:`daskstyle.state`'s.
+The graphs here read and return Dask arrays; :func:`advance` runs one step on a level's
+state, which writes them (on disk, :mod:`daskstyle.state`, with its checks and atomic
+commits, or in memory between checkpoints, :mod:`daskstyle.held`).
 
 The per-chunk update runs with CuPy in a process that sees a CUDA GPU (and has CuPy), else
-with NumPy; the chunks come from and go back to zarr on the host either way.
+with NumPy; the chunks come from and go back to the host either way.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import math
 import time
 from dataclasses import dataclass
 
-import dask
 import dask.array as da
 import numpy as np
 
@@ -99,23 +98,6 @@ def should_stop(mean_change: float, step: int, stop: float = 0.1, max_iters: int
     return mean_change < stop or step >= max_iters
 
 
-@dataclass(frozen=True)
-class StepGraph:
-    """Lazy results of one step; compute them together (one pass over the data)."""
-
-    stores: tuple
-    max_change: da.Array
-    mean_change: da.Array
-
-    def compute(self, *others) -> tuple:
-        """Run the stores; return the max and mean of ``|p_{t+1} - p_t|`` (then ``others``,
-        computed in the same pass)."""
-        _, largest, mean, *rest = dask.compute(
-            self.stores, self.max_change, self.mean_change, *others
-        )
-        return (float(largest), float(mean), *rest)
-
-
 def _host(x):
     return x if isinstance(x, np.ndarray) else x.get()
 
@@ -151,45 +133,34 @@ def _stacked(func, *arrays, n: int, **kwargs) -> da.Array:
     )
 
 
-def _change_stats(new: da.Array, old: da.Array) -> tuple[da.Array, da.Array]:
+def change_stats(new: da.Array, old: da.Array) -> tuple[da.Array, da.Array]:
+    """The lazy max and mean of ``|new - old|``."""
     change = abs(new - old)
     return change.max(), change.mean(dtype=np.float64)
 
 
-def step_graph(
-    canvas, grad, m, v, out, *, step, lr, beta1=BETA1, beta2=BETA2, eps=EPS
-) -> StepGraph:
-    """One fused Adam step over whole arrays.
-
-    ``canvas``, ``grad``, ``m``, ``v``: Dask arrays of p_t, the gradient at p_t, m_t, v_t (same
-    chunks, aligned with the zarr chunks of ``out``). ``out``: zarr arrays (canvas, m, v) that
-    receive p_{t+1}, m_{t+1}, v_{t+1}; none of them may be read by the inputs.
-    """
+def step_arrays(canvas, grad, m, v, *, step, lr, beta1=BETA1, beta2=BETA2, eps=EPS) -> dict:
+    """One fused Adam step over whole arrays: p_{t+1}, m_{t+1}, v_{t+1} (lazy, by name) from
+    Dask arrays of p_t, the gradient at p_t, m_t and v_t (same chunks)."""
     new = _stacked(
         _adam_block, canvas, grad, m, v, n=3, step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps
     )
-    stores = da.store([new[0], new[1], new[2]], list(out), lock=False, compute=False)
-    return StepGraph(tuple(stores), *_change_stats(new[0], canvas))
+    return {"canvas": new[0], "m": new[1], "v": new[2]}
 
 
-def moments_graph(grad, m, v, out, *, beta1=BETA1, beta2=BETA2) -> tuple[tuple, da.Array]:
-    """Stores of the next moments into ``out`` (zarr m, v) and the lazy max ``|grad|``.
-
-    The first step of a level needs max ``|grad|`` for its learning rate before any pixel
-    moves; storing the moments in the same pass spares a second gradient evaluation.
-    """
+def moments_arrays(grad, m, v, *, beta1=BETA1, beta2=BETA2) -> dict:
+    """The next moments alone (lazy, by name). The first step of a level needs max ``|grad|``
+    for its learning rate before any pixel moves; writing the moments in the same pass spares
+    a second gradient evaluation."""
     new = _stacked(_moments_block, grad, m, v, n=2, beta1=beta1, beta2=beta2)
-    stores = da.store([new[0], new[1]], list(out), lock=False, compute=False)
-    return tuple(stores), abs(grad).max()
+    return {"m": new[0], "v": new[1]}
 
 
-def param_graph(canvas, m, v, out, *, step, lr, beta1=BETA1, beta2=BETA2, eps=EPS) -> StepGraph:
-    """Parameter update from moments already stored for ``step``, written to zarr ``out``."""
+def param_array(canvas, m, v, *, step, lr, beta1=BETA1, beta2=BETA2, eps=EPS) -> da.Array:
+    """Parameters from moments already written for ``step`` (lazy)."""
     hyper = {"step": step, "lr": lr, "beta1": beta1, "beta2": beta2, "eps": eps}
     meta = np.empty((0, 0, 0), canvas.dtype)
-    new = da.map_blocks(param_chunk, canvas, m, v, dtype=canvas.dtype, meta=meta, **hyper)
-    stores = da.store(new, out, lock=False, compute=False)
-    return StepGraph((stores,), *_change_stats(new, canvas))
+    return da.map_blocks(param_chunk, canvas, m, v, dtype=canvas.dtype, meta=meta, **hyper)
 
 
 @dataclass(frozen=True)
@@ -207,28 +178,27 @@ class AdamSettings:
 
 def advance(state, grad: da.Array, loss=None, started: float | None = None
             ) -> tuple[float, float, float | None]:  # fmt: skip
-    """Run step t+1 of a level's ``state`` (:class:`daskstyle.state.LevelState`) with
-    ``grad``, the gradient at its canvas (and optionally its lazy ``loss``, computed in the
-    same pass); commit it, with the seconds since ``started`` (a :func:`time.perf_counter`
-    reading; default: this call) in its history; return the max and mean pixel change and
-    the loss. The first step of a level without a fixed ``lr`` first stores its moments
-    with max ``|grad|`` and commits the rate the ``tpc`` rule gives. A step whose loss,
-    gradient or pixel change is not finite raises :class:`NotFiniteError` uncommitted."""
+    """Run step t+1 of a level's ``state`` (on disk, :class:`daskstyle.state.LevelState`, or
+    held in memory, :class:`daskstyle.held.HeldState`) with ``grad``, the gradient at its
+    canvas (and optionally its lazy ``loss``, computed in the same pass); commit it, with the
+    seconds since ``started`` (a :func:`time.perf_counter` reading; default: this call) in
+    its history; return the max and mean pixel change and the loss. The first step of a
+    level without a fixed ``lr`` first writes its moments with max ``|grad|`` and commits the
+    rate the ``tpc`` rule gives. A step whose loss, gradient or pixel change is not finite
+    raises :class:`NotFiniteError` uncommitted: it wrote only into the buffer that the
+    committed step does not name."""
     started = time.perf_counter() if started is None else started
     attrs, s = state.attrs, state.settings
     t, cur = attrs["step"], attrs["current"]
     nxt = 1 - cur
-    out = {b: state.store(b, nxt) for b in state.BUFFERS}
     canvas = state.read("canvas", cur)
     if t == 0:  # m_0 = v_0 = 0: never read from disk, where a lost chunk would read as NaN
         m = v = da.zeros_like(canvas)
     else:
         m, v = (state.read(b, cur) for b in ("m", "v"))
     if attrs["lr"] is None:
-        stores, max_grad = moments_graph(
-            grad, m, v, (out["m"], out["v"]), beta1=s.beta1, beta2=s.beta2
-        )
-        _, max_grad, loss = dask.compute(stores, max_grad, loss)
+        moments = moments_arrays(grad, m, v, beta1=s.beta1, beta2=s.beta2)
+        max_grad, loss = state.write(nxt, moments, abs(grad).max(), loss)
         _require_finite(t + 1, gradient=max_grad, loss=loss)
         lr = first_step_lr(max_grad, s.tpc, s.eps)
         state.commit(lr=lr, pending={"loss": _float_or_none(loss)})
@@ -236,11 +206,12 @@ def advance(state, grad: da.Array, loss=None, started: float | None = None
     hyper = {"step": t + 1, "lr": attrs["lr"], "beta1": s.beta1, "beta2": s.beta2, "eps": s.eps}
     if attrs["pending"] is not None:
         m, v = (state.read(b, nxt) for b in ("m", "v"))
-        largest, mean = param_graph(canvas, m, v, out["canvas"], **hyper).compute()
+        new = {"canvas": param_array(canvas, m, v, **hyper)}
+        largest, mean = state.write(nxt, new, *change_stats(new["canvas"], canvas))
         loss = attrs["pending"]["loss"]
     else:
-        graph = step_graph(canvas, grad, m, v, tuple(out.values()), **hyper)
-        largest, mean, loss = graph.compute(loss)
+        new = step_arrays(canvas, grad, m, v, **hyper)
+        largest, mean, loss = state.write(nxt, new, *change_stats(new["canvas"], canvas), loss)
     _require_finite(t + 1, loss=loss, **{"pixel update": largest + mean})
     result = (largest, mean, _float_or_none(loss))
     entry = [*result, time.perf_counter() - started]

@@ -32,8 +32,9 @@ import dask.array as da
 from . import colors, describe, files, footprint, geometry, hardware, images, resize, rundir, start
 from .api import level_plan, style_graph
 from .errors import DamagedStateError, InputError, NotFiniteError
-from .executor import compute_settings, tiles_in_memory
+from .executor import THIS_MACHINE_SPECS, compute_settings, tiles_in_memory
 from .graph import StyleGraph
+from .held import held_memory_line
 from .level import open_level
 from .networks import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, resolve_weights
 from .optim import AdamSettings
@@ -45,6 +46,7 @@ from .text import counted, readable
 EXAMPLE_CONTENT = Path(__file__).parent / "data" / "example_content.png"
 EXAMPLE_STYLE = Path(__file__).parent / "data" / "example_style.png"
 PREVIEW_SIDE = 1024
+ELSEWHERE_TILE = 512  # tile auto on workers elsewhere, whose memory this machine cannot see
 
 
 @dataclass(frozen=True)
@@ -98,8 +100,10 @@ class RunPlan:
     graph: StyleGraph
     sizes: list[footprint.LevelSize]
     record: dict  # what run.json says of the run
-    tile: int  # the largest tile side of its levels, in px
+    tile: int  # the largest tile side of its levels, in px (a level in one tile: its long side)
     tile_reason: str | None = None  # under --tile auto: how the tile was chosen
+    memory_line: str | None = None  # under --checkpoint-every N > 1: the state held
+    checkpoint_every: int = 1  # steps between writes of a level's state to disk
 
     def describe(self) -> Iterator[str]:
         """The plan as lines to print: network and halo, each level's pixels, tiles and disk
@@ -114,8 +118,7 @@ class RunPlan:
                    f"of the default layers' {default_halo.total} px, so each tile reads "
                    f"{'less' if halo.total < default_halo.total else 'more'}")  # fmt: skip
         yield from describe.control_lines(settings, self.record, self.blend)
-        if self.tile_reason:
-            yield self.tile_reason
+        yield from filter(None, (self.tile_reason, self.memory_line))
         for level, size in enumerate(self.sizes):
             (h, w), tile = size.shape, min(size.tile, max(size.shape))
             yield (f"level {level + 1}/{len(self.sizes)}: {w}x{h} px, "
@@ -190,7 +193,8 @@ class RunPlan:
         with _about_level(level, levels, path):
             if not state.done:
                 styles = [self.level_style(style, shape, graph) for style in inputs[1]]
-                level_loop = open_level(graph, state, plan, styles, self.blend, settings.gram)
+                level_loop = open_level(graph, state, plan, styles, self.blend, settings.gram,
+                                        checkpoint_every=self.checkpoint_every)  # fmt: skip
                 for step in level_loop.steps():
                     on_event(Stepped(level, step.step, step.loss, step.max_change,
                                      step.mean_change, step.lr, step.seconds))  # fmt: skip
@@ -239,6 +243,8 @@ def plan(
     weights: str | os.PathLike | None = None,
     workdir: str | os.PathLike | None = None,
     resume: bool = False,
+    cluster: str = "local",
+    checkpoint_every: int = 1,
     makes_output_dir: bool = False,
     experiment: Mapping | None = None,
 ) -> RunPlan:
@@ -248,7 +254,13 @@ def plan(
     picture, an output of an unknown format, in a missing directory (unless
     ``makes_output_dir``: the caller creates it) or that would replace an input, and for
     settings that do not fit the inputs. ``workdir``: the run directory (default
-    ``OUTPUT.daskstyle``); ``resume``: continue the unfinished run there. ``experiment``:
+    ``OUTPUT.daskstyle``); ``resume``: continue the unfinished run there, with the tile it
+    began with when ``settings.tile`` is ``auto``. ``cluster``: where the tiles will run, an
+    :class:`daskstyle.executor.Executor` spec: under ``tile = "auto"`` ``local``, ``threads``
+    and ``sync`` size the tiles to this machine's memory (or its GPU's), any other spec
+    (``slurm``, a scheduler) takes :data:`ELSEWHERE_TILE` px. ``checkpoint_every``: above 1,
+    each level's state stays in memory and goes to disk that often (:mod:`daskstyle.held`),
+    if it fits this machine's memory where the tiles run here. ``experiment``:
     switches for the ablations of docs/design.md, not for paintings: ``halo`` and
     ``gram_scope`` of :func:`daskstyle.api.style_graph`, kept in run.json."""
     output = Path(output)
@@ -287,9 +299,7 @@ def plan(
                 f"{graph.network.name} needs at least {graph.halo.align} px per side"
             )
     workdir = Path(workdir) if workdir else default_workdir(output)
-    tile, tile_reason = settings.tile, None
-    if tile == "auto":
-        tile, tile_reason = _auto_tile(graph, settings.dtype, workdir, resume)
+    settings, tile, tile_reason = _run_tile(settings, graph, workdir, resume, cluster)
     sizes = footprint.level_sizes(shape, graph, r0=settings.r0, tile=tile, dtype=settings.dtype,
                                   balanced=settings.tile == "auto")  # fmt: skip
     styles_named = [str(Path(path).resolve()) for path in style_paths]
@@ -312,17 +322,36 @@ def plan(
     if isinstance(weights_file, (str, os.PathLike)):
         sources["weights"] = Path(weights_file)
     rundir.check_paths(output, workdir, sources)
+    largest = max(min(size.tile, max(size.shape)) for size in sizes)
+    memory = hardware.host_memory() if cluster in THIS_MACHINE_SPECS else None
+    held_line = (held_memory_line(sizes[-1].shape, settings.dtype, checkpoint_every, memory)
+                 if checkpoint_every != 1 else None)  # fmt: skip
     return RunPlan(output, workdir, settings, resume, content_image, style_images, blend, graph,
-                   sizes, record, tile, tile_reason)  # fmt: skip
+                   sizes, record, largest, tile_reason, held_line, checkpoint_every)  # fmt: skip
 
 
-def _auto_tile(graph: StyleGraph, dtype: str, workdir: Path, resume: bool) -> tuple[int, str]:
-    """``--tile auto``: the largest tile of the run (a resumed run's own), and why."""
+def _run_tile(settings: Settings, graph: StyleGraph, workdir: Path, resume: bool,
+              cluster: str) -> tuple[Settings, int, str | None]:  # fmt: skip
+    """The run's settings, its largest tile and, under ``--tile auto``, why that tile. A
+    resumed run keeps the tile it began with: the fixed tile of its settings (as runs begun
+    before auto was the default did, at 512 px), else the tile auto chose then."""
+    if settings.tile != "auto":
+        return settings, settings.tile, None
     earlier = rundir.read_record(workdir) if resume else None
-    if earlier and isinstance(earlier.get("tile_px"), int):
-        return earlier["tile_px"], f"tiles auto: up to {earlier['tile_px']} px, as the run began"
-    tile, reason = hardware.auto_tile(graph.halo.align, dtype)
-    return tile, f"tiles auto: up to {tile} px, {reason}"
+    if earlier:
+        began = earlier.get("settings", {}).get("tile")
+        if isinstance(began, int):
+            settings = dataclasses.replace(settings, tile=began)
+            return settings, began, f"tiles {began} px, as the run began"
+        if isinstance(earlier.get("tile_px"), int):
+            tile = earlier["tile_px"]
+            return settings, tile, f"tiles auto: up to {tile} px, as the run began"
+    if cluster not in THIS_MACHINE_SPECS:
+        where = f"the workers of --cluster {cluster} run on other machines"
+        reason = f"tiles auto: up to {ELSEWHERE_TILE} px ({where}: set --tile for their memory)"
+        return settings, ELSEWHERE_TILE, reason
+    tile, reason = hardware.auto_tile(graph.halo.align, settings.dtype)
+    return settings, tile, f"tiles auto: up to {tile} px, {reason}"
 
 
 def transfer(

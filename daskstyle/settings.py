@@ -26,16 +26,17 @@ class Settings:
     """What a run paints with; defaults are the paper's (tpc, stop, 100 steps, r0 = 512).
 
     ``r0``: long side of the first level (each next level doubles it); ``tile``: core tile
-    side in px, or ``auto`` (the largest that fits the memory of the device running it, cut
-    evenly per level); ``max_iters``: Adam steps per level at most; ``tpc`` (the paper's "target
-    pixel change"): the largest pixel change of a level's first step on 0-255, which sets
-    the learning rate; ``stop``: a level ends when a step's mean pixel change falls below it;
-    ``gram``: ``exact`` (a Gram pass, then a gradient pass) or ``lagged`` (one pass, the Gram
-    errors of the previous step's canvas).
+    side in px, or ``auto``, the default (the largest that fits the memory of the device
+    running it, cut evenly per level: :func:`daskstyle.run.plan` says which device);
+    ``max_iters``: Adam steps per level at most; ``tpc`` (the paper's "target pixel change"):
+    the largest pixel change of a level's first step on 0-255, which sets the learning rate;
+    ``stop``: a level ends when a step's mean pixel change falls below it; ``gram``:
+    ``exact`` (a Gram pass, then a gradient pass) or ``lagged`` (one pass, the Gram errors of
+    the previous step's canvas).
     """
 
     r0: int = 512
-    tile: int | str = 512
+    tile: int | str = "auto"
     max_iters: int = 100
     tpc: float = 12.8
     stop: float = 0.1

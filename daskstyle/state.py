@@ -25,6 +25,7 @@ import shutil
 import uuid
 from pathlib import Path
 
+import dask
 import dask.array as da
 import numpy as np
 import zarr
@@ -75,7 +76,35 @@ def _kind(err: Exception) -> str:
     return "not valid JSON" if isinstance(err, json.JSONDecodeError) else type(err).__name__
 
 
-class LevelState:
+class StepAttributes:
+    """What a level's attributes (``attrs``: step, current buffer, rate, history, Adam
+    settings) say, for the states on disk and held in memory alike."""
+
+    @property
+    def attrs(self) -> dict:
+        raise NotImplementedError
+
+    @property
+    def step(self) -> int:
+        return self.attrs["step"]
+
+    @property
+    def lr(self) -> float | None:
+        return self.attrs["lr"]
+
+    @property
+    def settings(self) -> AdamSettings:
+        return AdamSettings(**self.attrs["settings"])
+
+    @property
+    def done(self) -> bool:
+        """Whether the stop test holds after the last step."""
+        attrs, s = self.attrs, self.settings
+        mean = attrs["history"][-1][1] if attrs["history"] else float("inf")
+        return should_stop(mean, attrs["step"], s.stop, s.max_iters)
+
+
+class LevelState(StepAttributes):
     """One level's zarr group: arrays ``content``, ``canvas0/1``, ``m0/1``, ``v0/1``.
 
     Attributes: ``step`` (steps done), ``current`` (buffer holding p, m, v of that step),
@@ -153,23 +182,9 @@ class LevelState:
         return dict(self.group.attrs)
 
     @property
-    def step(self) -> int:
-        return self.attrs["step"]
-
-    @property
-    def lr(self) -> float | None:
-        return self.attrs["lr"]
-
-    @property
-    def settings(self) -> AdamSettings:
-        return AdamSettings(**self.attrs["settings"])
-
-    @property
-    def done(self) -> bool:
-        """Whether the stop test holds after the last step."""
-        attrs, s = self.attrs, self.settings
-        mean = attrs["history"][-1][1] if attrs["history"] else float("inf")
-        return should_stop(mean, attrs["step"], s.stop, s.max_iters)
+    def saved_step(self) -> int:
+        """The step whose state is on disk: this state's own step."""
+        return self.step
 
     def check(self) -> None:
         """Raise a :class:`DamagedStateError` naming the first file of what the next step
@@ -195,6 +210,15 @@ class LevelState:
     def store(self, name: str, buffer: int) -> zarr.Array:
         """Array ``name`` of ``buffer`` as the zarr array a step writes into."""
         return self.group[f"{name}{buffer}"]
+
+    def write(self, buffer: int, arrays: dict[str, da.Array], *others):
+        """Store ``arrays`` (name: canvas, m, v) into ``buffer`` and compute ``others`` (Dask
+        arrays or None) in the same pass; return the values of ``others``."""
+        names = list(arrays)
+        stores = da.store([arrays[n] for n in names], [self.store(n, buffer) for n in names],
+                          lock=False, compute=False)  # fmt: skip
+        _, *values = dask.compute(stores, *others)
+        return tuple(None if x is None else float(x) for x in values)
 
     def content(self) -> da.Array:
         """The level's content image."""
@@ -243,10 +267,12 @@ class LevelState:
 LAGGED_GRAMS = "lagged_grams"
 
 
-def keep_grams(path: Path, step: int, grams: dict[str, np.ndarray]) -> None:
+def keep_grams(path: Path, step: int, grams: dict[str, np.ndarray], saved_step: int) -> None:
     """Keep the raw Grams of canvas p_``step`` in the level state at ``path`` (written whole
-    under a temporary name, then renamed), and delete those of canvases before p_``step-1``:
-    until step ``step + 1`` commits, a repeat of it still needs p_``step-1``'s."""
+    under a temporary name, then renamed), and delete those of canvases before p_``k-2``,
+    where k is ``step`` or the earlier ``saved_step`` on disk (a state held in memory since):
+    a repeat of step k after a kill still needs p_``k-2``'s and p_``k-1``'s, whose drift
+    decides whether it lags."""
     folder = Path(path) / LAGGED_GRAMS
     folder.mkdir(exist_ok=True)
     tmp = folder / f"{step}.{uuid.uuid4().hex}.tmp"
@@ -254,5 +280,5 @@ def keep_grams(path: Path, step: int, grams: dict[str, np.ndarray]) -> None:
         np.savez(file, **grams)
     os.replace(tmp, folder / f"{step}.npz")
     for entry in folder.iterdir():
-        if entry.suffix == ".npz" and int(entry.stem) < step - 1:
+        if entry.suffix == ".npz" and int(entry.stem) < min(step, saved_step) - 2:
             entry.unlink()

@@ -1,7 +1,7 @@
 """daskstyle's tiled iteration against the peers' whole-image float32 PyTorch iteration, in one
 run on this machine: seconds per step and peak RSS of each way, per network and size.
 
-    python pipelines/speed_table.py                   # the README's table (about 50 min here)
+    python pipelines/speed_table.py                   # the README's table (about 30 min here)
     python pipelines/speed_table.py --sizes 64 --rss-size 0 --steps 2   # a quick check
 
 Each measurement runs in a fresh process (its own peak RSS) with seeded random pictures and

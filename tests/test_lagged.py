@@ -1,5 +1,7 @@
 """``--gram lagged``: one pass per step, the gradient holding the previous canvas's Gram errors."""
 
+import math
+
 import dask
 import dask.array as da
 import numpy as np
@@ -11,7 +13,7 @@ from daskstyle import kernels
 from daskstyle.api import make_plan
 from daskstyle.errors import DamagedStateError
 from daskstyle.graph import as_tiled
-from daskstyle.level import open_level
+from daskstyle.level import LAG_BELOW, gram_drift, open_level
 from daskstyle.optim import AdamSettings
 from daskstyle.state import LAGGED_GRAMS, LevelState
 
@@ -130,7 +132,9 @@ class Killed(Exception):
     pass
 
 
-def _level(path, vgg19_state, images, gram, steps=5, dtype=np.float64):
+def _level(path, vgg19_state, images, gram, steps=5, dtype=np.float64, lag_below=math.inf,
+           checkpoint_every=1):  # fmt: skip
+    """A level of 112 x 96 px in 48-px tiles; by default every step after the first lags."""
     shape, tile = (112, 96), 48
     canvas, content, style = images(*shape)
     graph = daskstyle.style_graph(weights=vgg19_state, dtype=dtype, **SHALLOW, **WEIGHTS)
@@ -142,24 +146,37 @@ def _level(path, vgg19_state, images, gram, steps=5, dtype=np.float64):
                           plan, AdamSettings(max_iters=steps, stop=0.0), dtype=dtype)  # fmt: skip
     state = LevelState.open(path)
     styles = [(as_tiled(style, style_plan), style_plan)]
-    return open_level(graph, state, plan, styles, (1.0,), gram)
+    return open_level(graph, state, plan, styles, (1.0,), gram, lag_below, checkpoint_every)
 
 
-def test_a_lagged_level_paints_nearly_the_exact_picture(vgg19_state, images, tmp_path,
-                                                        monkeypatch):  # fmt: skip
+def _passes(level):
+    """The steps of ``level`` and, per step, how many tiles each kind of pass ran."""
+    calls = {"tile_statistics": 0, "tile_gradient": 0}
+    originals = {name: getattr(kernels, name) for name in calls}
+    steps, passes = [], []
+    try:
+        for name in calls:
+            setattr(kernels, name, _counted(originals[name], calls))
+        for step in level.steps():  # as a run computes them: loss, gradient, Adam, kept Grams
+            steps.append(step)
+            passes.append(dict(calls))
+            calls.update(dict.fromkeys(calls, 0))
+    finally:
+        for name, original in originals.items():
+            setattr(kernels, name, original)
+    return steps, passes
+
+
+def test_a_lagged_level_paints_nearly_the_exact_picture(vgg19_state, images, tmp_path):
     exact = list(_level(tmp_path / "exact", vgg19_state, images, "exact").steps())
     level = _level(tmp_path / "lagged", vgg19_state, images, "lagged")
-    calls = {"tile_statistics": 0, "tile_gradient": 0}
-    for name in calls:
-        monkeypatch.setattr(kernels, name, _counted(getattr(kernels, name), calls))
-    lagged, passes = [], []
-    for step in level.steps():  # as a run computes them: loss, gradient, Adam, kept Grams
-        lagged.append(step)
-        passes.append(dict(calls))
-        calls.update(dict.fromkeys(calls, 0))
+    lagged, passes = _passes(level)
     tiles = len(level.plan)
-    assert passes[0] == {"tile_statistics": tiles, "tile_gradient": tiles}  # a Gram pass first
-    assert passes[1:] == [{"tile_statistics": 0, "tile_gradient": tiles}] * 4  # one pass each
+    two, one = (
+        {"tile_statistics": tiles, "tile_gradient": tiles},
+        {"tile_statistics": 0, "tile_gradient": tiles},
+    )
+    assert passes == [two, one, one, one, one]  # a Gram pass first, then one pass each
     assert lagged[0].loss == exact[0].loss  # the first step of a level is exact
     assert lagged[1].loss == pytest.approx(exact[1].loss, rel=1e-12)  # p_1's, Grams in one pass
     assert lagged[-1].loss == pytest.approx(exact[-1].loss, rel=0.05)
@@ -168,7 +185,7 @@ def test_a_lagged_level_paints_nearly_the_exact_picture(vgg19_state, images, tmp
     difference = np.abs(pictures[0] - pictures[1])
     assert 0 < difference.mean() < 1 and difference.max() < 5  # pixels 0-255, steps up to 12.8
     kept = sorted(p.name for p in (tmp_path / "lagged" / LAGGED_GRAMS).iterdir())
-    assert kept == ["3.npz", "4.npz"]  # the Grams of the last two canvases only
+    assert kept == ["2.npz", "3.npz", "4.npz"]  # of the last three canvases only
     level.state.release()
     assert not (tmp_path / "lagged" / LAGGED_GRAMS).exists()
 
@@ -203,3 +220,29 @@ def test_missing_lagged_grams_are_damaged_state(vgg19_state, images, tmp_path):
         **level.state.attrs["settings"], "max_iters": 3}})  # fmt: skip
     with pytest.raises(DamagedStateError, match="1.npz is missing or damaged"):
         list(level.steps())
+
+
+def test_a_step_lags_only_below_the_drift_of_the_last_two_canvases(vgg19_state, images,
+                                                                   tmp_path):  # fmt: skip
+    """Below a drift of 0 no step lags: every step runs a Gram pass and the level paints the
+    exact level's canvas bit for bit; the Grams of these tiny random-weight canvases move by
+    more than :data:`daskstyle.level.LAG_BELOW`, so the default never lags either."""
+    exact = _level(tmp_path / "exact", vgg19_state, images, "exact", dtype=np.float32)
+    list(exact.steps())
+    tiles = len(exact.plan)
+    two = {"tile_statistics": tiles, "tile_gradient": tiles}
+    for name, lag_below in (("never", 0.0), ("default", LAG_BELOW)):
+        level = _level(tmp_path / name, vgg19_state, images, "lagged", dtype=np.float32,
+                       lag_below=lag_below)  # fmt: skip
+        assert _passes(level)[1] == [two] * 5
+        assert np.array_equal(level.state.canvas().compute(), exact.state.canvas().compute())
+
+
+def test_gram_drift_is_the_largest_relative_move_of_a_layer_error():
+    target = {"a": np.full((2, 2), 2.0), "b": np.full((2, 2), 1.0)}
+    cells = {"a": 2, "b": 1}
+    older = {"a": np.full((2, 2), 2.0), "b": np.full((2, 2), 0.0)}  # Ĝ_a = 1, Ĝ_b = 0
+    newer = {"a": np.full((2, 2), 3.0), "b": np.full((2, 2), 0.1)}  # Ĝ_a = 1.5, Ĝ_b = 0.1
+    # a: moved 0.5 per entry, error 0.5 left: 1.0; b: moved 0.1, error 0.9 left: 1/9
+    assert gram_drift(older, newer, target, cells) == pytest.approx(1.0)
+    assert gram_drift(older, older, target, cells) == 0.0

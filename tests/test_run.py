@@ -176,9 +176,9 @@ def test_cli_runs_only_as_many_tiles_at_once_as_memory_holds(
     monkeypatch.setattr(run.RunPlan, "execute", execute)
     argv = ["run", *map(str, pictures), "-o", str(tmp_path / "out.png"), "--r0", "48",
             "--max-iters", "1", "--network", "vgg19", "--weights", str(weights_file),
-            "--cluster", "threads"]  # fmt: skip
+            "--cluster", "threads", "--tile", "512"]  # fmt: skip
     assert cli.main(argv) == 0
-    assert seen == [1] and "memory holds 1 tile of 512 px at once" in capsys.readouterr().out
+    assert seen == [1] and "memory holds 1 tile of 96 px at once" in capsys.readouterr().out
 
 
 def _array_bytes(path) -> int:

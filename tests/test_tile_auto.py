@@ -1,10 +1,13 @@
-"""``--tile auto``: the largest tile that fits the memory of the device, cut evenly per level."""
+"""``--tile auto``, the default: the largest tile that fits the memory of the device, cut
+evenly per level; 512 px where the workers run elsewhere; a resumed run keeps its tile."""
 
 import json
 
 import numpy as np
 import pytest
 from dask.system import CPU_COUNT
+from distributed.system import MEMORY_LIMIT
+from PIL import Image
 
 from daskstyle import cli, executor, geometry, hardware, run
 
@@ -51,7 +54,13 @@ def test_on_cpus_each_core_gets_its_share_of_memory(monkeypatch):
     tile, reason = hardware.auto_tile(16, "float32")
     assert f"over {CPU_COUNT} cores" in reason
     assert executor.tiles_in_memory(tile, "float32") >= CPU_COUNT  # a tile per core at once
-    assert executor.tiles_in_memory(tile + 64, "float32") < CPU_COUNT
+    headroom = executor.tiles_in_memory(tile, "float32", hardware.AUTO_HEADROOM * MEMORY_LIMIT)
+    assert headroom >= CPU_COUNT  # with a quarter of the tiles' share to spare
+    bigger = tile + 64
+    assert (
+        executor.tiles_in_memory(bigger, "float32", hardware.AUTO_HEADROOM * MEMORY_LIMIT)
+        < CPU_COUNT
+    )
 
 
 def _paint(pictures, weights_file, out, on_event=lambda event: None, resume=False, **settings):
@@ -99,3 +108,64 @@ def test_a_tile_that_is_neither_auto_nor_a_number_is_one_line(pictures, tmp_path
     with pytest.raises(SystemExit):
         cli.main(argv)
     assert "give auto or a number of px, not 'big'" in capsys.readouterr().err
+
+
+def test_auto_is_the_default_tile():
+    assert run.Settings().tile == "auto"
+    assert cli.parser().parse_args(["run", "--example", "-o", "out.png"]).tile == "auto"
+
+
+def _not_this_machine():
+    raise AssertionError("the workers' memory is not this machine's")
+
+
+@pytest.mark.parametrize("cluster", ["slurm", "tcp://10.0.0.1:8786", "scheduler.json"])
+def test_auto_tiles_of_workers_elsewhere_are_512_px_and_the_plan_says_why(
+    pictures, weights_file, tmp_path, monkeypatch, capsys, cluster
+):
+    monkeypatch.setattr(hardware, "tile_memory", _not_this_machine)
+    content = tmp_path / "wide.png"
+    Image.fromarray(np.zeros((800, 1200, 3), np.uint8)).save(content)
+    argv = ["run", str(content), str(pictures[1]), "-o", str(tmp_path / "out.png"), "--r0",
+            "48", "--network", "vgg19", "--weights", str(weights_file), "--cluster", cluster,
+            "--dry-run"]  # fmt: skip
+    assert cli.main(argv) == 0
+    lines = capsys.readouterr().out
+    assert (f"tiles auto: up to 512 px (the workers of --cluster {cluster} run on other "
+            "machines: set --tile for their memory)") in lines  # fmt: skip
+    assert "1200x800 px, 6 tiles of 400 px" in lines  # at most 512 px, cut evenly
+    plan = run.plan(content, pictures[1], tmp_path / "out.png", settings=run.Settings(**SMALL),
+                    weights=weights_file, cluster=cluster)  # fmt: skip
+    assert plan.record["tile_px"] == 512 and plan.tile == 400
+
+
+@pytest.mark.parametrize("cluster", ["local", "threads", "sync"])
+def test_auto_tiles_on_this_machine_fit_its_memory(
+    pictures, weights_file, tmp_path, monkeypatch, cluster
+):
+    monkeypatch.setattr(hardware, "tile_memory", lambda: (MEMORY_OF_48, "the test's memory"))
+    plan = run.plan(*pictures, tmp_path / "out.png", settings=run.Settings(**SMALL),
+                    weights=weights_file, cluster=cluster)  # fmt: skip
+    assert plan.record["tile_px"] == 48
+    assert plan.tile_reason.startswith("tiles auto: up to 48 px, the largest whose gradient")
+
+
+def test_a_run_begun_at_512_px_resumes_without_tile(pictures, weights_file, tmp_path, capsys):
+    """Runs begun when 512 px was the default: --resume without --tile continues them in their
+    own tiles, not refused as a changed setting; --resume with another tile still is."""
+    out = tmp_path / "old.png"
+    with pytest.raises(Stop):
+        _paint(pictures, weights_file, out, _stop_at_level_2, tile=512)
+    workdir = run.default_workdir(out)
+    assert json.loads((workdir / "run.json").read_text())["settings"]["tile"] == 512
+    argv = ["run", *map(str, pictures), "-o", str(out), "--r0", "48", "--max-iters", "3",
+            "--network", "vgg19", "--weights", str(weights_file), "--cluster", "threads",
+            "--resume"]  # fmt: skip
+    assert cli.main([*argv, "--tile", "256"]) == 1
+    assert "settings differ from its run" in capsys.readouterr().err
+    assert cli.main([*argv, "--dry-run"]) == 0
+    assert "tiles 512 px, as the run began" in capsys.readouterr().out
+    assert cli.main(argv) == 0 and out.is_file()
+    _paint(pictures, weights_file, tmp_path / "straight.png", tile=512)
+    straight = final_canvas(run.default_workdir(tmp_path / "straight.png"))
+    assert np.array_equal(final_canvas(workdir), straight)

@@ -117,12 +117,14 @@ def _plan(config: Comparison, variant, weights, earlier: list[dict]) -> tuple[ru
     output = painting_path(config.output, variant.name)
     workdir = run.default_workdir(output)
     record = rundir.read_record(workdir) if config.resume else None
+    finished = record is not None and record.get("finished")
+    kept = finished and output.is_file() and any(row["variant"] == variant.name for row in earlier)
     plan = run.plan(config.content, config.styles_of(variant), output,
                     settings=config.settings_of(variant), weights=weights,
-                    resume=record is not None and not record.get("finished"),
-                    makes_output_dir=True, experiment=variant.experiment.model_dump(exclude_none=True))  # fmt: skip
-    kept = any(row["variant"] == variant.name for row in earlier)
-    if record is not None and record.get("finished") and output.is_file() and kept:
+                    resume=record is not None and (kept or not finished),  # kept: planned as it ran
+                    cluster=config.cluster.spec, makes_output_dir=True,
+                    experiment=variant.experiment.model_dump(exclude_none=True))  # fmt: skip
+    if kept:
         rundir.check(workdir, plan.record, resume=True)  # the same run, or say what differs
         return plan, True
     return plan, False

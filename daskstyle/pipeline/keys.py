@@ -156,6 +156,7 @@ class _ProductionKeys(_PaintingKeys):
     kind: Literal["production"]
     output: Place
     workdir: Place | None = None
+    checkpoint_every: Count = 1  # as `daskstyle run --checkpoint-every`
 
 
 _TYPE_WORDS = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}

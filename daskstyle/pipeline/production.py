@@ -44,6 +44,7 @@ def run_production(config: Production, echo: Callable[[str], None]) -> list[Path
 def _plan(config: Production, weights) -> run.RunPlan:
     return run.plan(config.content, config.style, config.output, settings=config.settings,
                     weights=weights, workdir=config.workdir, resume=config.resume,
+                    cluster=config.cluster.spec, checkpoint_every=config.checkpoint_every,
                     makes_output_dir=True)  # fmt: skip
 
 

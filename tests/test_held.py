@@ -1,0 +1,122 @@
+"""``--checkpoint-every``: a level's state held in memory between checkpoints on disk."""
+
+import numpy as np
+import pytest
+
+from daskstyle import cli, hardware
+from daskstyle.held import HeldState
+from daskstyle.state import LevelState
+
+from .conftest import final_canvas
+from .test_lagged import _level
+
+
+class Killed(Exception):
+    pass
+
+
+def _canvas(path):
+    return LevelState.open(path).canvas().compute()
+
+
+@pytest.mark.parametrize("gram", ["exact", "lagged"])
+def test_a_held_level_paints_the_on_disk_level_bit_for_bit(vgg19_state, images, tmp_path,
+                                                          monkeypatch, gram):  # fmt: skip
+    on_disk = list(_level(tmp_path / "disk", vgg19_state, images, gram, dtype=np.float32).steps())
+    saved_at = []
+    real_commit = LevelState.commit
+
+    def recording(self, **changes):
+        if "step" in changes:
+            saved_at.append(changes["step"])
+        real_commit(self, **changes)
+
+    monkeypatch.setattr(LevelState, "commit", recording)
+    level = _level(tmp_path / "held", vgg19_state, images, gram, dtype=np.float32,
+                   checkpoint_every=2)  # fmt: skip
+    assert isinstance(level.state, HeldState)
+    held = list(level.steps())
+    assert saved_at == [2, 4, 5]  # every second step, and the last
+    assert [s.loss for s in held] == [s.loss for s in on_disk]
+    assert np.array_equal(_canvas(tmp_path / "held"), _canvas(tmp_path / "disk"))
+    history = [entry[:3] for entry in LevelState.open(tmp_path / "held").attrs["history"]]
+    assert history == [entry[:3] for entry in LevelState.open(tmp_path / "disk").attrs["history"]]
+
+
+@pytest.mark.parametrize("gram", ["exact", "lagged"])
+def test_a_killed_held_level_resumes_from_its_checkpoint(vgg19_state, images, tmp_path,
+                                                         monkeypatch, gram):  # fmt: skip
+    list(_level(tmp_path / "whole", vgg19_state, images, gram, dtype=np.float32).steps())
+    real_commit = HeldState.commit
+
+    def commit_or_die(self, **changes):
+        if changes.get("step") == 4:  # step 4 computed in memory; the checkpoint is step 3's
+            raise Killed
+        real_commit(self, **changes)
+
+    monkeypatch.setattr(HeldState, "commit", commit_or_die)
+    killed = tmp_path / "killed"
+    with pytest.raises(Killed):
+        list(_level(killed, vgg19_state, images, gram, dtype=np.float32,
+                    checkpoint_every=3).steps())  # fmt: skip
+    assert LevelState.open(killed).step == 3
+    monkeypatch.setattr(HeldState, "commit", real_commit)
+    list(_level(killed, vgg19_state, images, gram, dtype=np.float32, checkpoint_every=3).steps())
+    assert LevelState.open(killed).step == 5
+    assert np.array_equal(_canvas(killed), _canvas(tmp_path / "whole"))
+
+
+def test_checkpoints_need_a_positive_interval(tmp_path, vgg19_state, images):
+    level = _level(tmp_path / "level", vgg19_state, images, "exact")
+    with pytest.raises(ValueError, match="at least 1"):
+        HeldState(level.state, 0)
+
+
+def _run_argv(pictures, weights_file, out, *extra):
+    return ["run", *map(str, pictures), "-o", str(out), "--r0", "48", "--max-iters", "4",
+            "--tile", "48", "--network", "vgg19", "--weights", str(weights_file), *extra]  # fmt: skip
+
+
+def test_a_run_held_on_a_local_cluster_paints_the_on_disk_run(pictures, weights_file, tmp_path,
+                                                              capsys):  # fmt: skip
+    """Worker processes hold the state (persisted chunks) and write it every third step; the
+    same cluster with the state on disk paints the same bytes."""
+    on_disk, held = tmp_path / "disk.png", tmp_path / "held.png"
+    assert cli.main(_run_argv(pictures, weights_file, on_disk, "--workers", "2")) == 0
+    assert cli.main([*_run_argv(pictures, weights_file, held, "--checkpoint-every", "3",
+                                "--workers", "2")]) == 0  # fmt: skip
+    assert "Dask dashboard" in capsys.readouterr().out  # a local cluster of worker processes
+    assert np.array_equal(final_canvas(f"{held}.daskstyle"), final_canvas(f"{on_disk}.daskstyle"))
+    assert held.read_bytes() == on_disk.read_bytes()
+
+
+def test_the_plan_says_what_is_held_and_refuses_what_does_not_fit(pictures, weights_file,
+                                                                  tmp_path, capsys, monkeypatch):  # fmt: skip
+    out = tmp_path / "out.png"
+    argv = _run_argv(pictures, weights_file, out, "--checkpoint-every", "5", "--dry-run")
+    assert cli.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "state in memory, on disk every 5 steps and at each level's end: " in "\n".join(lines)
+    monkeypatch.setattr(hardware, "host_memory", lambda: 100_000)
+    assert cli.main(argv) == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].endswith("use --checkpoint-every 1 (state on disk)")
+    assert cli.main([*argv[:-1], "--cluster", "slurm", "--dry-run"]) == 0  # memory elsewhere
+    for bad in ("0", "-2"):
+        assert cli.main(_run_argv(pictures, weights_file, out, "--checkpoint-every", bad)) == 1
+        assert "--checkpoint-every must be a whole number, 1 or more" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_production_holds_its_state_as_its_file_says(tmp_path):
+    from daskstyle.pipeline import run_pipeline
+
+    path = tmp_path / "held.toml"
+    text = 'kind = "production"\ncontent = "example"\nstyle = "example"\noutput = "o.tif"\n'
+    path.write_text(text + "checkpoint_every = 4\n")
+    lines = []
+    assert run_pipeline(path, echo=lines.append, dry_run=True) == []
+    assert any(line.startswith("state in memory, on disk every 4 steps") for line in lines)
+    path.write_text(text + "checkpoint_every = 0\n")
+    with pytest.raises(Exception, match="checkpoint_every"):
+        run_pipeline(path, dry_run=True)
