@@ -42,11 +42,11 @@ from .rundir import default_workdir
 from .settings import Settings, blend_weights
 from .state import LevelState
 from .text import counted, readable
+from .tile_choice import run_tile
 
 EXAMPLE_CONTENT = Path(__file__).parent / "data" / "example_content.png"
 EXAMPLE_STYLE = Path(__file__).parent / "data" / "example_style.png"
 PREVIEW_SIDE = 1024
-ELSEWHERE_TILE = 512  # tile auto on workers elsewhere, whose memory this machine cannot see
 
 
 @dataclass(frozen=True)
@@ -258,11 +258,11 @@ def plan(
     began with when ``settings.tile`` is ``auto``. ``cluster``: where the tiles will run, an
     :class:`daskstyle.executor.Executor` spec: under ``tile = "auto"`` ``local``, ``threads``
     and ``sync`` size the tiles to this machine's memory (or its GPU's), any other spec
-    (``slurm``, a scheduler) takes :data:`ELSEWHERE_TILE` px. ``checkpoint_every``: above 1,
-    each level's state stays in memory and goes to disk that often (:mod:`daskstyle.held`),
-    if it fits this machine's memory where the tiles run here. ``experiment``:
-    switches for the ablations of docs/design.md, not for paintings: ``halo`` and
-    ``gram_scope`` of :func:`daskstyle.api.style_graph`, kept in run.json."""
+    (``slurm``, a scheduler) takes :data:`daskstyle.tile_choice.ELSEWHERE_TILE` px.
+    ``checkpoint_every``: above 1, each level's state stays in memory and goes to disk that
+    often (:mod:`daskstyle.held`), if it fits this machine's memory where the tiles run here.
+    ``experiment``: switches for the ablations of docs/design.md, not for paintings: ``halo``
+    and ``gram_scope`` of :func:`daskstyle.api.style_graph`, kept in run.json."""
     output = Path(output)
     images.check_output(
         files.nearest_existing(output.parent) / output.name if makes_output_dir else output,
@@ -299,7 +299,7 @@ def plan(
                 f"{graph.network.name} needs at least {graph.halo.align} px per side"
             )
     workdir = Path(workdir) if workdir else default_workdir(output)
-    settings, tile, tile_reason = _run_tile(settings, graph, workdir, resume, cluster)
+    settings, tile, tile_reason = run_tile(settings, graph, workdir, resume, cluster)
     sizes = footprint.level_sizes(shape, graph, r0=settings.r0, tile=tile, dtype=settings.dtype,
                                   balanced=settings.tile == "auto")  # fmt: skip
     styles_named = [str(Path(path).resolve()) for path in style_paths]
@@ -328,30 +328,6 @@ def plan(
                  if checkpoint_every != 1 else None)  # fmt: skip
     return RunPlan(output, workdir, settings, resume, content_image, style_images, blend, graph,
                    sizes, record, largest, tile_reason, held_line, checkpoint_every)  # fmt: skip
-
-
-def _run_tile(settings: Settings, graph: StyleGraph, workdir: Path, resume: bool,
-              cluster: str) -> tuple[Settings, int, str | None]:  # fmt: skip
-    """The run's settings, its largest tile and, under ``--tile auto``, why that tile. A
-    resumed run keeps the tile it began with: the fixed tile of its settings (as runs begun
-    before auto was the default did, at 512 px), else the tile auto chose then."""
-    if settings.tile != "auto":
-        return settings, settings.tile, None
-    earlier = rundir.read_record(workdir) if resume else None
-    if earlier:
-        began = earlier.get("settings", {}).get("tile")
-        if isinstance(began, int):
-            settings = dataclasses.replace(settings, tile=began)
-            return settings, began, f"tiles {began} px, as the run began"
-        if isinstance(earlier.get("tile_px"), int):
-            tile = earlier["tile_px"]
-            return settings, tile, f"tiles auto: up to {tile} px, as the run began"
-    if cluster not in THIS_MACHINE_SPECS:
-        where = f"the workers of --cluster {cluster} run on other machines"
-        reason = f"tiles auto: up to {ELSEWHERE_TILE} px ({where}: set --tile for their memory)"
-        return settings, ELSEWHERE_TILE, reason
-    tile, reason = hardware.auto_tile(graph.halo.align, settings.dtype)
-    return settings, tile, f"tiles auto: up to {tile} px, {reason}"
 
 
 def transfer(
