@@ -58,7 +58,6 @@ def tile_memory() -> tuple[float, str]:
     :data:`AUTO_HEADROOM`."""
     import torch
     from dask.system import CPU_COUNT
-    from distributed.system import MEMORY_LIMIT
 
     from .executor import MEMORY_SHARE
     from .text import readable
@@ -68,8 +67,9 @@ def tile_memory() -> tuple[float, str]:
     if torch.cuda.is_available():
         total = torch.cuda.get_device_properties(0).total_memory
         return fraction * total, f"{share} of the GPU's {readable(total)}"
-    return (fraction * MEMORY_LIMIT / CPU_COUNT,
-            f"{share} of this machine's {readable(MEMORY_LIMIT)} over {CPU_COUNT} cores")  # fmt: skip
+    memory = host_memory()
+    return (fraction * memory / CPU_COUNT,
+            f"{share} of this machine's {readable(memory)} over {CPU_COUNT} cores")  # fmt: skip
 
 
 def auto_tile(align: int, dtype: str) -> tuple[int, str]:
