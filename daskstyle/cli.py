@@ -35,6 +35,8 @@ def _run(args: argparse.Namespace) -> None:
             print(line)
         return
     plan.check()  # before a cluster starts
+    if plan.arithmetic is not None:
+        print(plan.arithmetic)
     executor = Executor(args.cluster, workers=args.workers, jobs=args.jobs,
                         config=args.slurm_config, tls=args.tls, tile=plan.tile,
                         dtype=settings.dtype)  # fmt: skip
@@ -107,8 +109,6 @@ def parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="benchmarks that print figures")
     kinds = bench.add_subparsers(dest="kind", required=True)
     options = {"parents": [common], "formatter_class": argparse.ArgumentDefaultsHelpFormatter}
-    from .kernels import PRECISIONS
-    from .level import GRAM_SCHEDULES
     from .networks import NETWORKS
 
     names = list(NETWORKS)
@@ -135,21 +135,12 @@ def parser() -> argparse.ArgumentParser:
     )
     iteration.add_argument("--size", type=int, default=2048, help="canvas side in px")
     iteration.add_argument(
-        "--tile", type=_tile, default=512, help="core tile side in px, or auto (as for run)"
-    )
-    iteration.add_argument(
         "--steps", type=int, default=2, help="timed iterations (Gram, gradient, Adam)"
     )
     iteration.add_argument(
         "--network", choices=names, default="vgg19", help="layer list (random weights)"
     )
-    iteration.add_argument("--precision", choices=PRECISIONS, default="exact",
-                           help="network arithmetic (bf16 pays off on GPUs and CPUs with "
-                                "native bf16, tf32 on GPUs)")  # fmt: skip
-    iteration.add_argument("--gram", choices=GRAM_SCHEDULES, default="exact",
-                           help="Gram schedule, as for `daskstyle run`")  # fmt: skip
-    iteration.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
-                           help="state in memory, on disk every N steps (as for run)")  # fmt: skip
+    _add_step_options(iteration, tile=512, precision="exact", gram="exact")
     precision = kinds.add_parser(
         "precision", help="gradient error of float32/TF32/bf16 vs float64", **options
     )
@@ -175,8 +166,6 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _add_run_options(run: argparse.ArgumentParser) -> None:
-    from .kernels import PRECISIONS
-    from .level import GRAM_SCHEDULES
     from .networks import NETWORKS
     from .run import Settings
 
@@ -189,11 +178,6 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--example", action="store_true", help="use the built-in example pictures")
     numbers = [  # option, type, default, meaning
         ("--r0", int, d.r0, "long side of the first level; each next level doubles it"),
-        ("--tile", _tile, d.tile, "auto: the largest tile that fits the memory of this machine "
-                                  "(per core) or its GPU, cut evenly per level (512 px when "
-                                  "--cluster is slurm or a scheduler; a resumed run keeps its "
-                                  "own); or a core tile side in px, a multiple of 16 (larger is "
-                                  "faster: 512 px needs ~1.7 GB)"),
         ("--max-iters", int, d.max_iters, "Adam steps per level at most"),
         ("--tpc", float, d.tpc, "largest pixel change of a level's first step on 0-255; sets "
                                 "the learning rate"),
@@ -237,20 +221,6 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
         help="print the levels, tiles and disk space the run needs, check the disks, and stop",
     )
     run.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default=d.precision,
-        help="network arithmetic on GPUs: exact (default), tf32, or bf16 autocast; "
-        "`daskstyle bench precision` measures their gradient error",
-    )
-    run.add_argument(
-        "--gram",
-        choices=GRAM_SCHEDULES,
-        default=d.gram,
-        help="exact (default): each step a Gram pass, then a gradient pass; lagged: one pass, "
-        "the gradient holding the previous step's Gram errors (faster, nearly the same picture)",
-    )
-    run.add_argument(
         "--cluster",
         "--scheduler",
         default="local",
@@ -259,9 +229,7 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
         "sync, slurm (dask-jobqueue), or a scheduler address tcp://HOST:PORT / tls://... / "
         "scheduler file .json",
     )
-    run.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
-                     help="keep each level's canvas and Adam's moments in memory and write them "
-                          "to disk every N steps (default 1: on disk at every step)")  # fmt: skip
+    _add_step_options(run, tile=d.tile, precision=d.precision, gram=d.gram)
     run.add_argument("--workers", type=int, help="worker processes of a local cluster")
     run.add_argument("--jobs", type=int, help="SLURM jobs (default: adapt to the work)")
     run.add_argument(
@@ -273,6 +241,38 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
         action="store_true",
         help="encrypt scheduler/worker traffic (temporary certificates)",
     )
+
+
+def _add_step_options(parser: argparse.ArgumentParser, tile, precision: str, gram: str) -> None:
+    """How each step runs, for ``daskstyle run`` and ``daskstyle bench iteration`` alike
+    (with their own defaults; auto arithmetic for runs only): --tile, --precision, --gram and
+    --checkpoint-every."""
+    from .kernels import PRECISIONS
+    from .level import GRAM_SCHEDULES
+
+    auto = precision not in PRECISIONS
+    precisions = ("auto", *PRECISIONS) if auto else PRECISIONS
+    auto_help = ("auto (bf16 where this machine runs the tiles and has it natively: CUDA, CPUs "
+                 "with AVX512-BF16 or AMX; else exact), ") if auto else ""  # fmt: skip
+
+    parser.add_argument("--tile", type=_tile, default=tile,
+                        help="auto: the largest tile that fits the memory of this machine (per "
+                             "core) or its GPU, cut evenly per level (512 px when --cluster is "
+                             "slurm or a scheduler; a resumed run keeps its own); or a core tile "
+                             "side in px, a multiple of 16 (larger is faster: 512 px needs "
+                             "~1.7 GB) (default %(default)s)")  # fmt: skip
+    parser.add_argument("--precision", choices=precisions, default=precision,
+                        help=f"network arithmetic: {auto_help}exact, tf32 (CUDA) or bf16 "
+                             "autocast; `daskstyle bench precision` measures their gradient "
+                             "error (default %(default)s)")  # fmt: skip
+    parser.add_argument("--gram", choices=GRAM_SCHEDULES, default=gram,
+                        help="exact: each step a Gram pass, then a gradient pass; lagged: one "
+                             "pass holding the previous step's Gram errors where they move by "
+                             "under 2 %% a step, else exact (default %(default)s)")  # fmt: skip
+    parser.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
+                        help="keep each level's canvas and Adam's moments in memory and write "
+                             "them to disk every N steps (default %(default)s; 1: on disk at "
+                             "every step)")  # fmt: skip
 
 
 def _tile(text: str) -> int | str:
@@ -326,45 +326,19 @@ def _add_control_options(run: argparse.ArgumentParser, d) -> None:
 
 def _resume_hint(args: argparse.Namespace) -> str:
     """How to continue the run that stopped, if it has a run directory to continue from."""
-    from .rundir import default_workdir
+    from .pipeline import run_directories
+    from .rundir import default_workdir, unfinished
 
     if args.command == "run":
         workdirs = [Path(args.workdir) if args.workdir else default_workdir(Path(args.output))]
         how = "--resume"
     elif args.command == "pipeline":
-        workdirs, how = _pipeline_workdirs(args.file), f"resume = true in {args.file}"
+        workdirs, how = run_directories(args.file), f"resume = true in {args.file}"
     else:
         return ""
-    if not any(_unfinished_run(workdir) for workdir in workdirs):
+    if not any(unfinished(workdir) for workdir in workdirs):
         return ""
     return f" (the run continues from its last step with {how})"
-
-
-def _pipeline_workdirs(file: str) -> list[Path]:
-    """The run directories of a production's or a comparison's file (none for others)."""
-    from .pipeline import Comparison, Production, load, painting_path
-    from .rundir import default_workdir
-
-    try:
-        config = load(file)
-    except DaskstyleError:
-        return []
-    if isinstance(config, Production):
-        return [config.workdir or default_workdir(config.output)]
-    if isinstance(config, Comparison):
-        return [default_workdir(painting_path(config.output, v.name)) for v in config.variant]
-    return []
-
-
-def _unfinished_run(workdir: Path) -> bool:
-    """Whether ``workdir`` holds the record of a run that has not finished."""
-    from .rundir import read_record
-
-    try:
-        record = read_record(workdir)
-    except DaskstyleError:  # damaged, or not daskstyle's: --resume would refuse it
-        return False
-    return record is not None and not record.get("finished")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,16 +1,15 @@
-"""What a run's plan says of its artistic controls and its arithmetic, a line each."""
+"""What a run's plan says of its artistic controls and its Gram schedule, a line each."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
 
-from . import hardware
 from .settings import Settings
 
 
 def control_lines(settings: Settings, record: dict, blend) -> Iterator[str]:
-    """A line for each artistic control that is not at its default, and for the arithmetic."""
+    """A line for each artistic control that is not at its default, and for lagged Grams."""
     if isinstance(record["style"], list):
         weights = ", ".join(f"{Path(p).name} x{w:.3g}" for p, w in zip(record["style"], blend))
         yield f"styles blended: {weights}"
@@ -29,7 +28,5 @@ def control_lines(settings: Settings, record: dict, blend) -> Iterator[str]:
         yield "pooling: average"
     if settings.bit_depth != 8:
         yield f"output: {settings.bit_depth} bits per sample"
-    if (line := hardware.precision_line(settings.precision)) is not None:
-        yield line
     if settings.gram == "lagged":
         yield "Grams lagged: one pass per step, holding the previous step's Gram errors"

@@ -31,6 +31,7 @@ import dask.array as da
 
 from . import colors, describe, files, footprint, geometry, hardware, images, resize, rundir, start
 from .api import level_plan, style_graph
+from .auto_settings import run_precision, run_tile
 from .errors import DamagedStateError, InputError, NotFiniteError
 from .executor import THIS_MACHINE_SPECS, compute_settings, tiles_in_memory
 from .graph import StyleGraph
@@ -42,7 +43,6 @@ from .rundir import default_workdir
 from .settings import Settings, blend_weights
 from .state import LevelState
 from .text import counted, readable
-from .tile_choice import run_tile
 
 EXAMPLE_CONTENT = Path(__file__).parent / "data" / "example_content.png"
 EXAMPLE_STYLE = Path(__file__).parent / "data" / "example_style.png"
@@ -104,11 +104,14 @@ class RunPlan:
     tile_reason: str | None = None  # under --tile auto: how the tile was chosen
     memory_line: str | None = None  # under --checkpoint-every N > 1: the state held
     checkpoint_every: int = 1  # steps between writes of a level's state to disk
+    arithmetic: str | None = None  # the network's arithmetic and, under auto, why (first line)
 
     def describe(self) -> Iterator[str]:
         """The plan as lines to print: network and halo, each level's pixels, tiles and disk
         space, the run directory's peak, and the tiles this machine's memory holds."""
         halo, settings = self.graph.halo, self.settings
+        if self.arithmetic is not None:
+            yield self.arithmetic
         yield (f"network {self.graph.network.name}, {settings.dtype}: halo {halo.total} px "
                f"({halo.forward} forward + {halo.backward} backward), tile origins on "
                f"{halo.align} px")  # fmt: skip
@@ -258,7 +261,8 @@ def plan(
     began with when ``settings.tile`` is ``auto``. ``cluster``: where the tiles will run, an
     :class:`daskstyle.executor.Executor` spec: under ``tile = "auto"`` ``local``, ``threads``
     and ``sync`` size the tiles to this machine's memory (or its GPU's), any other spec
-    (``slurm``, a scheduler) takes :data:`daskstyle.tile_choice.ELSEWHERE_TILE` px.
+    (``slurm``, a scheduler) takes :data:`daskstyle.auto_settings.ELSEWHERE_TILE` px;
+    under ``precision = "auto"`` only ``local``, ``threads`` and ``sync`` may take bf16.
     ``checkpoint_every``: above 1, each level's state stays in memory and goes to disk that
     often (:mod:`daskstyle.held`), if it fits this machine's memory where the tiles run here.
     ``experiment``: switches for the ablations of docs/design.md, not for paintings: ``halo``
@@ -276,6 +280,8 @@ def plan(
     experiment = dict(experiment or {})
     if set(experiment) - {"halo", "gram_scope"}:
         raise InputError(f"experiment switches are halo and gram_scope, not {sorted(experiment)}")
+    workdir = Path(workdir) if workdir else default_workdir(output)
+    settings, precision_reason = run_precision(settings, workdir, resume, cluster)
     content_image = images.read_image(content)
     style_images = [images.read_image(path) for path in style_paths]
     graph = style_graph(
@@ -298,7 +304,6 @@ def plan(
                 f"{name} of {h}x{w} px (at r0={settings.r0}) is too small: "
                 f"{graph.network.name} needs at least {graph.halo.align} px per side"
             )
-    workdir = Path(workdir) if workdir else default_workdir(output)
     settings, tile, tile_reason = run_tile(settings, graph, workdir, resume, cluster)
     sizes = footprint.level_sizes(shape, graph, r0=settings.r0, tile=tile, dtype=settings.dtype,
                                   balanced=settings.tile == "auto")  # fmt: skip
@@ -326,8 +331,10 @@ def plan(
     memory = hardware.host_memory() if cluster in THIS_MACHINE_SPECS else None
     held_line = (held_memory_line(sizes[-1].shape, settings.dtype, checkpoint_every, memory)
                  if checkpoint_every != 1 else None)  # fmt: skip
+    arithmetic = precision_reason or hardware.precision_line(settings.precision)
     return RunPlan(output, workdir, settings, resume, content_image, style_images, blend, graph,
-                   sizes, record, largest, tile_reason, held_line, checkpoint_every)  # fmt: skip
+                   sizes, record, largest, tile_reason, held_line, checkpoint_every,
+                   arithmetic)  # fmt: skip
 
 
 def transfer(

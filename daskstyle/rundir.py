@@ -22,7 +22,7 @@ import shutil
 from pathlib import Path
 
 from . import files
-from .errors import DamagedStateError, InputError
+from .errors import DamagedStateError, DaskstyleError, InputError
 from .state import LevelState
 
 FORMAT = 1  # the "daskstyle" key of a run record
@@ -103,6 +103,16 @@ def read_record(workdir: Path) -> dict | None:
             f"{path} was not written by this daskstyle: choose another run directory (--workdir)"
         )
     return record
+
+
+def unfinished(workdir: Path) -> bool:
+    """Whether ``workdir`` holds the record of a run that has not finished (a damaged record,
+    or one not daskstyle's, is not one: resuming would refuse it)."""
+    try:
+        record = read_record(workdir)
+    except DaskstyleError:
+        return False
+    return record is not None and not record.get("finished")
 
 
 def write_record(workdir: Path, record: dict) -> None:

@@ -30,7 +30,9 @@ class Settings:
     running it, cut evenly per level: :func:`daskstyle.run.plan` says which device);
     ``max_iters``: Adam steps per level at most; ``tpc`` (the paper's "target pixel change"):
     the largest pixel change of a level's first step on 0-255, which sets the learning rate;
-    ``stop``: a level ends when a step's mean pixel change falls below it; ``gram``:
+    ``stop``: a level ends when a step's mean pixel change falls below it; ``precision``:
+    the network's arithmetic, ``auto`` (the default: bf16 where the tiles run on a machine
+    that has it natively, else exact), ``exact``, ``tf32`` or ``bf16``; ``gram``:
     ``exact`` (a Gram pass, then a gradient pass) or ``lagged`` (one pass, the Gram errors of
     the previous step's canvas).
     """
@@ -45,7 +47,7 @@ class Settings:
     network: str | None = None
     pyramid: bool = False
     dtype: str = "float32"
-    precision: str = "exact"
+    precision: str = "auto"
     gram: str = "exact"
     style_blend: tuple[float, ...] | None = None
     style_scale: float = 1.0
@@ -130,7 +132,7 @@ def _network(name, value):
 def _precision(name, value):
     from .kernels import PRECISIONS
 
-    _choice(name, value, PRECISIONS)
+    _choice(name, value, ("auto", *PRECISIONS))
 
 
 def _gram(name, value):

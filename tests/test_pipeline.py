@@ -96,9 +96,10 @@ def test_production_dry_run_prints_its_plan_and_writes_nothing(tmp_path):
     path = shipped("production_small.toml", tmp_path)
     lines = []
     assert run_pipeline(path, echo=lines.append, dry_run=True) == []
-    assert lines[1].startswith("level 1/3: 96x64 px, 1 tile of 96 px,")
-    assert lines[3].startswith("level 3/3: 384x256 px, 2 tiles of 256 px,")
-    assert str(tmp_path / "results/production_small.tif.daskstyle") in lines[4]
+    assert lines[0].startswith("precision ") and "(auto)" in lines[0]  # bf16 if native here
+    assert lines[2].startswith("level 1/3: 96x64 px, 1 tile of 96 px,")
+    assert lines[4].startswith("level 3/3: 384x256 px, 2 tiles of 256 px,")
+    assert str(tmp_path / "results/production_small.tif.daskstyle") in lines[5]
     assert lines[-1] == "the disks are large enough; nothing was written"
     assert list(tmp_path.iterdir()) == [path]  # not even the results directory
     with pytest.raises(InputError, match="--dry-run is for productions and comparisons"):

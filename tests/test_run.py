@@ -244,9 +244,10 @@ def test_dry_run_prints_the_plan_and_writes_nothing(pictures, weights_file, tmp_
             "--network", "vgg19", "--weights", str(weights_file), "--dry-run"]  # fmt: skip
     assert cli.main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("network vgg19, float32: halo 160 px")
-    assert lines[1].startswith("level 1/2: 40x48 px, 4 tiles of 32 px,")
-    assert lines[2].startswith("level 2/2: 80x96 px, 9 tiles of 32 px,")
+    assert lines[0].startswith("precision ") and "(auto)" in lines[0]  # bf16 if native here
+    assert lines[1].startswith("network vgg19, float32: halo 160 px")
+    assert lines[2].startswith("level 1/2: 40x48 px, 4 tiles of 32 px,")
+    assert lines[3].startswith("level 2/2: 80x96 px, 9 tiles of 32 px,")
     assert lines[-1] == "the disks are large enough; nothing was written"
     assert list(tmp_path.iterdir()) == []
 

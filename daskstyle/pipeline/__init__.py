@@ -26,15 +26,16 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import DaskstyleError, InputError
+from ..rundir import default_workdir
 from .comparison import dry_run_comparison, run_comparison
 from .config import load
 from .keys import Comparison, Production, Scaling, painting_path
 from .production import dry_run_production, run_production
 from .scaling import run_scaling, weak_side
 
-__all__ = ["Comparison", "Production", "Scaling", "load", "painting_path", "run_pipeline",
-           "weak_side"]  # fmt: skip
+__all__ = ["Comparison", "Production", "Scaling", "load", "painting_path", "run_directories",
+           "run_pipeline", "weak_side"]  # fmt: skip
 RUNNERS = {Production: run_production, Scaling: run_scaling, Comparison: run_comparison}
 
 
@@ -52,4 +53,18 @@ def run_pipeline(
             f"{path}: --dry-run is for productions and comparisons, not scaling studies"
         )
     (dry_run_production if isinstance(config, Production) else dry_run_comparison)(config, echo)
+    return []
+
+
+def run_directories(path: str | os.PathLike) -> list[Path]:
+    """The run directories of a production's or a comparison's file ``path`` (none for
+    scaling studies, or for a file that does not load)."""
+    try:
+        config = load(path)
+    except DaskstyleError:
+        return []
+    if isinstance(config, Production):
+        return [config.workdir or default_workdir(config.output)]
+    if isinstance(config, Comparison):
+        return [default_workdir(painting_path(config.output, v.name)) for v in config.variant]
     return []

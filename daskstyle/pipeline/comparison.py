@@ -77,6 +77,8 @@ def run_comparison(config: Comparison, echo: Callable[[str], None]) -> list[Path
                 what = "kept from before" if name in kept else "painting"
                 echo(f"variant {number}/{len(plans)}: {name} ({what})")
                 if name not in kept:
+                    if plan.arithmetic is not None:
+                        echo(f"  {plan.arithmetic}")
                     recorder = _StepRecorder(name, Progress(echo))
                     plan.execute(session.resources, on_event=recorder)
                     rows += recorder.rows

@@ -31,6 +31,8 @@ def run_production(config: Production, echo: Callable[[str], None]) -> list[Path
         plan = _plan(config, weights)
         plan.check()  # before a cluster starts
         output.parent.mkdir(parents=True, exist_ok=True)
+        if plan.arithmetic is not None:
+            echo(plan.arithmetic)
         options = config.cluster.model_dump(exclude_none=True)
         executor = Executor(**options, tile=plan.tile, dtype=settings.dtype)
         with executor.open() as session:
