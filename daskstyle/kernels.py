@@ -8,8 +8,9 @@ Arrays come in and go out as NumPy (H, W, 3) on the 0-255 RGB scale. A tile is r
 
 from __future__ import annotations
 
+import functools
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -57,7 +58,16 @@ class FeatureNet(nn.Module):
         self.requires_grad_(False).eval()
 
     def forward(self, image: torch.Tensor, until: str | None = None) -> dict[str, torch.Tensor]:
-        """Features of ``image`` (1, 3, H, W), 0-255 RGB; stop after layer ``until``."""
+        """Features of ``image`` (1, 3, H, W), 0-255 RGB, in the model's dtype; stop after
+        layer ``until``."""
+        return {name: f.to(self.mean.dtype) for name, f in self.compute(image, until).items()}
+
+    def compute(self, image: torch.Tensor, until: str | None = None,
+                taps: Mapping[str, Callable] | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
+        """Features of ``image`` as the arithmetic leaves them (bfloat16 under bf16).
+        ``taps``: per layer, a function ``(feature, grad) -> grad`` that the backward pass
+        applies to the gradient reaching the layer's output from the layers above it (none
+        reaches the last layer computed: its gradient is a root of the backward pass)."""
         set_tf32(self.precision == "tf32")
         x = image.flip(1) if self.network.bgr else image
         x = (x / self.network.value_range - self.mean) / self.std
@@ -67,8 +77,40 @@ class FeatureNet(nn.Module):
             for index, layer in enumerate(self.features[: last + 1]):
                 x = layer(x)
                 if index in self.wanted:
-                    out[self.wanted[index]] = x
-        return {name: feature.to(self.mean.dtype) for name, feature in out.items()}
+                    name = self.wanted[index]
+                    if taps and name in taps and index < last:
+                        x = _Tap.apply(x, taps[name])
+                    out[name] = x
+        return out
+
+
+class _Tap(torch.autograd.Function):
+    """The identity, whose backward hands the arriving gradient to ``tap(feature, grad)``."""
+
+    @staticmethod
+    def forward(ctx, feature: torch.Tensor, tap: Callable) -> torch.Tensor:
+        ctx.tap = tap
+        ctx.save_for_backward(feature)
+        return feature.view_as(feature)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (feature,) = ctx.saved_tensors
+        return ctx.tap(feature, grad), None
+
+
+def plus_product(grad: torch.Tensor, feature: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """``grad`` + Φ M for features and a gradient of shape (1, C, H, W) (Φ: one row of C
+    values per cell) and a (C, C) matrix M, in one pass and laid out as ``grad``: a sum of
+    channels-last and contiguous tensors is many times slower than either."""
+    phi = _flat(feature).to(grad.dtype)
+    matrix = matrix.to(grad.dtype)
+    if grad.is_contiguous(memory_format=torch.channels_last):
+        _, channels, height, width = grad.shape
+        total = torch.addmm(_flat(grad), phi, matrix)  # (cells, C), rows in channels-last order
+        return total.view(1, height, width, channels).permute(0, 3, 1, 2)
+    grad = grad.contiguous()
+    return torch.addmm(grad.view(grad.shape[1], -1), matrix.T, phi.T).view_as(grad)
 
 
 def set_tf32(on: bool) -> None:
@@ -139,14 +181,15 @@ def tile_statistics(
     model: FeatureNet, tile: np.ndarray, origin: tuple[int, int], core, layers
 ) -> Statistics:
     """Partial Grams of the style ``layers`` over the core of one tile."""
-    return _core_statistics(model, model(_to_torch(tile, model)), origin, core, layers)
+    return _core_statistics(model, model.compute(_to_torch(tile, model)), origin, core, layers)
 
 
 @torch.no_grad()
 def _core_statistics(model, features, origin, core, layers) -> Statistics:
     grams = {}
-    for name in layers:
-        phi = _flat(_crop(features[name].detach(), model.network.scale(name), origin, core))
+    for name in layers:  # the core's features in the model's dtype: Grams sum in it
+        core_features = _crop(features[name].detach(), model.network.scale(name), origin, core)
+        phi = _flat(core_features.to(model.mean.dtype))
         grams[name] = (phi.T @ phi).cpu().numpy()
     return Statistics(grams)
 
@@ -230,14 +273,20 @@ def tile_gradient(model, canvas_tile, content_target, origin, core, terms: LossT
     also the core's partial Grams (:func:`tile_statistics`), from the same forward (the
     gradient's halo holds the forward halo they need)."""
     image = _to_torch(canvas_tile, model).requires_grad_(True)
-    features = model(image)
-    diff = features[terms.content_layer] - _as_torch(content_target, image)
+    matrices = {  # d/dΦ Σ_x φ(x)ᵀ E φ(x) = Φ (E + Eᵀ), times the loss's coefficient
+        name: terms.surrogate_coefficient(name)
+        * torch.as_tensor(errors[name] + errors[name].T, device=image.device, dtype=image.dtype)
+        for name in terms.style_weights
+    }
+    taps = {name: functools.partial(_tap, matrix) for name, matrix in matrices.items()}
+    features = model.compute(image, taps=taps)  # a style layer's gradient joins on the way
+    diff = features[terms.content_layer].to(image.dtype) - _as_torch(content_target, image)
     roots, root_grads = [terms.content(diff.square().sum())], [None]
-    for name in terms.style_weights:  # d/dΦ Σ_x φ(x)ᵀ E φ(x) = Φ (E + Eᵀ): fed straight to Φ
-        phi = _flat(features[name])
-        error = torch.as_tensor(errors[name], device=phi.device, dtype=phi.dtype)
+    last = max(terms.style_weights, key=model.network.index)
+    if model.network.index(last) >= model.network.index(terms.content_layer):  # not tapped
+        phi = _flat(features[last])
         roots.append(phi)
-        root_grads.append(terms.surrogate_coefficient(name) * (phi.detach() @ (error + error.T)))
+        root_grads.append(phi.detach() @ matrices[last].to(phi.dtype))
     if terms.tv_weight:  # every pair of the padded tile: exact on the core behind a 1-px halo
         across, down = _neighbour_squares(image)
         roots[0] = roots[0] + terms.tv(across.sum() + down.sum())
@@ -253,6 +302,10 @@ def tile_gradient(model, canvas_tile, content_target, origin, core, terms: LossT
     if with_statistics:
         result += (_core_statistics(model, features, origin, core, tuple(terms.style_weights)),)
     return result
+
+
+def _tap(matrix: torch.Tensor, feature: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    return plus_product(grad, feature.detach(), matrix)
 
 
 def whole_loss_and_grad(model, canvas, content_target, terms: LossTerms, style_grams):

@@ -33,6 +33,9 @@ CONTROLS = {
     ),
 }  # fmt: skip
 CONTROLS["all"] = tuple({**a, **b, **c, **d} for a, b, c, d in zip(*CONTROLS.values()))
+#: The content layer deeper than every style layer: each style layer's gradient joins the
+#: backward pass on its way (none is the last layer computed).
+CONTROLS["deep_content"] = (dict(content_layer="relu2_2"), dict(content_index=8))
 
 
 def second_style():

@@ -170,3 +170,18 @@ def test_a_float64_model_keeps_its_normalisation_constants_exact():
     model = FeatureNet(network, ("relu1_1",), random_weights("vgg19"), dtype=torch.float64)
     assert model.mean.flatten().tolist() == list(network.mean)  # not float32-rounded first
     assert model.std.flatten().tolist() == list(network.std)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_a_style_layers_gradient_joins_in_the_arriving_gradients_layout(layout):
+    """kernels.plus_product: grad + Φ M, for a gradient in either memory layout, laid out as
+    it (features channels-last, as the model makes them)."""
+    rng = np.random.default_rng(3)
+    feature = torch.as_tensor(rng.normal(size=(1, 5, 7, 6))).to(memory_format=torch.channels_last)
+    grad = torch.as_tensor(rng.normal(size=(1, 5, 7, 6))).to(memory_format=layout)
+    matrix = torch.as_tensor(rng.normal(size=(5, 5)))
+    total = kernels.plus_product(grad, feature, matrix)
+    phi = feature[0].permute(1, 2, 0).reshape(-1, 5)  # one row per cell
+    expected = grad + (phi @ matrix).reshape(7, 6, 5).permute(2, 0, 1)[None]
+    assert torch.allclose(total, expected, rtol=1e-14, atol=1e-14)
+    assert total.is_contiguous(memory_format=layout)
