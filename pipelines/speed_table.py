@@ -9,8 +9,8 @@ weights (time does not depend on them). A step's seconds are the median of the s
 first (which also sets the learning rate, and under ``--gram lagged`` runs the level's one Gram
 pass). The whole-image way runs twice: as the peers run it, the reference of every ratio, and
 with the malloc settings of daskstyle's workers (daskstyle/allocator.py); the tiled ways run
-as daskstyle runs them, at ``--tile`` and, for bf16 + lagged, at the tile ``--tile auto``
-chooses here where it differs. Writes ``pipelines/results/speed.csv`` and prints the table as
+as daskstyle runs them, at ``--tile`` and, for bf16 and bf16 + lagged, at the tile ``--tile
+auto`` chooses here where it differs. Writes ``pipelines/results/speed.csv`` and prints the table as
 Markdown; the last row shows that the peak RSS of a tiled step does not grow with the canvas.
 """
 
@@ -69,7 +69,8 @@ def measure(networks, sizes, tile: int, steps: int, rss_size: int, echo=print) -
                                  peak_mib=whole["peak"]))  # fmt: skip
                 echo(_line(rows[-1], rows[first]["seconds_per_step"]))
             auto = level_tile(size, "auto")
-            ways = [*((way, tile) for way in TILED), *([(TILED[-1], auto)] if auto != tile else [])]
+            at_auto = [(way, auto) for way in TILED[1:]] if auto != tile else []
+            ways = [*((way, tile) for way in TILED), *at_auto]
             for (label, precision, gram), side in ways:
                 done = iteration_figures(size, side, network, steps, precision, gram)
                 seconds = _median_after_first([s["seconds"] for s in done])

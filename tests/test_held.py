@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from daskstyle import cli, hardware
-from daskstyle.held import HeldState
+from daskstyle.errors import InputError
+from daskstyle.held import Checkpoints, HeldState
 from daskstyle.state import LevelState
 
 from .conftest import final_canvas
@@ -68,8 +69,34 @@ def test_a_killed_held_level_resumes_from_its_checkpoint(vgg19_state, images, tm
 
 def test_checkpoints_need_a_positive_interval(tmp_path, vgg19_state, images):
     level = _level(tmp_path / "level", vgg19_state, images, "exact")
-    with pytest.raises(ValueError, match="at least 1"):
-        HeldState(level.state, 0)
+    for bad in (0, "-2", "1.5", "min", "0min", "5 steps", True):
+        with pytest.raises(InputError, match="1 or more, or minutes such as 15min"):
+            HeldState(level.state, bad)
+    assert Checkpoints.of("7") == Checkpoints(steps=7) and str(Checkpoints.of(7)) == "7 steps"
+    assert Checkpoints.of("15min") == Checkpoints(minutes=15.0) == Checkpoints.of("15 min")
+    assert str(Checkpoints.of("0.5min")) == "0.5 min" and not Checkpoints.of(1).held
+
+
+def test_checkpoints_every_so_many_minutes(vgg19_state, images, tmp_path, monkeypatch):
+    """A clock that moves 40 s per step: with checkpoints every 1.5 min the state goes to disk
+    at the first step that ends 90 s after the last checkpoint, and at the level's end."""
+    on_disk = list(_level(tmp_path / "disk", vgg19_state, images, "exact", steps=8,
+                          dtype=np.float32).steps())  # fmt: skip
+    saved_at, real_commit = [], LevelState.commit
+
+    def recording(self, **changes):
+        if "step" in changes:
+            saved_at.append(changes["step"])
+        real_commit(self, **changes)
+
+    monkeypatch.setattr(LevelState, "commit", recording)
+    level = _level(tmp_path / "held", vgg19_state, images, "exact", steps=8, dtype=np.float32,
+                   checkpoint_every="1.5min")  # fmt: skip
+    level.state.clock = lambda: 40.0 * level.state.step  # as if each step took 40 s
+    held = list(level.steps())
+    assert saved_at == [3, 6, 8]
+    assert [s.loss for s in held] == [s.loss for s in on_disk]
+    assert np.array_equal(_canvas(tmp_path / "held"), _canvas(tmp_path / "disk"))
 
 
 def _run_argv(pictures, weights_file, out, *extra):
@@ -102,9 +129,16 @@ def test_the_plan_says_what_is_held_and_refuses_what_does_not_fit(pictures, weig
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and error[0].endswith("use --checkpoint-every 1 (state on disk)")
     assert cli.main([*argv[:-1], "--cluster", "slurm", "--dry-run"]) == 0  # memory elsewhere
-    for bad in ("0", "-2"):
+    for bad in ("0", "-2", "soon"):
         assert cli.main(_run_argv(pictures, weights_file, out, "--checkpoint-every", bad)) == 1
-        assert "--checkpoint-every must be a whole number, 1 or more" in capsys.readouterr().err
+        assert "--checkpoint-every must be a whole number of steps, 1 or more, or minutes" in (
+            capsys.readouterr().err
+        )
+    assert cli.main(_run_argv(pictures, weights_file, out, "--checkpoint-every", "10min",
+                              "--dry-run")) == 0  # fmt: skip
+    assert "state in memory, on disk every 10 min and at each level's end: " in (
+        capsys.readouterr().out
+    )
     assert not out.exists()
 
 
@@ -117,6 +151,11 @@ def test_a_production_holds_its_state_as_its_file_says(tmp_path):
     lines = []
     assert run_pipeline(path, echo=lines.append, dry_run=True) == []
     assert any(line.startswith("state in memory, on disk every 4 steps") for line in lines)
-    path.write_text(text + "checkpoint_every = 0\n")
-    with pytest.raises(Exception, match="checkpoint_every"):
-        run_pipeline(path, dry_run=True)
+    path.write_text(text + 'checkpoint_every = "30min"\n')
+    lines = []
+    assert run_pipeline(path, echo=lines.append, dry_run=True) == []
+    assert any(line.startswith("state in memory, on disk every 30 min") for line in lines)
+    for bad in ("0", '"often"'):
+        path.write_text(text + f"checkpoint_every = {bad}\n")
+        with pytest.raises(Exception, match="checkpoint_every"):
+            run_pipeline(path, dry_run=True)
