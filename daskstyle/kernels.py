@@ -273,60 +273,81 @@ def tile_gradient(model, canvas_tile, content_target, origin, core, terms: LossT
     also the core's partial Grams (:func:`tile_statistics`), from the same forward (the
     gradient's halo holds the forward halo they need)."""
     image = _to_torch(canvas_tile, model).requires_grad_(True)
-    matrices = {  # d/dΦ Σ_x φ(x)ᵀ E φ(x) = Φ (E + Eᵀ), times the loss's coefficient
-        name: terms.surrogate_coefficient(name)
-        * torch.as_tensor(errors[name] + errors[name].T, device=image.device, dtype=image.dtype)
-        for name in terms.style_weights
-    }
-    taps = {name: functools.partial(_tap, matrix) for name, matrix in matrices.items()}
-    features = model.compute(image, taps=taps)  # a style layer's gradient joins on the way
-    diff = features[terms.content_layer].to(image.dtype) - _as_torch(content_target, image)
-    roots, root_grads = [terms.content(diff.square().sum())], [None]
-    last = max(terms.style_weights, key=model.network.index)
-    if model.network.index(last) >= model.network.index(terms.content_layer):  # not tapped
-        phi = _flat(features[last])
-        roots.append(phi)
-        root_grads.append(phi.detach() @ matrices[last].to(phi.dtype))
-    if terms.tv_weight:  # every pair of the padded tile: exact on the core behind a 1-px halo
-        across, down = _neighbour_squares(image)
-        roots[0] = roots[0] + terms.tv(across.sum() + down.sum())
-    torch.autograd.backward(roots, root_grads)
+    matrices = {name: _style_matrix(terms, name, errors[name], image) for name in errors}
+    features = model.compute(image, taps=_taps(matrices, matrices))
+    diff, squares = _backward(model, image, features, terms, matrices, content_target)
     scale = model.network.scale(terms.content_layer)
-    squared_error = _crop(diff.detach(), scale, origin, core).square().sum().item()
+    squared_error = _crop(diff, scale, origin, core).square().sum().item()
     tv_squares = 0.0
-    if terms.tv_weight:
+    if squares is not None:
         y0, y1, x0, x1 = core
         owners = (..., slice(y0 - origin[0], y1 - origin[0]), slice(x0 - origin[1], x1 - origin[1]))
-        tv_squares = (across[owners].sum() + down[owners].sum()).item()
+        tv_squares = sum(square[owners].sum().item() for square in squares)
     result = (_grad_to_numpy(image, core, origin), squared_error, tv_squares)
     if with_statistics:
         result += (_core_statistics(model, features, origin, core, tuple(terms.style_weights)),)
     return result
 
 
-def _tap(matrix: torch.Tensor, feature: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    return plus_product(grad, feature.detach(), matrix)
+def _style_matrix(terms: LossTerms, name: str, error, like: torch.Tensor) -> torch.Tensor:
+    """M_l = c_l (E_l + E_lᵀ): Φ_l M_l is the style term's gradient with respect to Φ_l
+    (d/dΦ Σ_x φ(x)ᵀ E φ(x) = Φ (E + Eᵀ), times the loss's coefficient c_l)."""
+    error = torch.as_tensor(error, device=like.device, dtype=like.dtype)
+    return terms.surrogate_coefficient(name) * (error + error.T)
+
+
+def _taps(matrices: Mapping[str, torch.Tensor], names) -> dict[str, Callable]:
+    """The taps of the style layers ``names``: each layer's Φ M joins the gradient arriving
+    at it (M read from ``matrices`` when the backward runs: it may be filled after the
+    forward)."""
+    return {name: functools.partial(_tap, matrices, name) for name in names}
+
+
+def _tap(matrices, name: str, feature: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    return plus_product(grad, feature.detach(), matrices[name])
+
+
+def _backward(model: FeatureNet, image, features, terms: LossTerms, matrices, content_target):
+    """Back-propagate the content term (and the total variation) with each style layer's
+    Φ M: the last layer computed hands it over as a root, the others through their taps.
+    Returns the content features' difference from the target and, with total variation,
+    the pixel pairs' squares (:func:`_neighbour_squares`; else None)."""
+    diff = features[terms.content_layer].to(image.dtype) - _as_torch(content_target, image)
+    roots, root_grads = [terms.content(diff.square().sum())], [None]
+    last = max(matrices, key=model.network.index)
+    if model.network.index(last) >= model.network.index(terms.content_layer):  # not tapped
+        phi = _flat(features[last])
+        roots.append(phi)
+        root_grads.append(phi.detach() @ matrices[last].to(phi.dtype))
+    squares = None
+    if terms.tv_weight:  # every pair of the padded tile: exact on the core behind a 1-px halo
+        squares = _neighbour_squares(image)
+        roots[0] = roots[0] + terms.tv(squares[0].sum() + squares[1].sum())
+    torch.autograd.backward(roots, root_grads)
+    return diff.detach(), squares
 
 
 def whole_loss_and_grad(model, canvas, content_target, terms: LossTerms, style_grams):
-    """Loss and gradient on an untiled image: one forward and one backward."""
+    """Loss and gradient on an untiled image: one forward and one backward. The forward's
+    Grams give the Gram errors, and with them each style layer's gradient joins the backward
+    as in :func:`tile_gradient` (on the whole image that is the loss's own gradient)."""
     image = _to_torch(canvas, model).requires_grad_(True)
-    features = model(image)
+    matrices = {}
+    features = model.compute(image, taps=_taps(matrices, terms.style_weights))
     grams_hat = {}
     for name in terms.style_weights:
-        phi = _flat(features[name])
+        phi = _flat(features[name].detach().to(image.dtype))
         grams_hat[name] = phi.T @ phi / terms.cells[name]
-    style_grams = {
-        k: torch.as_tensor(v, device=image.device, dtype=image.dtype)
-        for k, v in style_grams.items()
-    }
-    content = _as_torch(content_target, image)
-    loss = terms.content((features[terms.content_layer] - content).square().sum())
-    loss = loss + terms.style(grams_hat, style_grams)
-    if terms.tv_weight:
-        across, down = _neighbour_squares(image)
-        loss = loss + terms.tv(across.sum() + down.sum())
-    loss.backward()
+        target = torch.as_tensor(style_grams[name], device=image.device, dtype=image.dtype)
+        error = target - grams_hat[name]
+        matrices[name] = _style_matrix(terms, name, error, image)
+    diff, squares = _backward(model, image, features, terms, matrices, content_target)
+    loss = terms.content(diff.square().sum()) + terms.style(
+        grams_hat, {k: torch.as_tensor(v, device=image.device, dtype=image.dtype)
+                    for k, v in style_grams.items()}
+    )  # fmt: skip
+    if squares is not None:
+        loss = loss + terms.tv(squares[0].sum() + squares[1].sum())
     height, width = canvas.shape[:2]
     return loss.item(), _grad_to_numpy(image, (0, height, 0, width), (0, 0))
 
