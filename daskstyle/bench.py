@@ -88,9 +88,9 @@ def print_networks(size: int, networks, echo=print) -> None:
 
 def _time_iteration(size: int, tile: int, network: str, steps: int, directory: str,
                     precision: str = "exact", gram: str = "exact",
-                    checkpoint_every: int = 1) -> list[dict]:  # fmt: skip
+                    checkpoint_every: int | str = 1) -> list[dict]:  # fmt: skip
     """In a child: a level of ``size``² on disk, then ``steps`` timed steps of a run's level
-    loop (held in memory between checkpoints where ``checkpoint_every`` > 1). Lagged Grams
+    loop (held in memory between checkpoints where ``checkpoint_every`` is not 1). Lagged Grams
     lag from the second step whatever their drift: the bench times the one-pass step."""
     import dask.array as da
 
@@ -116,7 +116,7 @@ def _time_iteration(size: int, tile: int, network: str, steps: int, directory: s
 
 def iteration_figures(size: int, tile: int | str, network: str, steps: int,
                       precision: str = "exact", gram: str = "exact",
-                      checkpoint_every: int = 1) -> list[dict]:  # fmt: skip
+                      checkpoint_every: int | str = 1) -> list[dict]:  # fmt: skip
     """Per step of a fresh process's level of ``size``² (random pictures and weights): its
     number, seconds, the peak RSS so far (MiB) and the tiles."""
     with tempfile.TemporaryDirectory(prefix="daskstyle-bench-") as directory:
@@ -137,14 +137,16 @@ def level_tile(size: int, tile: int | str) -> int:
 
 
 def print_iteration(size: int, tile: int | str, network: str, steps: int = 2,
-                    precision: str = "exact", gram: str = "exact", checkpoint_every: int = 1,
+                    precision: str = "exact", gram: str = "exact", checkpoint_every: int | str = 1,
                     echo=print) -> None:  # fmt: skip
     """Whole iterations on a level; the first includes the learning-rate pass (and, with
     ``gram="lagged"``, the level's one Gram pass). The state is on disk, or in memory with a
-    checkpoint every ``checkpoint_every`` steps."""
+    checkpoint every ``checkpoint_every`` steps or minutes ("15min")."""
+    from .held import Checkpoints
+
     tile = level_tile(size, tile)
-    where = ("zarr state on disk" if checkpoint_every == 1
-             else f"state in memory, on disk every {checkpoint_every} steps")  # fmt: skip
+    every = Checkpoints.of(checkpoint_every)
+    where = f"state in memory, on disk every {every}" if every.held else "zarr state on disk"
     echo(f"{size}x{size} canvas, {tile}-px tiles, {network}, float32 ({precision}), "
          f"Grams {gram}, {where}, {_device_name()}")  # fmt: skip
     megapixels = size * size / 1e6

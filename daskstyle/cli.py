@@ -269,10 +269,10 @@ def _add_step_options(parser: argparse.ArgumentParser, tile, precision: str, gra
                         help="exact: each step a Gram pass, then a gradient pass; lagged: one "
                              "pass holding the previous step's Gram errors where they move by "
                              "under 2 %% a step, else exact (default %(default)s)")  # fmt: skip
-    parser.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
+    parser.add_argument("--checkpoint-every", default="1", metavar="N|Mmin",
                         help="keep each level's canvas and Adam's moments in memory and write "
-                             "them to disk every N steps (default %(default)s; 1: on disk at "
-                             "every step)")  # fmt: skip
+                             "them to disk every N steps or M minutes (15min) and at its end "
+                             "(default %(default)s: on disk at every step)")  # fmt: skip
 
 
 def _tile(text: str) -> int | str:

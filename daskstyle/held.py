@@ -1,4 +1,5 @@
-"""A level's state held in memory between checkpoints (``--checkpoint-every N``).
+"""A level's state held in memory between checkpoints (``--checkpoint-every N`` steps, or
+``--checkpoint-every Mmin`` minutes).
 
 Each step of a :class:`daskstyle.state.LevelState` reads the canvas and Adam's moments from
 zarr and writes the next ones back: 72 bytes per pixel in float32. :class:`HeldState` keeps
@@ -9,6 +10,11 @@ deterministic, still ends with the uninterrupted run's picture.
 """
 
 from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import dask
 import dask.array as da
@@ -21,16 +27,54 @@ from .state import LevelState, StepAttributes
 from .text import readable
 
 
+@dataclass(frozen=True)
+class Checkpoints:
+    """How often a level's state goes to disk: every ``steps`` steps (1: at every step, the
+    state is not held), or at the first step that ends ``minutes`` after the last
+    checkpoint; and always at the level's end."""
+
+    steps: int | None = None
+    minutes: float | None = None
+
+    @classmethod
+    def of(cls, value: int | str | Checkpoints) -> Checkpoints:
+        """``value`` as given to ``--checkpoint-every``: ``N`` steps (a whole number, 1 or
+        more) or ``Mmin`` minutes (``15min``, ``0.5min``); an :class:`InputError` else."""
+        if isinstance(value, Checkpoints):
+            return value
+        text = str(value).strip() if not isinstance(value, bool) else ""
+        if re.fullmatch(r"[0-9]+", text) and int(text) >= 1:
+            return cls(steps=int(text))
+        if (found := re.fullmatch(r"([0-9]*\.?[0-9]+) ?min", text)) and float(found[1]) > 0:
+            return cls(minutes=float(found[1]))
+        raise InputError(f"--checkpoint-every must be a whole number of steps, 1 or more, or "
+                         f"minutes such as 15min, not {value!r}")  # fmt: skip
+
+    @property
+    def held(self) -> bool:
+        """Whether the state stays in memory between checkpoints."""
+        return self.steps != 1
+
+    def due(self, steps: int, seconds: float) -> bool:
+        """Whether a checkpoint is due ``steps`` steps and ``seconds`` after the last."""
+        return steps >= self.steps if self.steps else seconds >= 60 * self.minutes
+
+    def __str__(self) -> str:
+        return f"{self.steps} steps" if self.steps else f"{self.minutes:g} min"
+
+
 class HeldState(StepAttributes):
     """The state of ``saved`` (a level state on disk) held in memory from its current step
-    on, and written back to it every ``every`` steps and once the stop test holds. It reads,
-    writes and commits as a :class:`LevelState` does, for :func:`daskstyle.optim.advance`
-    and :class:`daskstyle.level.Level`; a commit changes the attributes in memory only."""
+    on, and written back to it as ``every`` (:class:`Checkpoints`, or what
+    :meth:`Checkpoints.of` takes) says and once the stop test holds. It reads, writes and
+    commits as a :class:`LevelState` does, for :func:`daskstyle.optim.advance` and
+    :class:`daskstyle.level.Level`; a commit changes the attributes in memory only.
+    ``clock``: seconds, for checkpoints every so many minutes."""
 
-    def __init__(self, saved: LevelState, every: int):
-        if every < 1:
-            raise ValueError(f"checkpoints every {every} steps: need at least 1")
-        self.saved, self.every, self.path = saved, every, saved.path
+    def __init__(self, saved: LevelState, every: int | str | Checkpoints,
+                 clock: Callable[[], float] = time.monotonic):  # fmt: skip
+        self.saved, self.every, self.path = saved, Checkpoints.of(every), saved.path
+        self.clock, self.saved_at = clock, clock()
         self._attrs = saved.attrs
         self._arrays: dict[tuple[str, int], da.Array] = {}  # (name, buffer): persisted
 
@@ -82,7 +126,7 @@ class HeldState(StepAttributes):
             return
         current = self._attrs["current"]
         self._arrays = {key: a for key, a in self._arrays.items() if key[1] == current}
-        if self.step - self.saved_step >= self.every or self.done:
+        if self.every.due(self.step - self.saved_step, self.clock() - self.saved_at) or self.done:
             self.checkpoint()
 
     def checkpoint(self) -> None:
@@ -98,16 +142,15 @@ class HeldState(StepAttributes):
         attrs = self._attrs
         self.saved.commit(step=attrs["step"], current=buffer, lr=attrs["lr"], pending=None,
                           history=attrs["history"])  # fmt: skip
+        self.saved_at = self.clock()
 
 
-def held_memory_line(shape: tuple[int, int], dtype, every: int, memory: float | None) -> str:
+def held_memory_line(shape: tuple[int, int], dtype, every: Checkpoints,
+                     memory: float | None) -> str:  # fmt: skip
     """The plan's line for holding the state of the largest level, of ``shape``, in memory
-    with a checkpoint every ``every`` steps; an :class:`InputError` when ``every`` is not a
-    whole number of 1 or more, or when the state (both buffers, as while a step writes the
-    next) would not fit in the part of ``memory`` that the tiles leave (None: memory on
-    other machines, not known here)."""
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise InputError(f"--checkpoint-every must be a whole number, 1 or more, not {every!r}")
+    with checkpoints ``every``; an :class:`InputError` when the state (both buffers, as
+    while a step writes the next) would not fit in the part of ``memory`` that the tiles
+    leave (None: memory on other machines, not known here)."""
     nbytes = 2 * len(LevelState.BUFFERS) * 3 * np.dtype(dtype).itemsize * shape[0] * shape[1]
     if memory is not None and nbytes > (1 - MEMORY_SHARE) * memory:
         raise InputError(
@@ -115,5 +158,5 @@ def held_memory_line(shape: tuple[int, int], dtype, every: int, memory: float | 
             f"{readable(nbytes)}, more than the {readable((1 - MEMORY_SHARE) * memory)} the "
             "tiles leave of this machine's memory: use --checkpoint-every 1 (state on disk)"
         )
-    return (f"state in memory, on disk every {every} steps and at each level's end: "
+    return (f"state in memory, on disk every {every} and at each level's end: "
             f"{readable(nbytes)} at the last level")  # fmt: skip

@@ -24,7 +24,7 @@ from dask.delayed import Delayed
 from .executor import share
 from .geometry import TilePlan
 from .graph import StyleGraph
-from .held import HeldState
+from .held import Checkpoints, HeldState
 from .kernels import Statistics
 from .optim import advance
 from .state import LevelState, check_whole, create_array, keep_grams, open_array
@@ -138,20 +138,21 @@ def open_level(
     blend: Sequence[float],
     gram: str = "exact",
     lag_below: float = LAG_BELOW,
-    checkpoint_every: int = 1,
+    checkpoint_every: int | str | Checkpoints = 1,
 ) -> Level:
     """The level of ``state`` with its targets: the style target (the Gram matrices of the
     ``styles``, each a style image with its tile plan, blended with the weights ``blend``
     that sum to 1), computed now and shared by every step, and the content target, computed
     once into the level's folder. ``gram``: one of :data:`GRAM_SCHEDULES`; ``lag_below``:
     see :data:`LAG_BELOW` (``math.inf``: every step after the first lags);
-    ``checkpoint_every``: above 1, the steps hold the state in memory and write it to disk
-    that often (:class:`daskstyle.held.HeldState`)."""
+    ``checkpoint_every``: other than 1 (step), the steps hold the state in memory and write
+    it to disk that often, in steps or minutes (:class:`daskstyle.held.Checkpoints`)."""
     (grams,) = dask.compute(graph.style_target(styles, blend))
     shared = share(grams, f"daskstyle-style-grams-{tokenize(grams)}")
     target = content_target(state.path / "content_target", graph, state, plan)
-    if checkpoint_every > 1:
-        state = HeldState(state, checkpoint_every)
+    every = Checkpoints.of(checkpoint_every)
+    if every.held:
+        state = HeldState(state, every)
     return Level(state, plan, graph, target, shared, grams, gram, lag_below)
 
 

@@ -35,7 +35,7 @@ from .auto_settings import run_precision, run_tile
 from .errors import DamagedStateError, InputError, NotFiniteError
 from .executor import THIS_MACHINE_SPECS, compute_settings, tiles_in_memory
 from .graph import StyleGraph
-from .held import held_memory_line
+from .held import Checkpoints, held_memory_line
 from .level import open_level
 from .networks import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, resolve_weights
 from .optim import AdamSettings
@@ -103,7 +103,7 @@ class RunPlan:
     tile: int  # the largest tile side of its levels, in px (a level in one tile: its long side)
     tile_reason: str | None = None  # under --tile auto: how the tile was chosen
     memory_line: str | None = None  # under --checkpoint-every N > 1: the state held
-    checkpoint_every: int = 1  # steps between writes of a level's state to disk
+    checkpoint_every: Checkpoints = Checkpoints(steps=1)  # how often state goes to disk
     arithmetic: str | None = None  # the network's arithmetic and, under auto, why (first line)
 
     def describe(self) -> Iterator[str]:
@@ -247,7 +247,7 @@ def plan(
     workdir: str | os.PathLike | None = None,
     resume: bool = False,
     cluster: str = "local",
-    checkpoint_every: int = 1,
+    checkpoint_every: int | str = 1,
     makes_output_dir: bool = False,
     experiment: Mapping | None = None,
 ) -> RunPlan:
@@ -263,10 +263,12 @@ def plan(
     and ``sync`` size the tiles to this machine's memory (or its GPU's), any other spec
     (``slurm``, a scheduler) takes :data:`daskstyle.auto_settings.ELSEWHERE_TILE` px;
     under ``precision = "auto"`` only ``local``, ``threads`` and ``sync`` may take bf16.
-    ``checkpoint_every``: above 1, each level's state stays in memory and goes to disk that
-    often (:mod:`daskstyle.held`), if it fits this machine's memory where the tiles run here.
+    ``checkpoint_every``: other than 1, each level's state stays in memory and goes to disk
+    every so many steps (``5``) or minutes (``"15min"``; :class:`daskstyle.held.Checkpoints`),
+    if it fits this machine's memory where the tiles run here.
     ``experiment``: switches for the ablations of docs/design.md, not for paintings: ``halo``
     and ``gram_scope`` of :func:`daskstyle.api.style_graph`, kept in run.json."""
+    every = Checkpoints.of(checkpoint_every)
     output = Path(output)
     images.check_output(
         files.nearest_existing(output.parent) / output.name if makes_output_dir else output,
@@ -329,11 +331,11 @@ def plan(
     rundir.check_paths(output, workdir, sources)
     largest = max(min(size.tile, max(size.shape)) for size in sizes)
     memory = hardware.host_memory() if cluster in THIS_MACHINE_SPECS else None
-    held_line = (held_memory_line(sizes[-1].shape, settings.dtype, checkpoint_every, memory)
-                 if checkpoint_every != 1 else None)  # fmt: skip
+    held_line = (held_memory_line(sizes[-1].shape, settings.dtype, every, memory)
+                 if every.held else None)  # fmt: skip
     arithmetic = precision_reason or hardware.precision_line(settings.precision)
     return RunPlan(output, workdir, settings, resume, content_image, style_images, blend, graph,
-                   sizes, record, largest, tile_reason, held_line, checkpoint_every,
+                   sizes, record, largest, tile_reason, held_line, every,
                    arithmetic)  # fmt: skip
 
 

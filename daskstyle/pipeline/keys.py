@@ -83,6 +83,9 @@ Counts = Annotated[
 Whole = Annotated[int, Field(description="a whole number")]
 Switch = Annotated[bool, Field(description="true or false")]
 Text = Annotated[str, Field(min_length=1, description="a string")]
+Minutes = Annotated[
+    str, Field(pattern=r"^[0-9]*\.?[0-9]+ ?min$", description='minutes such as "15min"')
+]
 Texts = Annotated[list[Text], Field(min_length=1, description="a non-empty list of strings")]
 Modes = Annotated[
     list[Mode], Field(min_length=1, description='a non-empty list of "strong" and "weak"')
@@ -156,7 +159,7 @@ class _ProductionKeys(_PaintingKeys):
     kind: Literal["production"]
     output: Place
     workdir: Place | None = None
-    checkpoint_every: Count = 1  # as `daskstyle run --checkpoint-every`
+    checkpoint_every: Count | Minutes = 1  # as `daskstyle run --checkpoint-every`: N or "Mmin"
 
 
 _TYPE_WORDS = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}
