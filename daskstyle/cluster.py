@@ -319,6 +319,8 @@ def _slurm_cluster(settings: dict, tls: bool = False, dashboard: bool = True):
             "--cluster slurm needs dask-jobqueue: pip install 'daskstyle[slurm]'"
         ) from None
     settings = dict(settings)
+    prologue = settings.get("job-script-prologue") or []  # the YAML's lines may override ours
+    settings["job-script-prologue"] = [*allocator.job_exports(), *prologue]
     scheduler = dict(settings.pop("scheduler-options", None) or {})
     interface = settings.get("interface")
     if interface in (None, "lo"):  # single node: everything on the loopback interface

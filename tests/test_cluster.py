@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from daskstyle import cluster
+from daskstyle.allocator import REUSE_FREED_MEMORY
 from daskstyle.cluster import (
     dashboard_link,
     has_gpus,
@@ -161,6 +162,8 @@ def test_connect_to_a_running_scheduler_by_address_and_by_file(tmp_path):
 def test_shipped_slurm_yaml_gives_the_expected_job_script(monkeypatch, tmp_path):
     pytest.importorskip("dask_jobqueue")
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch: rendering submits nothing
+    for name in REUSE_FREED_MEMORY:  # as a fresh process has them (a local nanny sets some)
+        monkeypatch.delenv(name, raising=False)
     settings = yaml.safe_load(SHIPPED_YAML.read_text())["jobqueue"]["slurm"]
     script = slurm_job_script(SHIPPED_YAML)
     lines = script.splitlines()
@@ -173,6 +176,9 @@ def test_shipped_slurm_yaml_gives_the_expected_job_script(monkeypatch, tmp_path)
         *settings["job-script-prologue"],
     ):
         assert line in lines, (line, script)
+    exports = [f"export {name}={value}" for name, value in REUSE_FREED_MEMORY.items()]
+    first = lines.index(settings["job-script-prologue"][0])
+    assert lines[first - len(exports) : first] == exports  # malloc as local workers; YAML last
     worker = lines[-1]
     assert "--resources GPU=1" in worker
     assert f"--nthreads {settings['cores']}" in worker
@@ -188,7 +194,9 @@ def test_slurm_config_from_environment_and_tls_job_script(monkeypatch, tmp_path)
     )  # fmt: skip
     monkeypatch.setenv(cluster.SLURM_CONFIG_ENV, str(config))
     assert read_slurm_config()["queue"] == "short"
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")  # the user's own value reaches the jobs
     script = slurm_job_script(tls=True)
+    assert "export MALLOC_ARENA_MAX=2" in script.splitlines()
     assert "#SBATCH -p short" in script
     assert "#SBATCH -A" not in script and "--mem" not in script.replace("--memory-limit", "")
     assert " tls://127.0.0.1:" in script and "--tls-ca-file" in script
