@@ -53,9 +53,8 @@ def run_precision(settings: Settings, workdir: Path, resume: bool,
     earlier = rundir.read_record(workdir) if resume else None
     began = (earlier or {}).get("settings", {}).get("precision")
     if began in PRECISIONS:
-        return dataclasses.replace(
-            settings, precision=began
-        ), f"precision {began}, as the run began"
+        kept = dataclasses.replace(settings, precision=began)
+        return kept, f"precision {began}, as the run began"
     where = hardware.native_bf16()
     if settings.dtype != "float32":
         precision, why = "exact", f"{settings.dtype} asks for exact arithmetic"
@@ -66,6 +65,5 @@ def run_precision(settings: Settings, workdir: Path, resume: bool,
         precision, why = "bf16", f"native on this machine ({where}); --precision exact for float32"
     else:
         precision, why = "exact", "this machine has no native bf16 (no CUDA, AVX512-BF16 or AMX)"
-    return dataclasses.replace(
-        settings, precision=precision
-    ), f"precision {precision} (auto): {why}"
+    reason = f"precision {precision} (auto): {why}"
+    return dataclasses.replace(settings, precision=precision), reason

@@ -334,18 +334,15 @@ def whole_loss_and_grad(model, canvas, content_target, terms: LossTerms, style_g
     image = _to_torch(canvas, model).requires_grad_(True)
     matrices = {}
     features = model.compute(image, taps=_taps(matrices, terms.style_weights))
+    targets = {name: torch.as_tensor(style_grams[name], device=image.device, dtype=image.dtype)
+               for name in terms.style_weights}  # fmt: skip
     grams_hat = {}
     for name in terms.style_weights:
         phi = _flat(features[name].detach().to(image.dtype))
         grams_hat[name] = phi.T @ phi / terms.cells[name]
-        target = torch.as_tensor(style_grams[name], device=image.device, dtype=image.dtype)
-        error = target - grams_hat[name]
-        matrices[name] = _style_matrix(terms, name, error, image)
+        matrices[name] = _style_matrix(terms, name, targets[name] - grams_hat[name], image)
     diff, squares = _backward(model, image, features, terms, matrices, content_target)
-    loss = terms.content(diff.square().sum()) + terms.style(
-        grams_hat, {k: torch.as_tensor(v, device=image.device, dtype=image.dtype)
-                    for k, v in style_grams.items()}
-    )  # fmt: skip
+    loss = terms.content(diff.square().sum()) + terms.style(grams_hat, targets)
     if squares is not None:
         loss = loss + terms.tv(squares[0].sum() + squares[1].sum())
     height, width = canvas.shape[:2]
