@@ -26,6 +26,9 @@ from .executor import MEMORY_SHARE
 from .state import LevelState, StepAttributes
 from .text import readable
 
+#: ``--checkpoint-every`` in minutes: ``15min``, ``0.5 min`` (the number is the group).
+MINUTES = r"([0-9]*\.?[0-9]+) ?min"
+
 
 @dataclass(frozen=True)
 class Checkpoints:
@@ -45,7 +48,7 @@ class Checkpoints:
         text = str(value).strip() if not isinstance(value, bool) else ""
         if re.fullmatch(r"[0-9]+", text) and int(text) >= 1:
             return cls(steps=int(text))
-        if (found := re.fullmatch(r"([0-9]*\.?[0-9]+) ?min", text)) and float(found[1]) > 0:
+        if (found := re.fullmatch(MINUTES, text)) and float(found[1]) > 0:
             return cls(minutes=float(found[1]))
         raise InputError(f"--checkpoint-every must be a whole number of steps, 1 or more, or "
                          f"minutes such as 15min, not {value!r}")  # fmt: skip

@@ -24,6 +24,7 @@ from pydantic import (
 
 from .. import run, start
 from ..graph import GRAM_SCOPES
+from ..held import MINUTES
 from ..networks import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS
 from ..settings import Settings
 
@@ -83,9 +84,7 @@ Counts = Annotated[
 Whole = Annotated[int, Field(description="a whole number")]
 Switch = Annotated[bool, Field(description="true or false")]
 Text = Annotated[str, Field(min_length=1, description="a string")]
-Minutes = Annotated[
-    str, Field(pattern=r"^[0-9]*\.?[0-9]+ ?min$", description='minutes such as "15min"')
-]
+Minutes = Annotated[str, Field(pattern=f"^{MINUTES}$", description='minutes such as "15min"')]
 Texts = Annotated[list[Text], Field(min_length=1, description="a non-empty list of strings")]
 Modes = Annotated[
     list[Mode], Field(min_length=1, description='a non-empty list of "strong" and "weak"')
