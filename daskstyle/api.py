@@ -8,11 +8,12 @@ from collections.abc import Mapping, Sequence
 import dask
 import numpy as np
 
-from . import geometry, kernels
-from .errors import InputError
-from .executor import compute_settings, current_resources, share
-from .graph import GRAM_SCOPES, StyleGraph, as_tiled
-from .networks import (
+from daskstyle.compute.executor import compute_settings, current_resources, share
+from daskstyle.core import geometry
+from daskstyle.core.errors import InputError
+from daskstyle.engine import kernels
+from daskstyle.engine.graph import GRAM_SCOPES, StyleGraph, as_tiled
+from daskstyle.networks.catalog import (
     DEFAULT_CONTENT_LAYER,
     DEFAULT_STYLE_LAYERS,
     POOLINGS,
@@ -23,8 +24,8 @@ from .networks import (
     resolve_weights,
     state_token,
 )
-from .settings import blend_weights, check_number
-from .weights import choose_network
+from daskstyle.networks.weights import choose_network
+from daskstyle.settings import blend_weights, check_number
 
 _DTYPES = {np.dtype(np.float32): "float32", np.dtype(np.float64): "float64"}
 
@@ -106,14 +107,14 @@ def style_graph(
     """A :class:`StyleGraph`: network, validated weights (one shared graph key) and loss.
 
     ``network=None`` chooses one by the weights present or downloadable
-    (:func:`daskstyle.weights.choose_network`). ``tv_weight``: the weight of the total
+    (:func:`daskstyle.networks.weights.choose_network`). ``tv_weight``: the weight of the total
     variation (smoothness) term, 0 for none. ``pooling``: ``max`` or ``avg`` pools
-    (:data:`daskstyle.networks.POOLINGS`). ``halo`` overrides the gradient pass's halo
+    (:data:`daskstyle.networks.catalog.POOLINGS`). ``halo`` overrides the gradient pass's halo
     depth K (for experiments: a smaller K gives inexact gradients; 0: no halo in either
-    pass). ``precision``: ``exact``, ``tf32`` or ``bf16`` (:data:`daskstyle.kernels.PRECISIONS`).
+    pass). ``precision``: ``exact``, ``tf32`` or ``bf16`` (:data:`daskstyle.engine.kernels.PRECISIONS`).
     ``resources``: what each network task asks of a distributed scheduler, e.g. ``{"GPU": 1}``.
     ``gram_scope``: ``image`` (exact) or, for the tiling ablation only, ``tile``: each tile
-    styled with its own core's Grams (:meth:`daskstyle.graph.StyleGraph.loss_and_grad`).
+    styled with its own core's Grams (:meth:`daskstyle.engine.graph.StyleGraph.loss_and_grad`).
     """
     content_weight = check_number("content_weight", content_weight)
     style_weight = check_number("style_weight", style_weight)

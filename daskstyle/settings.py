@@ -13,10 +13,10 @@ import math
 import numbers
 from dataclasses import dataclass
 
-from .colors import COLORS
-from .errors import SettingError
-from .geometry import TILE_MULTIPLE
-from .networks import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, POOLINGS
+from daskstyle.controls.colors import COLORS
+from daskstyle.core.errors import SettingError
+from daskstyle.core.geometry import TILE_MULTIPLE
+from daskstyle.networks.catalog import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, POOLINGS
 
 DTYPES = ("float32", "float64")
 
@@ -27,7 +27,7 @@ class Settings:
 
     ``r0``: long side of the first level (each next level doubles it); ``tile``: core tile
     side in px, or ``auto``, the default (the largest that fits the memory of the device
-    running it, cut evenly per level: :func:`daskstyle.run.plan` says which device);
+    running it, cut evenly per level: :func:`daskstyle.run.painting.plan` says which device);
     ``max_iters``: Adam steps per level at most; ``tpc`` (the paper's "target pixel change"):
     the largest pixel change of a level's first step on 0-255, which sets the learning rate;
     ``stop``: a level ends when a step's mean pixel change falls below it; ``precision``:
@@ -123,20 +123,20 @@ def _choice(name: str, value, choices) -> None:
 
 
 def _network(name, value):
-    from .networks import NETWORKS
+    from daskstyle.networks.catalog import NETWORKS
 
     if value is not None:
         _choice(name, value, tuple(NETWORKS))
 
 
 def _precision(name, value):
-    from .kernels import PRECISIONS
+    from daskstyle.engine.kernels import PRECISIONS
 
     _choice(name, value, ("auto", *PRECISIONS))
 
 
 def _gram(name, value):
-    from .level import GRAM_SCHEDULES
+    from daskstyle.optimise.level import GRAM_SCHEDULES
 
     _choice(name, value, GRAM_SCHEDULES)
 

@@ -23,9 +23,9 @@ import dask
 import dask.array as da
 import numpy as np
 
-from daskstyle.geometry import TilePlan
-from daskstyle.optim import AdamSettings, advance
-from daskstyle.state import LevelState
+from daskstyle.core.geometry import TilePlan
+from daskstyle.optimise.adam import AdamSettings, advance
+from daskstyle.optimise.state import LevelState
 
 ARRAYS = 7
 

@@ -4,7 +4,7 @@
 
 Fills a float32 canvas of size^2 x 3 in zarr (as a run's final level state holds it) with
 uniform noise, the worst case for the TIFF's zlib compression, then times
-``daskstyle.images.write_image`` into a tiled BigTIFF with halved levels, as ``daskstyle run
+``daskstyle.io.images.write_image`` into a tiled BigTIFF with halved levels, as ``daskstyle run
 -o out.tif --pyramid`` does. Prints seconds, megapixels per second, the file's size and the
 process's peak RSS: the writer streams one band of tiles at a time, so memory stays bounded
 whatever the size.
@@ -21,7 +21,7 @@ from pathlib import Path
 import dask.array as da
 import zarr
 
-from daskstyle import images
+from daskstyle.io import images
 
 
 def peak_rss_gib() -> float:

@@ -7,7 +7,7 @@
    content target, computed once per level, is not counted), seeded random weights, float32,
    one torch thread (as in a Dask worker process, where distributed sets OMP_NUM_THREADS=1).
 2. The overhead of one whole iteration (Gram pass, gradient pass, chunked Adam on a zarr
-   level, exactly the graphs of :mod:`daskstyle.run`) whose tile kernels do nothing: the
+   level, exactly the graphs of :mod:`daskstyle.run.painting`) whose tile kernels do nothing: the
    real VGG-19 layer list, Gram sizes and weights (a graph literal shipped with every
    compute), 16-px cores with a 16-px halo so that each padded tile spans 3 x 3 chunks like a
    512-px core with K = 160 does, on a canvas of N tiles. Timed on the threaded scheduler and
@@ -32,13 +32,13 @@ import dask
 import dask.array as da
 import numpy as np
 
-from daskstyle import kernels
 from daskstyle.api import make_plan, style_graph
-from daskstyle.executor import Executor
-from daskstyle.level import open_level
-from daskstyle.networks import random_weights
-from daskstyle.optim import AdamSettings
-from daskstyle.state import LevelState
+from daskstyle.compute.executor import Executor
+from daskstyle.engine import kernels
+from daskstyle.networks.catalog import random_weights
+from daskstyle.optimise.adam import AdamSettings
+from daskstyle.optimise.level import open_level
+from daskstyle.optimise.state import LevelState
 
 NETWORK = "vgg19"
 NULL_CORE = 16

@@ -1,9 +1,9 @@
-"""Paint the built-in example once per artistic control: the README's row of pictures.
+"""Paint the built-in example once per artistic control: docs/controls.md's row of pictures.
 
     python pipelines/controls_row.py [--out docs/controls] [--r0 192]
 
 Each picture is one `daskstyle run` (hed-vgg16, two levels of 192 and 384 px) whose command
-is printed with its wall time; the pictures go to OUT/<name>.png (the README shows them).
+is printed with its wall time; the pictures go to OUT/<name>.png (docs/controls.md shows them).
 """
 
 import argparse
@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from daskstyle import cli
+from daskstyle.frontends import cli
 
 DATA = Path(__file__).resolve().parents[1] / "daskstyle" / "data"
 CONTENT, STYLE, STYLE2 = (DATA / f"example_{name}.png" for name in ("content", "style", "style2"))

@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from daskstyle.files import write_atomically
-from daskstyle.pipeline import cost
+from daskstyle.frontends.pipeline import cost
+from daskstyle.io.files import write_atomically
 
 
 def main() -> None:

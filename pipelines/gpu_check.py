@@ -3,8 +3,8 @@
 Here, with HED's weights (`daskstyle weights download hed-vgg16`), `bash pipelines/gpu_bundle.sh`
 fills .gpu-bundle/ (git-ignored: the device tool must carry it, carry [".gpu-bundle"]); there:
 
-    python -m pip install --no-index --no-deps --target .deps .gpu-bundle/*.whl;
-    PYTHONPATH=.:.deps python pipelines/gpu_check.py --out "$OUT"
+    python3 -m pip install --no-index --no-deps --target .deps .gpu-bundle/*.whl;
+    PYTHONPATH=.:.deps python3 pipelines/gpu_check.py --out "$OUT"
 
 A preflight first: versions of Python, torch, CUDA, CuPy, dask, distributed, zarr, numcodecs,
 NumPy, and where each comes from (the wheels are unpacked into .deps if pip did not install
@@ -165,11 +165,11 @@ def check_adam(echo, args) -> bool | None:
 
     import numpy as np
 
-    from daskstyle import optim
+    from daskstyle.optimise import adam
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        module = optim.update_module()
+        module = adam.update_module()
     for warning in caught:
         echo(str(warning.message))
     if module is np:
@@ -182,11 +182,11 @@ def check_adam(echo, args) -> bool | None:
     param, v = param * 100 + 128, np.abs(v)
     results = {}
     for name, xp in (("NumPy", np), ("CuPy", module)):
-        optim.update_module = lambda xp=xp: xp
+        adam.update_module = lambda xp=xp: xp
         seconds = []
         for _ in range(4):  # the first warms up
             start = time.perf_counter()
-            results[name] = optim._adam_block(param, grad, m, v, 3, 1.5, 0.9, 0.99, 1e-6)
+            results[name] = adam._adam_block(param, grad, m, v, 3, 1.5, 0.9, 0.99, 1e-6)
             seconds.append(time.perf_counter() - start)
         echo(f"Adam on one {ADAM_SIDE}² x 3 float32 chunk, host transfers included, {name}: "
              f"{min(seconds[1:]) * 1e3:.1f} ms")  # fmt: skip
@@ -207,9 +207,9 @@ def check_exactness(echo, args) -> bool:
     import numpy as np
     import torch
 
-    from daskstyle import kernels
     from daskstyle.api import loss_and_grad
-    from daskstyle.networks import random_weights
+    from daskstyle.engine import kernels
+    from daskstyle.networks.catalog import random_weights
 
     images, weights = _noise(*EXACT_SHAPE), random_weights("vgg19")
     evaluate = functools.partial(loss_and_grad, *images, weights=weights)
@@ -228,17 +228,17 @@ def check_exactness(echo, args) -> bool:
 
 
 def _worker_adam_module() -> str:
-    from daskstyle import optim
+    from daskstyle.optimise import adam
 
-    return optim.update_module().__name__
+    return adam.update_module().__name__
 
 
 def check_cluster(echo, args) -> bool:
     import numpy as np
 
     from daskstyle.api import loss_and_grad
-    from daskstyle.executor import Executor
-    from daskstyle.networks import random_weights
+    from daskstyle.compute.executor import Executor
+    from daskstyle.networks.catalog import random_weights
 
     images, weights = _noise(*EXACT_SHAPE), random_weights("vgg19")
     evaluate = functools.partial(loss_and_grad, *images, weights=weights, tile=EXACT_TILE)
@@ -281,7 +281,7 @@ def check_precision(echo, args) -> bool:
     import numpy as np
 
     from daskstyle.api import loss_and_grad
-    from daskstyle.networks import read_state_dict
+    from daskstyle.networks.catalog import read_state_dict
 
     state = read_state_dict(Path(args.bundle) / HED_FILE)  # float16, weights_only=True
     images = _example_images(args.precision_size)
@@ -307,11 +307,11 @@ def time_steps(echo, args, precision: str) -> None:
     import numpy as np
 
     from daskstyle.api import make_plan, style_graph
-    from daskstyle.executor import Executor
-    from daskstyle.level import open_level
-    from daskstyle.networks import random_weights
-    from daskstyle.optim import AdamSettings
-    from daskstyle.state import LevelState
+    from daskstyle.compute.executor import Executor
+    from daskstyle.networks.catalog import random_weights
+    from daskstyle.optimise.adam import AdamSettings
+    from daskstyle.optimise.level import open_level
+    from daskstyle.optimise.state import LevelState
 
     size, tile = args.size, args.tile
     canvas, content, style = (da.from_array(x.astype(np.float32), chunks=(tile, tile, 3))

@@ -1,5 +1,5 @@
 """The figure of docs/results/gram_drift.csv: how far each style layer's Gram error moved per
-step, relative to its size (``daskstyle.level.gram_drift``), against the threshold below which
+step, relative to its size (``daskstyle.optimise.level.gram_drift``), against the threshold below which
 ``--gram lagged`` lags. The CSV was logged from a run of `pipelines/lagged.toml`'s photograph
 (1024 x 640 px in one level, 512-px tiles, hed-vgg16) under ``--gram lagged`` with a threshold of 0,
 so that every step was exact and kept its Grams (stopped after 31 steps).
@@ -15,7 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from daskstyle.level import LAG_BELOW  # noqa: E402
+from daskstyle.optimise.level import LAG_BELOW  # noqa: E402
 
 LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 

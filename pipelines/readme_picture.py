@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from daskstyle.files import write_atomically
+from daskstyle.io.files import write_atomically
 
 
 def _crop(text: str) -> tuple[int, int, int]:

@@ -1,14 +1,14 @@
 """daskstyle's tiled iteration against the peers' whole-image float32 PyTorch iteration, in one
 run on this machine: seconds per step and peak RSS of each way, per network and size.
 
-    python pipelines/speed_table.py                   # the README's table (about 30 min here)
+    python pipelines/speed_table.py                   # docs/performance.md's table (about 30 min here)
     python pipelines/speed_table.py --sizes 64 --rss-size 0 --steps 2   # a quick check
 
 Each measurement runs in a fresh process (its own peak RSS) with seeded random pictures and
 weights (time does not depend on them). A step's seconds are the median of the steps after the
 first (which also sets the learning rate, and under ``--gram lagged`` runs the level's one Gram
 pass). The whole-image way runs twice: as the peers run it, the reference of every ratio, and
-with the malloc settings of daskstyle's workers (daskstyle/allocator.py); the tiled ways run
+with the malloc settings of daskstyle's workers (daskstyle/compute/allocator.py); the tiled ways run
 as daskstyle runs them, at ``--tile`` and, for bf16 and bf16 + lagged, at the tile ``--tile
 auto`` chooses here where it differs. Writes ``pipelines/results/speed.csv`` and prints the table as
 Markdown; the last row shows that the peak RSS of a tiled step does not grow with the canvas.
@@ -26,8 +26,8 @@ from pathlib import Path
 
 import whole_image_pytorch
 
-from daskstyle import allocator
-from daskstyle.bench import iteration_figures, level_tile
+from daskstyle.compute import allocator
+from daskstyle.frontends.bench import iteration_figures, level_tile
 
 RESULTS = Path(__file__).parent / "results"
 #: (label, precision, gram) of the tiled ways measured.

@@ -20,8 +20,8 @@ import time
 import numpy as np
 import torch
 
-from daskstyle import networks
-from daskstyle.networks import (
+from daskstyle.networks import catalog
+from daskstyle.networks.catalog import (
     DEFAULT_CONTENT_LAYER,
     DEFAULT_STYLE_LAYERS,
     build_features,
@@ -71,7 +71,7 @@ def measure(
     layers = (DEFAULT_CONTENT_LAYER, *DEFAULT_STYLE_LAYERS)
     wanted = {network.index(name): name for name in layers}
     model = build_features(network, max(wanted))
-    state = (networks.random_weights(network_name) if random_weights
+    state = (catalog.random_weights(network_name) if random_weights
              else read_state_dict(resolve_weights(network, None)[1]))  # fmt: skip
     load_weights(model, state, network, "its file")
     model = model.eval().requires_grad_(False).to(memory_format=torch.channels_last)

@@ -41,7 +41,7 @@ def images():
 @pytest.fixture(scope="session")
 def hed_weights():
     """HED's converted VGG-16 weights from the daskstyle cache, or a skip that says how to get them."""
-    from daskstyle.networks import default_weights_path, read_state_dict
+    from daskstyle.networks.catalog import default_weights_path, read_state_dict
 
     path = default_weights_path("hed-vgg16")
     if not path.is_file():
@@ -88,7 +88,7 @@ def weights_file(vgg19_state, tmp_path_factory):
 
 def final_canvas(workdir) -> np.ndarray:
     """The last committed canvas of the last level in the run directory ``workdir``."""
-    from daskstyle.state import LevelState
+    from daskstyle.optimise.state import LevelState
 
     levels = sorted(Path(workdir).glob("level*/zarr.json"), key=lambda p: int(p.parent.name[5:]))
     return LevelState.open(levels[-1].parent).canvas().compute()

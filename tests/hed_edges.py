@@ -11,10 +11,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from daskstyle import hed
-from daskstyle.errors import WeightsError
-from daskstyle.kernels import FeatureNet
-from daskstyle.networks import default_weights_path, get_network, read_state_dict, weights_hint
+from daskstyle.core.errors import WeightsError
+from daskstyle.engine.kernels import FeatureNet
+from daskstyle.networks import hed
+from daskstyle.networks.catalog import (
+    default_weights_path,
+    get_network,
+    read_state_dict,
+    weights_hint,
+)
 
 #: The layers the side outputs dsn1..dsn5 read.
 SIDE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")

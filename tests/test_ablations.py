@@ -12,9 +12,13 @@ import torch
 from PIL import Image
 
 import daskstyle
-from daskstyle import geometry, run, rundir, seams
-from daskstyle.errors import InputError
-from daskstyle.images import read_image
+from daskstyle.controls import seams
+from daskstyle.core import geometry
+from daskstyle.core.errors import InputError
+from daskstyle.io.images import read_image
+from daskstyle.run import painting
+from daskstyle.run.rundir import default_workdir
+from daskstyle.settings import Settings, rundir
 
 from . import reference
 from .reference import relative_error
@@ -142,29 +146,29 @@ def test_three_way_run_leaves_a_trace_only_when_tiling_is_not_exact(weights_file
     paths = tmp_path / "content.png", tmp_path / "style.png"
     for path, image in zip(paths, (content, style)):
         Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(path)
-    settings = run.Settings(r0=64, tile=16, max_iters=3, style_weight=10.0, network="vgg19",
+    settings = Settings(r0=64, tile=16, max_iters=3, style_weight=10.0, network="vgg19",
                             content_layer="relu2_1", style_layers=("relu1_1", "relu2_1", "relu3_1"))  # fmt: skip
     ways = {"a": dict(halo=0, gram_scope="tile"), "b": dict(gram_scope="tile"), "c": None}
     start = read_image(paths[0]).compute().astype(float)
     seam, spread = {}, {}
     for name, experiment in ways.items():
-        out = run.transfer(*paths, tmp_path / f"{name}.png", settings=settings,
+        out = painting.transfer(*paths, tmp_path / f"{name}.png", settings=settings,
                            weights=weights_file, experiment=experiment)  # fmt: skip
         painted = read_image(out).compute() - start
         seam[name], spread[name] = (
             seams.seam_score(painted, 16),
             seams.tile_colour_spread(painted, 16),
         )
-        record = rundir.read_record(run.default_workdir(out))
+        record = rundir.read_record(default_workdir(out))
         assert record.get("experiment") == experiment
     print({"seam": seam, "spread": spread})
     assert seam["c"] == pytest.approx(1.0, abs=0.1) and spread["c"] < 1.2
     assert min(seam["a"], seam["b"]) > seam["c"] + 0.15
     assert min(spread["a"], spread["b"]) > spread["c"] + 0.4
-    other = run.plan(*paths, tmp_path / "a.png", settings=settings, weights=weights_file,
+    other = painting.plan(*paths, tmp_path / "a.png", settings=settings, weights=weights_file,
                      resume=True, experiment={"halo": 0})  # fmt: skip
     with pytest.raises(InputError, match="experiment differ"):
         other.check()
     with pytest.raises(InputError, match="experiment switches are halo and gram_scope"):
-        run.plan(*paths, tmp_path / "d.png", settings=settings, weights=weights_file,
+        painting.plan(*paths, tmp_path / "d.png", settings=settings, weights=weights_file,
                  experiment={"tile": 8})  # fmt: skip

@@ -1,8 +1,8 @@
-"""daskstyle.allocator: the environment of the processes that run tiles."""
+"""daskstyle.compute.allocator: the environment of the processes that run tiles."""
 
 import os
 
-from daskstyle.allocator import REUSE_FREED_MEMORY, starting_workers, worker_environment
+from daskstyle.compute.allocator import REUSE_FREED_MEMORY, starting_workers, worker_environment
 
 
 def test_ours_over_dask_but_the_users_own_values_win(monkeypatch):

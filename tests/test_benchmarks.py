@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from daskstyle import cli
+from daskstyle.frontends import cli
 
 PIPELINES = Path(__file__).resolve().parent.parent / "pipelines"
 NUMBER = r"\d+\.\d+"

@@ -1,4 +1,4 @@
-"""daskstyle.cluster: where clusters listen, that work runs on them, the SLURM job script, errors.
+"""daskstyle.compute.cluster: where clusters listen, that work runs on them, the SLURM job script, errors.
 
 The real-SLURM test runs only where `sinfo` shows an idle node (cluster/start-single-node-slurm.sh).
 """
@@ -16,16 +16,16 @@ import psutil
 import pytest
 import yaml
 
-from daskstyle import cluster
-from daskstyle.allocator import REUSE_FREED_MEMORY
-from daskstyle.cluster import (
+from daskstyle.compute import cluster
+from daskstyle.compute.allocator import REUSE_FREED_MEMORY
+from daskstyle.compute.cluster import (
     dashboard_link,
     has_gpus,
     open_client,
     read_slurm_config,
     slurm_job_script,
 )
-from daskstyle.errors import DaskstyleError, InputError
+from daskstyle.core.errors import DaskstyleError, InputError
 
 SHIPPED_YAML = Path(__file__).resolve().parent.parent / "cluster" / "slurm.yaml"
 LOOPBACK_IPS = {"127.0.0.1", "::1"}
@@ -94,7 +94,7 @@ def test_local_cluster_listens_on_loopback_only():
 
 
 def test_local_workers_keep_freed_memory_for_the_next_tensor():
-    """daskstyle.allocator's settings reach a local cluster's workers (over Dask's own
+    """daskstyle.compute.allocator's settings reach a local cluster's workers (over Dask's own
     MALLOC_TRIM_THRESHOLD_), and this process keeps its environment."""
     before = dict(os.environ)
     with open_client("local", workers=1, threads_per_worker=1, dashboard=False) as client:
@@ -290,7 +290,7 @@ def test_unreachable_scheduler():
 def test_network_tasks_run_only_on_workers_with_a_gpu(vgg19_state, images, monkeypatch):
     """With a GPU worker in the cluster, every tile task asks for it (and fusion keeps that)."""
     import daskstyle
-    from daskstyle import kernels
+    from daskstyle.engine import kernels
 
     ran_on = []
     original = kernels.get_model
@@ -332,7 +332,7 @@ def test_a_single_tile_uses_every_thread_of_its_worker(vgg19_state, images, monk
     import torch
 
     import daskstyle
-    from daskstyle import kernels
+    from daskstyle.engine import kernels
 
     seen = []
     original = kernels.whole_loss_and_grad
@@ -366,7 +366,7 @@ def test_local_cluster_runs_no_more_tasks_at_once_than_fit_in_memory():
 
 
 def test_the_default_slurm_config_ships_inside_the_package(monkeypatch):
-    from daskstyle import cluster
+    from daskstyle.compute import cluster
 
     monkeypatch.delenv(cluster.SLURM_CONFIG_ENV, raising=False)
     assert cluster.SLURM_CONFIG_DEFAULT.is_relative_to(

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from daskstyle.colors import (
+from daskstyle.controls.colors import (
     COLORS,
     luminance_only,
     match_colors,
@@ -14,7 +14,7 @@ from daskstyle.colors import (
     to_ycbcr,
     with_chroma,
 )
-from daskstyle.errors import InputError
+from daskstyle.core.errors import InputError
 
 MIX = np.array([[1.0, 0.3, 0.1], [0.2, 0.8, 0.4], [0.1, 0.5, 0.6]])  # correlated channels
 

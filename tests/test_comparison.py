@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from daskstyle import rundir
-from daskstyle.errors import InputError
-from daskstyle.pipeline import cost, load, painting_path, run_pipeline
+from daskstyle.core.errors import InputError
+from daskstyle.frontends.pipeline import cost, load, painting_path, run_pipeline
+from daskstyle.run import rundir
 
 PIPELINES = Path(__file__).resolve().parent.parent / "pipelines"
 VARIANTS = ["(a) no halo, tile Grams", "(b) exact halo, tile Grams", "(c) daskstyle", "untiled"]
@@ -194,10 +194,10 @@ def test_float64_losses_judge_each_painting_the_same_way(tmp_path):
     import torch
 
     from daskstyle.api import loss_and_grad
-    from daskstyle.images import read_image
-    from daskstyle.networks import random_weights
-    from daskstyle.pipeline.evaluate import float64_losses
-    from daskstyle.run import EXAMPLE_CONTENT, EXAMPLE_STYLE, plan
+    from daskstyle.frontends.pipeline.evaluate import float64_losses
+    from daskstyle.io.images import read_image
+    from daskstyle.networks.catalog import random_weights
+    from daskstyle.run.painting import EXAMPLE_CONTENT, EXAMPLE_STYLE, plan
     from daskstyle.settings import Settings
 
     path = tmp_path / "precision.toml"

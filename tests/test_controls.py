@@ -5,10 +5,15 @@ import pytest
 import tifffile
 from PIL import Image
 
-from daskstyle import cli, colors, run
-from daskstyle.images import read_image
-from daskstyle.pipeline import load
-from daskstyle.state import LevelState
+from daskstyle.controls import colors
+from daskstyle.core.errors import InputError
+from daskstyle.frontends import cli
+from daskstyle.frontends.pipeline import load
+from daskstyle.io.images import read_image
+from daskstyle.optimise.state import LevelState
+from daskstyle.run import painting
+from daskstyle.run.rundir import default_workdir
+from daskstyle.settings import Settings
 
 from .conftest import final_canvas
 
@@ -28,7 +33,7 @@ def second_style(tmp_path_factory):
 
 def paint(content, style, out, weights_file, **settings):
     events = []
-    run.transfer(content, style, out, settings=run.Settings(**{**SMALL, **settings}),
+    painting.transfer(content, style, out, settings=Settings(**{**SMALL, **settings}),
                  weights=weights_file, on_event=events.append)  # fmt: skip
     return events
 
@@ -41,11 +46,11 @@ def interrupted(content, style, out, weights_file, after, **settings):
     """A run stopped after level 1's step ``after``, as a kill would leave it."""
 
     def on_event(event):
-        if isinstance(event, run.Stepped) and (event.level, event.step) == (0, after):
+        if isinstance(event, painting.Stepped) and (event.level, event.step) == (0, after):
             raise Stop
 
     with pytest.raises(Stop):
-        run.transfer(content, style, out, settings=run.Settings(**{**SMALL, **settings}),
+        painting.transfer(content, style, out, settings=Settings(**{**SMALL, **settings}),
                      weights=weights_file, on_event=on_event)  # fmt: skip
 
 
@@ -56,11 +61,11 @@ def test_a_blend_of_one_and_zero_is_the_single_style_run(
     paint(content, style, tmp_path / "one.png", weights_file)
     paint(content, [style, second_style], tmp_path / "blend.png", weights_file,
           style_blend=(1, 0))  # fmt: skip
-    one = final_canvas(run.default_workdir(tmp_path / "one.png"))
-    blend = final_canvas(run.default_workdir(tmp_path / "blend.png"))
+    one = final_canvas(default_workdir(tmp_path / "one.png"))
+    blend = final_canvas(default_workdir(tmp_path / "blend.png"))
     assert np.array_equal(one, blend)
     paint(content, [style, second_style], tmp_path / "even.png", weights_file)
-    assert np.abs(final_canvas(run.default_workdir(tmp_path / "even.png")) - one).max() > 1
+    assert np.abs(final_canvas(default_workdir(tmp_path / "even.png")) - one).max() > 1
 
 
 def test_noise_start_is_the_same_for_any_tile_and_after_a_resume(
@@ -86,11 +91,11 @@ def test_noise_start_is_the_same_for_any_tile_and_after_a_resume(
 
     out = tmp_path / "resumed.png"
     interrupted(content, style, out, weights_file, after=2, tile=32, **settings)
-    run.transfer(content, style, out, settings=run.Settings(**{**SMALL, **settings}),
+    painting.transfer(content, style, out, settings=Settings(**{**SMALL, **settings}),
                  weights=weights_file, resume=True)  # fmt: skip
     assert np.array_equal(
-        final_canvas(run.default_workdir(out)),
-        final_canvas(run.default_workdir(tmp_path / "a.png")),
+        final_canvas(default_workdir(out)),
+        final_canvas(default_workdir(tmp_path / "a.png")),
     )
 
 
@@ -106,7 +111,7 @@ def test_content_colours_keep_the_content_chroma(pictures, weights_file, tmp_pat
     result, original = read_image(out).compute(), read_image(content).compute()
     assert np.abs(_chroma(result) - _chroma(original)).mean(axis=(0, 1)).max() < 2
     assert np.abs(result - original).max() > 1  # it did paint
-    preview = read_image(run.default_workdir(out) / "level1.png").compute()
+    preview = read_image(default_workdir(out) / "level1.png").compute()
     assert preview.std(axis=2).mean() > 5  # previews show the colours too, not gray
 
 
@@ -131,9 +136,9 @@ def test_each_control_paints_another_picture(pictures, weights_file, tmp_path, s
     content, style = pictures
     paint(content, style, tmp_path / "plain.png", weights_file)
     paint(content, style, tmp_path / "control.png", weights_file, **settings)
-    control = final_canvas(run.default_workdir(tmp_path / "control.png"))
+    control = final_canvas(default_workdir(tmp_path / "control.png"))
     assert np.isfinite(control).all()
-    assert np.abs(control - final_canvas(run.default_workdir(tmp_path / "plain.png"))).max() > 0.1
+    assert np.abs(control - final_canvas(default_workdir(tmp_path / "plain.png"))).max() > 0.1
 
 
 def test_a_start_picture_and_sixteen_bit_tiff(pictures, weights_file, tmp_path):
@@ -142,7 +147,7 @@ def test_a_start_picture_and_sixteen_bit_tiff(pictures, weights_file, tmp_path):
     paint(content, style, out, weights_file, init=str(style), bit_depth=16)
     pixels = tifffile.imread(out)
     assert pixels.dtype == np.uint16 and pixels.shape == (96, 80, 3)
-    canvas = final_canvas(run.default_workdir(out))
+    canvas = final_canvas(default_workdir(out))
     expected = np.clip(np.rint(canvas.astype(np.float64) * 257), 0, 65535)
     assert np.abs(pixels - expected).max() <= 1
 
@@ -151,8 +156,8 @@ def test_resume_refuses_changed_controls(pictures, weights_file, tmp_path):
     content, style = pictures
     out = tmp_path / "out.png"
     interrupted(content, style, out, weights_file, after=1, tv_weight=0.01)
-    with pytest.raises(run.InputError, match="settings differ"):
-        run.transfer(content, style, out, settings=run.Settings(**SMALL), weights=weights_file,
+    with pytest.raises(InputError, match="settings differ"):
+        painting.transfer(content, style, out, settings=Settings(**SMALL), weights=weights_file,
                      resume=True)  # fmt: skip
 
 
@@ -187,7 +192,7 @@ def test_bad_controls_are_one_line_before_any_work(
     code, err = _run_cli(capsys, *args, *extra)
     assert code != 0
     assert message in err and err.count("\n") == 1, err
-    assert not out.exists() and not run.default_workdir(out).exists()
+    assert not out.exists() and not default_workdir(out).exists()
 
 
 def test_a_blend_that_is_not_numbers_is_a_usage_error(pictures, tmp_path, capsys):
@@ -242,5 +247,5 @@ def test_pipeline_keys_of_the_controls(pictures, second_style, tmp_path):
     assert settings.init == str(tmp_path / "start.png") and settings.bit_depth == 16
     assert settings.colors == "match" and settings.seed == 3
     path.write_text(path.read_text().replace("[3, 1]", "[3, 1, 1]"))
-    with pytest.raises(run.InputError, match=r"p.toml: style_blend must give one weight per"):
+    with pytest.raises(InputError, match=r"p.toml: style_blend must give one weight per"):
         load(path)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import daskstyle
-from daskstyle.errors import InputError
+from daskstyle.core.errors import InputError
 
 from . import reference, test_exactness
 from .conftest import random_image

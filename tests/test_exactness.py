@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import daskstyle
-from daskstyle import kernels
+from daskstyle.engine import kernels
 
 from . import reference
 from .conftest import two_process_client
@@ -117,7 +117,7 @@ def test_tree_reduced_gram_equals_whole_gram(vgg19, vgg19_state, images, count_t
     canvas, _, _ = images(177, 131)
     graph = daskstyle.style_graph(weights=vgg19_state, dtype=np.float64, **SHALLOW)
     plan = daskstyle.api.make_plan(canvas.shape[:2], 16, graph.halo.align)
-    tiled = daskstyle.graph.as_tiled(canvas, plan)
+    tiled = daskstyle.engine.graph.as_tiled(canvas, plan)
     stats = dask.compute(graph.statistics(tiled, plan), scheduler="synchronous")[0]
     features = reference._features(vgg19.features.double(), canvas, torch.float64, {1, 6})
     assert count_tiles["tile_statistics"] == 108
@@ -154,7 +154,7 @@ def test_same_numbers_on_synchronous_threads_and_two_process_cluster(vgg19_state
             results[scheduler] = daskstyle.loss_and_grad(canvas, content, style, **kw)
     with two_process_client() as client:
         results["cluster"] = daskstyle.loss_and_grad(canvas, content, style, **kw)
-        ran_on = client.run(lambda: len(__import__("daskstyle.kernels").kernels._models))
+        ran_on = client.run(lambda: len(__import__("daskstyle.engine.kernels").kernels._models))
     assert sum(ran_on.values()) >= 1
     loss0, grad0 = results["synchronous"]
     for loss, grad in results.values():
@@ -163,8 +163,8 @@ def test_same_numbers_on_synchronous_threads_and_two_process_cluster(vgg19_state
 
 
 def test_a_float64_model_keeps_its_normalisation_constants_exact():
-    from daskstyle.kernels import FeatureNet
-    from daskstyle.networks import get_network, random_weights
+    from daskstyle.engine.kernels import FeatureNet
+    from daskstyle.networks.catalog import get_network, random_weights
 
     network = get_network("vgg19")
     model = FeatureNet(network, ("relu1_1",), random_weights("vgg19"), dtype=torch.float64)

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import zarr
 
-from daskstyle import geometry, graph
-from daskstyle.networks import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, get_network
+from daskstyle.core import geometry
+from daskstyle.engine import graph
+from daskstyle.networks.catalog import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, get_network
 
 VGG19 = get_network("vgg19")
 

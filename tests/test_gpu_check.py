@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from daskstyle import kernels, optim
-from daskstyle.networks import random_weights
+from daskstyle.engine import kernels
+from daskstyle.networks.catalog import random_weights
+from daskstyle.optimise import adam
 
 GPU_CHECK = Path(__file__).resolve().parent.parent / "pipelines" / "gpu_check.py"
 NUMBER = r"\d\.\d+e[-+]\d\d"
@@ -44,7 +45,7 @@ def fake_cupy(full=np.full):
 
 @pytest.fixture
 def choose(monkeypatch):
-    """``optim.update_module()`` with ``cupy`` installed and DASKSTYLE_NO_CUPY=``forced``."""
+    """``adam.update_module()`` with ``cupy`` installed and DASKSTYLE_NO_CUPY=``forced``."""
 
     def choose(cupy, forced=None):
         monkeypatch.setitem(sys.modules, "cupy", cupy)
@@ -52,11 +53,11 @@ def choose(monkeypatch):
             monkeypatch.delenv("DASKSTYLE_NO_CUPY", raising=False)
         else:
             monkeypatch.setenv("DASKSTYLE_NO_CUPY", forced)
-        optim.update_module.cache_clear()
+        adam.update_module.cache_clear()
         try:
-            return optim.update_module()
+            return adam.update_module()
         finally:
-            optim.update_module.cache_clear()
+            adam.update_module.cache_clear()
 
     return choose
 
@@ -191,8 +192,8 @@ def test_the_adam_comparison_runs(gpu_check, monkeypatch):
     monkeypatch.setattr(gpu_check, "ADAM_SIDE", 32)
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy())
     monkeypatch.delenv("DASKSTYLE_NO_CUPY", raising=False)
-    choose = optim.update_module
-    monkeypatch.setattr(optim, "update_module", choose)  # the section replaces it
+    choose = adam.update_module
+    monkeypatch.setattr(adam, "update_module", choose)  # the section replaces it
     choose.cache_clear()
     lines = []
     try:
@@ -236,7 +237,7 @@ def test_the_cluster_section_compares_with_the_threaded_scheduler(tiny):
 
 
 def test_the_precision_section_runs_on_hed_float16(gpu_check, hed_weights, tmp_path):
-    from daskstyle.networks import build_features, get_network, load_weights
+    from daskstyle.networks.catalog import build_features, get_network, load_weights
 
     network = get_network("hed-vgg16")
     features = build_features(network, network.index("relu5_1"))

@@ -1,6 +1,6 @@
 """The plan says whether bf16 runs natively on this machine, from the CPU's flags."""
 
-from daskstyle import hardware
+from daskstyle.compute import hardware
 
 
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path):

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from daskstyle.errors import WeightsError
-from daskstyle.kernels import FeatureNet
-from daskstyle.networks import build_features, get_network
+from daskstyle.core.errors import WeightsError
+from daskstyle.engine.kernels import FeatureNet
+from daskstyle.networks.catalog import build_features, get_network
 
 from .hed_edges import HEDEdges, edges
 

@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 
-from daskstyle import cli, hardware
-from daskstyle.errors import InputError
-from daskstyle.held import Checkpoints, HeldState
-from daskstyle.state import LevelState
+from daskstyle.compute import hardware
+from daskstyle.core.errors import InputError
+from daskstyle.frontends import cli
+from daskstyle.optimise.held import Checkpoints, HeldState
+from daskstyle.optimise.state import LevelState
 
 from .conftest import final_canvas
 from .test_lagged import _level
@@ -145,7 +146,7 @@ def test_the_plan_says_what_is_held_and_refuses_what_does_not_fit(pictures, weig
 
 
 def test_a_production_holds_its_state_as_its_file_says(tmp_path):
-    from daskstyle.pipeline import run_pipeline
+    from daskstyle.frontends.pipeline import run_pipeline
 
     path = tmp_path / "held.toml"
     text = 'kind = "production"\ncontent = "example"\nstyle = "example"\noutput = "o.tif"\n'

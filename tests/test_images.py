@@ -12,9 +12,9 @@ import pytest
 import tifffile
 from PIL import Image
 
-from daskstyle import images
-from daskstyle.errors import DaskstyleError, InputError
-from daskstyle.images import pyramid_shapes, read_image, write_image
+from daskstyle.core.errors import DaskstyleError, InputError
+from daskstyle.io import images
+from daskstyle.io.images import pyramid_shapes, read_image, write_image
 
 
 @pytest.fixture

@@ -20,8 +20,10 @@ import pytest
 import tifffile
 from PIL import Image
 
-from daskstyle import cli, run, terminal
-from daskstyle.images import read_image
+from daskstyle.frontends import cli, terminal
+from daskstyle.io.images import read_image
+from daskstyle.run import painting
+from daskstyle.run.rundir import default_workdir
 
 RESUMABLE = "daskstyle: interrupted (the run continues from its last step with --resume)"
 
@@ -88,7 +90,7 @@ def test_a_signal_to_the_process_group_ends_in_one_line_and_the_run_resumes(
     pictures, weights_file, reference, tmp_path, signum
 ):
     out = tmp_path / "out.tif"
-    workdir = run.default_workdir(out)
+    workdir = default_workdir(out)
     process = _start(_command(pictures, weights_file, out))
     _wait_for(lambda: _steps_done(workdir, level=1), process)  # mid-way through level 2
     descendants = psutil.Process(process.pid).children(recursive=True)  # workers, servers
@@ -154,28 +156,28 @@ def test_a_stopped_production_says_how_to_resume_it_when_it_can(
     """Ctrl-C (KeyboardInterrupt) while the run is checked (no run directory yet), or at its
     first step."""
     path = _production(tmp_path, pictures, weights_file)
-    execute = run.RunPlan.execute
+    execute = painting.RunPlan.execute
 
     def stopped(plan):
         raise KeyboardInterrupt
 
     def stopped_at_first_step(plan, resources=None, on_event=lambda event: None):
         def event(event):
-            if isinstance(event, run.Stepped):
+            if isinstance(event, painting.Stepped):
                 raise KeyboardInterrupt
             on_event(event)
 
         return execute(plan, resources, on_event=event)
 
     if stop_at == "check":
-        monkeypatch.setattr(run.RunPlan, "check", stopped)
+        monkeypatch.setattr(painting.RunPlan, "check", stopped)
     else:
-        monkeypatch.setattr(run.RunPlan, "execute", stopped_at_first_step)
+        monkeypatch.setattr(painting.RunPlan, "execute", stopped_at_first_step)
     assert cli.main(["pipeline", str(path)]) == 130
     last = capsys.readouterr().err.rstrip().splitlines()[-1]
     if stop_at == "check":
         assert last == "daskstyle: interrupted"
-        assert not run.default_workdir(tmp_path / "out.png").exists()
+        assert not default_workdir(tmp_path / "out.png").exists()
     else:
         hint = f"the run continues from its last step with resume = true in {path}"
         assert last == f"daskstyle: interrupted ({hint})"

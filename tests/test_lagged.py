@@ -9,13 +9,13 @@ import pytest
 import torch
 
 import daskstyle
-from daskstyle import kernels
 from daskstyle.api import make_plan
-from daskstyle.errors import DamagedStateError
-from daskstyle.graph import as_tiled
-from daskstyle.level import LAG_BELOW, gram_drift, open_level
-from daskstyle.optim import AdamSettings
-from daskstyle.state import LAGGED_GRAMS, LevelState
+from daskstyle.core.errors import DamagedStateError
+from daskstyle.engine import kernels
+from daskstyle.engine.graph import as_tiled
+from daskstyle.optimise.adam import AdamSettings
+from daskstyle.optimise.level import LAG_BELOW, gram_drift, open_level
+from daskstyle.optimise.state import LAGGED_GRAMS, LevelState
 
 from . import reference
 from .reference import relative_error
@@ -226,7 +226,7 @@ def test_a_step_lags_only_below_the_drift_of_the_last_two_canvases(vgg19_state, 
                                                                    tmp_path):  # fmt: skip
     """Below a drift of 0 no step lags: every step runs a Gram pass and the level paints the
     exact level's canvas bit for bit; the Grams of these tiny random-weight canvases move by
-    more than :data:`daskstyle.level.LAG_BELOW`, so the default never lags either."""
+    more than :data:`daskstyle.optimise.level.LAG_BELOW`, so the default never lags either."""
     exact = _level(tmp_path / "exact", vgg19_state, images, "exact", dtype=np.float32)
     list(exact.steps())
     tiles = len(exact.plan)

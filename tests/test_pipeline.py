@@ -12,10 +12,10 @@ import pytest
 import tifffile
 from PIL import Image
 
-from daskstyle.errors import InputError
-from daskstyle.images import read_image
-from daskstyle.networks import DEFAULT_CONTENT_LAYER
-from daskstyle.pipeline import load, run_pipeline, weak_side
+from daskstyle.core.errors import InputError
+from daskstyle.frontends.pipeline import load, run_pipeline, weak_side
+from daskstyle.io.images import read_image
+from daskstyle.networks.catalog import DEFAULT_CONTENT_LAYER
 from daskstyle.settings import Settings
 
 PIPELINES = Path(__file__).resolve().parent.parent / "pipelines"

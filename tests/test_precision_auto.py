@@ -7,8 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from daskstyle import cli, hardware, run
-from daskstyle.auto_settings import run_precision
+from daskstyle.compute import hardware
+from daskstyle.frontends import cli
+from daskstyle.run import painting
+from daskstyle.run.auto_settings import run_precision
+from daskstyle.run.rundir import default_workdir
 from daskstyle.settings import Settings
 
 from .conftest import final_canvas
@@ -81,7 +84,7 @@ def test_the_arithmetic_is_the_first_line_of_the_plan_and_of_the_run(
     assert first.startswith("precision bf16 (auto): native on this machine")
     assert cli.main(_argv(pictures, weights_file, out, "--max-iters", "1")) == 0
     assert capsys.readouterr().out.splitlines()[0] == first
-    record = json.loads((run.default_workdir(out) / "run.json").read_text())
+    record = json.loads((default_workdir(out) / "run.json").read_text())
     assert record["settings"]["precision"] == "bf16"  # what auto chose, for a resume
     assert cli.main(_argv(pictures, weights_file, tmp_path / "e.png", "--precision", "exact",
                           "--dry-run")) == 0  # fmt: skip
@@ -93,7 +96,7 @@ class Stop(Exception):
 
 
 def _stop_at_level_2(event):
-    if isinstance(event, run.Stepped) and (event.level, event.step) == (1, 1):
+    if isinstance(event, painting.Stepped) and (event.level, event.step) == (1, 1):
         raise Stop
 
 
@@ -106,14 +109,14 @@ def test_a_resumed_run_keeps_the_arithmetic_it_began_with(
     out = tmp_path / "begun.png"
     settings = Settings(**SMALL, precision=began)
     with pytest.raises(Stop):
-        run.transfer(*pictures, out, settings=settings, weights=weights_file,
+        painting.transfer(*pictures, out, settings=settings, weights=weights_file,
                      on_event=_stop_at_level_2)  # fmt: skip
     monkeypatch.setattr(hardware, "native_bf16", lambda: None if began == "bf16" else NATIVE)
     assert cli.main(_argv(pictures, weights_file, out, "--resume", "--dry-run")) == 0
     assert capsys.readouterr().out.startswith(f"precision {began}, as the run began")
     assert cli.main(_argv(pictures, weights_file, out, "--resume")) == 0
     straight = tmp_path / "straight.png"
-    run.transfer(*pictures, straight, settings=settings, weights=weights_file)
+    painting.transfer(*pictures, straight, settings=settings, weights=weights_file)
     assert np.array_equal(
-        final_canvas(run.default_workdir(out)), final_canvas(run.default_workdir(straight))
+        final_canvas(default_workdir(out)), final_canvas(default_workdir(straight))
     )

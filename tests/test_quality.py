@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 
 import daskstyle
-from daskstyle import run
-from daskstyle.images import read_image
-from daskstyle.resize import resize
+from daskstyle.io.images import read_image
+from daskstyle.io.resize import resize
+from daskstyle.run import painting
+from daskstyle.run.rundir import default_workdir
+from daskstyle.settings import Settings
 
 from .conftest import final_canvas
 from .reference import relative_error
@@ -15,8 +17,8 @@ from .reference import relative_error
 @pytest.fixture(scope="module")
 def example_at_128(tmp_path_factory):
     """The built-in example content and style, shrunk to a 128-px long side."""
-    content = read_image(run.EXAMPLE_CONTENT)
-    style = read_image(run.EXAMPLE_STYLE)
+    content = read_image(painting.EXAMPLE_CONTENT)
+    style = read_image(painting.EXAMPLE_STYLE)
     small = resize(content, (85, 128)).compute()
     return small, resize(style, (128, 128)).compute()
 
@@ -43,15 +45,15 @@ def test_short_run_takes_the_style_and_keeps_the_content(hed_weights, example_at
     content, style = example_at_128
     paths = tmp_path / "content.tif", tmp_path / "style.tif"
     for path, image in zip(paths, (content, style)):
-        daskstyle.images.write_image(path, image)
+        daskstyle.io.images.write_image(path, image)
     content = read_image(paths[0]).compute()  # as the run sees it (8-bit)
     style = read_image(paths[1]).compute()
-    settings = run.Settings(r0=128, max_iters=30, stop=0.0, network="hed-vgg16")
-    run.transfer(*paths, tmp_path / "out.tif", settings=settings, weights=None)
-    painted = final_canvas(run.default_workdir(tmp_path / "out.tif"))
+    settings = Settings(r0=128, max_iters=30, stop=0.0, network="hed-vgg16")
+    painting.transfer(*paths, tmp_path / "out.tif", settings=settings, weights=None)
+    painted = final_canvas(default_workdir(tmp_path / "out.tif"))
     content_of_painted, style_of_painted = _losses(painted, content, style, hed_weights)
     _, style_of_content = _losses(content, content, style, hed_weights)
-    style_as_picture = resize(daskstyle.images.read_image(paths[1]), content.shape[:2]).compute()
+    style_as_picture = resize(daskstyle.io.images.read_image(paths[1]), content.shape[:2]).compute()
     content_of_style, _ = _losses(style_as_picture, content, style, hed_weights)
     assert style_of_painted < 0.5 * style_of_content
     assert content_of_painted < content_of_style

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from daskstyle.errors import InputError
-from daskstyle.resize import resize
+from daskstyle.core.errors import InputError
+from daskstyle.io.resize import resize
 
 PILLOW = {"bilinear": Image.Resampling.BILINEAR, "box": Image.Resampling.BOX}
 #: measured: 0.0 (the arithmetic is Pillow's, in the same order); allow float32 noise.
@@ -68,7 +68,7 @@ def test_output_chunks(picture, chunks, expected):
 def test_small_block_limit_changes_nothing_but_the_task_count(picture, monkeypatch):
     image = da.from_array(picture(64, 48), chunks=(16, 16, 3))
     expected = resize(image, (5, 7), chunks=4)
-    monkeypatch.setattr("daskstyle.resize.BLOCK_BYTES", 2000)  # ~ 3 lines of 48 px per task
+    monkeypatch.setattr("daskstyle.io.resize.BLOCK_BYTES", 2000)  # ~ 3 lines of 48 px per task
     result = resize(image, (5, 7), chunks=4)
     assert len(result.__dask_graph__()) > len(expected.__dask_graph__())
     assert result.chunks == expected.chunks

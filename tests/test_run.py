@@ -12,9 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from daskstyle import cli, footprint, run
-from daskstyle import level as level_loop
-from daskstyle.images import read_image
+from daskstyle.core.errors import InputError
+from daskstyle.frontends import cli
+from daskstyle.io.images import read_image
+from daskstyle.optimise import level as level_loop
+from daskstyle.run import footprint, painting
+from daskstyle.run.rundir import default_workdir
+from daskstyle.settings import Settings
 
 from .conftest import final_canvas
 
@@ -23,7 +27,7 @@ SMALL = dict(r0=48, max_iters=3, style_weight=10.0, network="vgg19")
 
 def paint(pictures, weights_file, out, **settings):
     events = []
-    run.transfer(*pictures, out, settings=run.Settings(**{**SMALL, **settings}),
+    painting.transfer(*pictures, out, settings=Settings(**{**SMALL, **settings}),
                  weights=weights_file, on_event=events.append)  # fmt: skip
     return events
 
@@ -31,14 +35,14 @@ def paint(pictures, weights_file, out, **settings):
 def test_levels_progress_and_outputs(pictures, weights_file, tmp_path):
     out = tmp_path / "out.png"
     events = paint(pictures, weights_file, out, tile=32)
-    starts = [e for e in events if isinstance(e, run.LevelStarted)]
+    starts = [e for e in events if isinstance(e, painting.LevelStarted)]
     assert [(e.shape, e.tiles) for e in starts] == [((48, 40), 4), ((96, 80), 9)]
-    steps = [e for e in events if isinstance(e, run.Stepped)]
+    steps = [e for e in events if isinstance(e, painting.Stepped)]
     assert [(e.level, e.step) for e in steps] == [(0, 1), (0, 2), (0, 3), (1, 1), (1, 2), (1, 3)]
     assert steps[0].max_change == pytest.approx(12.8, rel=1e-5)  # the paper's tpc rule
     image = read_image(out).compute()
     assert image.shape == (96, 80, 3)
-    workdir = run.default_workdir(out)
+    workdir = default_workdir(out)
     assert np.abs(image - final_canvas(workdir)).max() <= 0.5  # 8-bit rounding only
     for level in (0, 1):
         assert (workdir / f"level{level + 1}.png").is_file()  # numbered as the progress line
@@ -57,14 +61,14 @@ def test_tiled_run_equals_untiled_run(pictures, weights_file, tmp_path):
     random weights), which is the arithmetic, not the tiling."""
     paint(pictures, weights_file, tmp_path / "tiled.png", tile=32, dtype="float64")
     paint(pictures, weights_file, tmp_path / "whole.png", tile=512, dtype="float64")
-    tiled = final_canvas(run.default_workdir(tmp_path / "tiled.png"))
-    whole = final_canvas(run.default_workdir(tmp_path / "whole.png"))
+    tiled = final_canvas(default_workdir(tmp_path / "tiled.png"))
+    whole = final_canvas(default_workdir(tmp_path / "whole.png"))
     assert np.abs(tiled - whole).max() < 1e-3
     assert np.abs(whole - read_image(pictures[0]).compute()).max() > 1  # it did paint
 
 
 def _cli(pictures, weights_file, out, *extra):
-    return [sys.executable, "-m", "daskstyle.cli", "run", *map(str, pictures), "-o", str(out),
+    return [sys.executable, "-m", "daskstyle.frontends.cli", "run", *map(str, pictures), "-o", str(out),
             "--r0", "48", "--tile", "32", "--max-iters", "4", "--network", "vgg19",
             "--weights", str(weights_file), *extra]  # fmt: skip
 
@@ -76,7 +80,7 @@ def test_resume_after_kill_gives_the_same_image(pictures, weights_file, tmp_path
     )
     assert "Dask dashboard: http://127.0.0.1:" in first.stdout  # a local cluster by default
     killed = tmp_path / "killed.tif"
-    workdir = run.default_workdir(killed)
+    workdir = default_workdir(killed)
     process = subprocess.Popen(_cli(pictures, weights_file, killed), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     deadline = time.monotonic() + 120
@@ -91,7 +95,7 @@ def test_resume_after_kill_gives_the_same_image(pictures, weights_file, tmp_path
         _cli(pictures, weights_file, killed, "--resume"), check=True, capture_output=True
     )
     assert np.array_equal(read_image(killed).compute(), read_image(reference).compute())
-    assert np.array_equal(final_canvas(workdir), final_canvas(run.default_workdir(reference)))
+    assert np.array_equal(final_canvas(workdir), final_canvas(default_workdir(reference)))
 
 
 def _steps_done(workdir, level):
@@ -120,16 +124,16 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("daskstyle: error:") and message in err
     assert not os.path.exists(out) and not os.path.exists(
-        run.default_workdir(pictures[0].parent / out)
+        default_workdir(pictures[0].parent / out)
     )
 
 
 def test_content_too_small(tmp_path, weights_file):
     tiny = tmp_path / "tiny.png"
     Image.new("RGB", (12, 40)).save(tiny)
-    with pytest.raises(run.InputError, match="too small"):
-        run.transfer(
-            tiny, tiny, tmp_path / "out.png", settings=run.Settings(**SMALL), weights=weights_file
+    with pytest.raises(InputError, match="too small"):
+        painting.transfer(
+            tiny, tiny, tmp_path / "out.png", settings=Settings(**SMALL), weights=weights_file
         )
     assert list(tmp_path.iterdir()) == [tiny]
 
@@ -163,17 +167,17 @@ def test_cli_runs_only_as_many_tiles_at_once_as_memory_holds(
 
     if dask.system.CPU_COUNT < 2:
         pytest.skip("one core: nothing to cap")
-    from daskstyle import executor
+    from daskstyle.compute import executor
 
     seen = []
-    real_execute = run.RunPlan.execute
+    real_execute = painting.RunPlan.execute
     monkeypatch.setattr(executor, "tiles_in_memory", lambda tile, dtype: 1)
 
     def execute(*args, **kwargs):
         seen.append(dask.config.get("num_workers"))  # the threaded scheduler's threads
         return real_execute(*args, **kwargs)
 
-    monkeypatch.setattr(run.RunPlan, "execute", execute)
+    monkeypatch.setattr(painting.RunPlan, "execute", execute)
     argv = ["run", *map(str, pictures), "-o", str(tmp_path / "out.png"), "--r0", "48",
             "--max-iters", "1", "--network", "vgg19", "--weights", str(weights_file),
             "--cluster", "threads", "--tile", "512"]  # fmt: skip
@@ -189,7 +193,7 @@ def _array_bytes(path) -> int:
 def test_disk_estimate_is_what_the_run_writes_and_finished_levels_keep_one_canvas(
     pictures, weights_file, tmp_path, monkeypatch
 ):
-    from daskstyle.state import LevelState
+    from daskstyle.optimise.state import LevelState
 
     running = []
     real_release = LevelState.release
@@ -201,11 +205,11 @@ def test_disk_estimate_is_what_the_run_writes_and_finished_levels_keep_one_canva
     monkeypatch.setattr(LevelState, "release", measure_then_release)
     out = tmp_path / "out.png"
     paint(pictures, weights_file, out, tile=32)
-    settings = run.Settings(**{**SMALL, "tile": 32})
-    graph = run.style_graph(network="vgg19", weights=weights_file)
+    settings = Settings(**{**SMALL, "tile": 32})
+    graph = painting.style_graph(network="vgg19", weights=weights_file)
     sizes = footprint.level_sizes((96, 80), graph, r0=48, tile=32, dtype="float32")
     assert [s.running_bytes for s in sizes] == running
-    workdir = run.default_workdir(out)
+    workdir = default_workdir(out)
     for level, size in enumerate(sizes):
         folder = workdir / f"level{level + 1}"
         assert [p.name for p in folder.iterdir() if p.is_dir()] == ["canvas1"]  # step 3's
@@ -213,7 +217,7 @@ def test_disk_estimate_is_what_the_run_writes_and_finished_levels_keep_one_canva
     assert footprint.disk_needed(sizes) == sizes[0].kept_bytes + sizes[1].running_bytes
     resumed = []
     monkeypatch.setattr(level_loop, "content_target", lambda *args: resumed.append(args))
-    run.transfer(*pictures, out, settings=settings, weights=weights_file, resume=True)
+    painting.transfer(*pictures, out, settings=settings, weights=weights_file, resume=True)
     assert resumed == []  # finished levels compute no targets again
 
 
@@ -262,7 +266,7 @@ def test_disk_check_counts_only_an_earlier_run_as_free(tmp_path, monkeypatch):
     workdir, output = tmp_path / "out.png.daskstyle", tmp_path / "out.png"
     workdir.mkdir()
     (workdir / "data.bin").write_bytes(bytes(6000))  # the user's: kept
-    with pytest.raises(run.InputError, match="needs 10.0 kB"):
+    with pytest.raises(InputError, match="needs 10.0 kB"):
         footprint.check_disk(workdir, output, sizes, pyramid=False)
     (workdir / "level1").mkdir()  # an earlier run's level: resumed or deleted
     (workdir / "level1" / "zarr.json").write_bytes(bytes(5000))
@@ -281,7 +285,7 @@ def test_disk_check_counts_only_an_earlier_run_as_free(tmp_path, monkeypatch):
 def test_cli_errors_come_before_a_cluster_starts(
     pictures, weights_file, tmp_path, monkeypatch, capsys, extra, message
 ):
-    from daskstyle import cluster
+    from daskstyle.compute import cluster
 
     def no_cluster(*args, **kwargs):
         raise AssertionError("a cluster was started")
@@ -298,10 +302,10 @@ def test_cli_errors_come_before_a_cluster_starts(
 def test_an_unfinished_run_is_refused_before_a_cluster_starts(
     pictures, weights_file, tmp_path, monkeypatch, capsys
 ):
-    from daskstyle import cluster
+    from daskstyle.compute import cluster
 
     out = tmp_path / "out.png"
-    workdir = run.default_workdir(out)
+    workdir = default_workdir(out)
     workdir.mkdir()
     (workdir / "run.json").write_text('{"daskstyle": 1, "levels": 2}')  # not "finished"
     monkeypatch.setattr(cluster, "open_client", lambda *a, **k: pytest.fail("cluster started"))

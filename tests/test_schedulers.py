@@ -12,17 +12,19 @@ import dask
 import numpy as np
 import pytest
 
-from daskstyle import run
+from daskstyle.run import painting
+from daskstyle.run.rundir import default_workdir
+from daskstyle.settings import Settings
 
 from .conftest import final_canvas, two_process_client
 from .test_run import SMALL
 
-SETTINGS = run.Settings(**{**SMALL, "max_iters": 2, "dtype": "float64"}, tile=48)
+SETTINGS = Settings(**{**SMALL, "max_iters": 2, "dtype": "float64"}, tile=48)
 
 
 def paint(pictures, weights_file, out, on_event=lambda event: None):
-    run.transfer(*pictures, out, settings=SETTINGS, weights=weights_file, on_event=on_event)
-    return final_canvas(run.default_workdir(out))
+    painting.transfer(*pictures, out, settings=SETTINGS, weights=weights_file, on_event=on_event)
+    return final_canvas(default_workdir(out))
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +56,7 @@ def test_a_worker_killed_mid_iteration_changes_nothing(pictures, weights_file, t
         killed.append(victim)
 
     def kill_soon(event):
-        if isinstance(event, run.Stepped) and (event.level, event.step) == (0, 2):
+        if isinstance(event, painting.Stepped) and (event.level, event.step) == (0, 2):
             # level 1 is being set up and run now: kill a worker while its tiles run
             threading.Timer(0.3, kill).start()
 

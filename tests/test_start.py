@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from daskstyle.errors import InputError
-from daskstyle.start import GRAY, INITS, check_init, gray, noise, start_image
+from daskstyle.controls.start import GRAY, INITS, check_init, gray, noise, start_image
+from daskstyle.core.errors import InputError
 
 
 @pytest.fixture

@@ -9,7 +9,12 @@ from dask.system import CPU_COUNT
 from distributed.system import MEMORY_LIMIT
 from PIL import Image
 
-from daskstyle import cli, executor, geometry, hardware, run
+from daskstyle.compute import executor, hardware
+from daskstyle.core import geometry
+from daskstyle.frontends import cli
+from daskstyle.run import painting
+from daskstyle.run.rundir import default_workdir
+from daskstyle.settings import Settings
 
 from .conftest import final_canvas
 
@@ -64,8 +69,8 @@ def test_on_cpus_each_core_gets_its_share_of_memory(monkeypatch):
 
 
 def _paint(pictures, weights_file, out, on_event=lambda event: None, resume=False, **settings):
-    settings = run.Settings(**{**SMALL, **settings})
-    run.transfer(*pictures, out, settings=settings, weights=weights_file, resume=resume,
+    settings = Settings(**{**SMALL, **settings})
+    painting.transfer(*pictures, out, settings=settings, weights=weights_file, resume=resume,
                  on_event=on_event)  # fmt: skip
 
 
@@ -74,7 +79,7 @@ class Stop(Exception):
 
 
 def _stop_at_level_2(event):
-    if isinstance(event, run.Stepped) and (event.level, event.step) == (1, 1):
+    if isinstance(event, painting.Stepped) and (event.level, event.step) == (1, 1):
         raise Stop
 
 
@@ -91,15 +96,15 @@ def test_auto_tiles_paint_as_the_tile_they_choose_and_resume_with_it(
     assert "level 2/2: 80x96 px, 4 tiles of 48 px" in lines
     with pytest.raises(Stop):
         _paint(pictures, weights_file, out, _stop_at_level_2, tile="auto")
-    workdir = run.default_workdir(out)
+    workdir = default_workdir(out)
     assert json.loads((workdir / "run.json").read_text())["tile_px"] == 48
     monkeypatch.setattr(hardware, "tile_memory", lambda: (1e12, "a larger machine"))
-    plan = run.plan(*pictures, out, settings=run.Settings(**SMALL, tile="auto"),
+    plan = painting.plan(*pictures, out, settings=Settings(**SMALL, tile="auto"),
                     weights=weights_file, resume=True)  # fmt: skip
     assert plan.tile == 48 and plan.tile_reason == "tiles auto: up to 48 px, as the run began"
     _paint(pictures, weights_file, out, resume=True, tile="auto")
     _paint(pictures, weights_file, tmp_path / "fixed.png", tile=48)
-    fixed = final_canvas(run.default_workdir(tmp_path / "fixed.png"))
+    fixed = final_canvas(default_workdir(tmp_path / "fixed.png"))
     assert np.array_equal(final_canvas(workdir), fixed)
 
 
@@ -111,7 +116,7 @@ def test_a_tile_that_is_neither_auto_nor_a_number_is_one_line(pictures, tmp_path
 
 
 def test_auto_is_the_default_tile():
-    assert run.Settings().tile == "auto"
+    assert Settings().tile == "auto"
     assert cli.parser().parse_args(["run", "--example", "-o", "out.png"]).tile == "auto"
 
 
@@ -134,7 +139,7 @@ def test_auto_tiles_of_workers_elsewhere_are_512_px_and_the_plan_says_why(
     assert (f"tiles auto: up to 512 px (the workers of --cluster {cluster} run on other "
             "machines: set --tile for their memory)") in lines  # fmt: skip
     assert "1200x800 px, 6 tiles of 400 px" in lines  # at most 512 px, cut evenly
-    plan = run.plan(content, pictures[1], tmp_path / "out.png", settings=run.Settings(**SMALL),
+    plan = painting.plan(content, pictures[1], tmp_path / "out.png", settings=Settings(**SMALL),
                     weights=weights_file, cluster=cluster)  # fmt: skip
     assert plan.record["tile_px"] == 512 and plan.tile == 400
 
@@ -144,7 +149,7 @@ def test_auto_tiles_on_this_machine_fit_its_memory(
     pictures, weights_file, tmp_path, monkeypatch, cluster
 ):
     monkeypatch.setattr(hardware, "tile_memory", lambda: (MEMORY_OF_48, "the test's memory"))
-    plan = run.plan(*pictures, tmp_path / "out.png", settings=run.Settings(**SMALL),
+    plan = painting.plan(*pictures, tmp_path / "out.png", settings=Settings(**SMALL),
                     weights=weights_file, cluster=cluster)  # fmt: skip
     assert plan.record["tile_px"] == 48
     assert plan.tile_reason.startswith("tiles auto: up to 48 px, the largest whose gradient")
@@ -156,7 +161,7 @@ def test_a_run_begun_at_512_px_resumes_without_tile(pictures, weights_file, tmp_
     out = tmp_path / "old.png"
     with pytest.raises(Stop):
         _paint(pictures, weights_file, out, _stop_at_level_2, tile=512)
-    workdir = run.default_workdir(out)
+    workdir = default_workdir(out)
     assert json.loads((workdir / "run.json").read_text())["settings"]["tile"] == 512
     argv = ["run", *map(str, pictures), "-o", str(out), "--r0", "48", "--max-iters", "3",
             "--network", "vgg19", "--weights", str(weights_file), "--cluster", "threads",
@@ -167,5 +172,5 @@ def test_a_run_begun_at_512_px_resumes_without_tile(pictures, weights_file, tmp_
     assert "tiles 512 px, as the run began" in capsys.readouterr().out
     assert cli.main(argv) == 0 and out.is_file()
     _paint(pictures, weights_file, tmp_path / "straight.png", tile=512)
-    straight = final_canvas(run.default_workdir(tmp_path / "straight.png"))
+    straight = final_canvas(default_workdir(tmp_path / "straight.png"))
     assert np.array_equal(final_canvas(workdir), straight)

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from daskstyle import hed, loss_and_grad, style_graph, weights
-from daskstyle.errors import WeightsError
-from daskstyle.networks import (
+from daskstyle import loss_and_grad, style_graph
+from daskstyle.core.errors import WeightsError
+from daskstyle.networks import hed, weights
+from daskstyle.networks.catalog import (
     DEFAULT_CONTENT_LAYER,
     DEFAULT_STYLE_LAYERS,
     HED_H5_SHA256,

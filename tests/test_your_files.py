@@ -11,11 +11,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from daskstyle import cli, cluster, run
-from daskstyle.errors import InputError, NotFiniteError, SettingError
-from daskstyle.graph import StyleGraph
-from daskstyle.images import read_image
-from daskstyle.pipeline import load
+from daskstyle.compute import cluster
+from daskstyle.core.errors import InputError, NotFiniteError, SettingError
+from daskstyle.engine.graph import StyleGraph
+from daskstyle.frontends import cli
+from daskstyle.frontends.pipeline import load
+from daskstyle.io.images import read_image
+from daskstyle.run import painting
+from daskstyle.run.rundir import default_workdir
+from daskstyle.settings import Settings
 
 SMALL = ["--r0", "48", "--max-iters", "3", "--tile", "32", "--network", "vgg19"]
 
@@ -161,10 +165,10 @@ def test_settings_in_a_pipeline_file_and_the_api_keep_the_same_rules(tmp_path, l
     with pytest.raises(InputError, match=f"p.toml: {key} must be a finite number"):
         load(path)
     with pytest.raises(SettingError, match=f"^{key} must be a finite number"):
-        run.Settings(**{key: float(line.split("= ")[1])})
+        Settings(**{key: float(line.split("= ")[1])})
     if key.endswith("_weight"):  # the loss weights of the lower-level API too
         with pytest.raises(SettingError, match=f"^{key} must be a finite number"):
-            run.style_graph(network="vgg19", weights="not-read", **{key: float("nan")})
+            painting.style_graph(network="vgg19", weights="not-read", **{key: float("nan")})
 
 
 def nan_at(call: int):
@@ -184,8 +188,8 @@ def nan_at(call: int):
 def test_a_step_that_is_not_finite_stops_the_run_and_resume_finishes_it(
     pictures, weights_file, tmp_path, monkeypatch
 ):
-    settings = run.Settings(r0=48, max_iters=3, tile=32, network="vgg19")
-    paint = lambda out, **kw: run.transfer(*pictures, out, settings=settings,  # noqa: E731
+    settings = Settings(r0=48, max_iters=3, tile=32, network="vgg19")
+    paint = lambda out, **kw: painting.transfer(*pictures, out, settings=settings,  # noqa: E731
                                            weights=weights_file, **kw)  # fmt: skip
     paint(tmp_path / "clean.png")
     hook = nan_at(5)  # level 2, step 2
@@ -194,7 +198,7 @@ def test_a_step_that_is_not_finite_stops_the_run_and_resume_finishes_it(
     with pytest.raises(NotFiniteError, match=r"^level 2/2, step 2: the pixel update is not fini"):
         paint(out)
     assert not out.exists()
-    workdir = run.default_workdir(out)
+    workdir = default_workdir(out)
     level = json.loads((workdir / "level2" / "zarr.json").read_text())["attributes"]
     assert level["step"] == 1 and len(level["history"]) == 1  # the last good step, kept
     monkeypatch.setattr(StyleGraph, "loss_and_grad", hook.real)
@@ -208,9 +212,9 @@ def interrupted(pictures, weights_file, tmp_path, monkeypatch):
     hook = nan_at(5)
     monkeypatch.setattr(StyleGraph, "loss_and_grad", hook)
     out = tmp_path / "out.png"
-    settings = run.Settings(r0=48, max_iters=3, tile=32, network="vgg19")
+    settings = Settings(r0=48, max_iters=3, tile=32, network="vgg19")
     with pytest.raises(NotFiniteError):
-        run.transfer(*pictures, out, settings=settings, weights=weights_file)
+        painting.transfer(*pictures, out, settings=settings, weights=weights_file)
     monkeypatch.setattr(StyleGraph, "loss_and_grad", hook.real)
     return out
 
@@ -234,7 +238,7 @@ def chunk_files(array_dir: Path) -> list[Path]:
 def test_a_damaged_run_directory_is_named_in_one_line_and_nothing_is_painted(
     interrupted, daskstyle_run, damage, named
 ):
-    level = run.default_workdir(interrupted) / "level2"
+    level = default_workdir(interrupted) / "level2"
     damage(level)
     for option in ("--dry-run", "--resume"):
         status, err = daskstyle_run(interrupted, "--resume", option, cluster_allowed=False)
@@ -247,7 +251,7 @@ def test_a_damaged_run_directory_is_named_in_one_line_and_nothing_is_painted(
 
 
 def test_a_truncated_run_json_is_one_line(interrupted, daskstyle_run):
-    record = run.default_workdir(interrupted) / "run.json"
+    record = default_workdir(interrupted) / "run.json"
     record.write_text(record.read_text()[:40])
     status, err = daskstyle_run(interrupted, "--resume", cluster_allowed=False)
     assert status == 1 and err.count("\n") == 1 and f"{record} is damaged" in err
@@ -286,8 +290,8 @@ def test_a_run_directory_that_is_a_file_or_read_only_fails_before_any_work(
 
 
 def test_a_picture_that_is_not_finite_is_never_written(tmp_path):
-    from daskstyle.errors import DaskstyleError
-    from daskstyle.images import write_image
+    from daskstyle.core.errors import DaskstyleError
+    from daskstyle.io.images import write_image
 
     picture = np.full((40, 30, 3), 128.0)
     picture[35, 3, 1] = np.nan
@@ -302,9 +306,9 @@ def test_an_unfinished_run_in_the_users_folder_never_says_delete_the_folder(
 ):
     hook = nan_at(2)
     monkeypatch.setattr(StyleGraph, "loss_and_grad", hook)
-    settings = run.Settings(r0=48, max_iters=3, tile=32, network="vgg19")
+    settings = Settings(r0=48, max_iters=3, tile=32, network="vgg19")
     with pytest.raises(NotFiniteError):
-        run.transfer(*pictures, tmp_path / "out.png", settings=settings, weights=weights_file,
+        painting.transfer(*pictures, tmp_path / "out.png", settings=settings, weights=weights_file,
                      workdir=photos)  # fmt: skip
     monkeypatch.setattr(StyleGraph, "loss_and_grad", hook.real)
     status, err = daskstyle_run(tmp_path / "out.png", "--workdir", photos, cluster_allowed=False)

@@ -1,0 +1,284 @@
+"""One level's state on disk: a zarr group, its layout, its checks, its sizes and commits.
+
+The group (:class:`LevelState`) holds the content (until the run has computed the content
+target from it), two canvas buffers and two buffers each of Adam's ``m`` and ``v``. Step
+``t + 1`` reads buffer ``current`` (p_t, m_t, v_t, never written during the step) and writes
+buffer ``1 - current``; the group's attributes (step, current buffer, learning rate) change in
+one atomic write after every store of the step has finished and its loss and pixel changes
+are known to be finite (:func:`daskstyle.optimise.adam.advance`, the update itself). So a retried task recomputes the same chunk from unchanged inputs,
+and after a kill at any moment the attributes name a complete, consistent state: redoing the
+step from there gives bit-identical results (given a deterministic gradient).
+
+Arrays are uncompressed with NaN as zarr's fill value: every chunk of a finite picture is
+written, a chunk file that goes missing reads as NaN (which no step commits), and
+:meth:`LevelState.check` names a missing or truncated chunk file before a step reads it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+import zarr
+from dask.base import tokenize
+
+from daskstyle.core.errors import DamagedStateError, InputError
+from daskstyle.core.geometry import TilePlan
+from daskstyle.optimise.adam import AdamSettings, should_stop
+
+
+def read_zarr(array: zarr.Array, *token) -> da.Array:
+    """``array`` as a Dask array whose key derives from ``token`` (e.g. run id and step)."""
+    return da.from_zarr(
+        array, name=f"read-{array.basename}-{tokenize(str(array.store_path), *token)}"
+    )
+
+
+def create_array(path, shape, chunks, dtype) -> zarr.Array:
+    """A new uncompressed array at ``path`` whose missing chunks read as NaN."""
+    return zarr.create_array(str(Path(path).absolute()), shape=shape, chunks=chunks, dtype=dtype,
+                             compressors=None, fill_value=math.nan)  # fmt: skip
+
+
+def check_whole(array: zarr.Array) -> None:
+    """Raise a :class:`DamagedStateError` naming the first chunk file of ``array`` (an
+    uncompressed array on a local disk, edge chunks stored whole) that is missing or short."""
+    folder = Path(array.store.root) / array.path
+    expected = math.prod(array.chunks) * array.dtype.itemsize
+    for index in itertools.product(*map(range, array.cdata_shape)):
+        chunk = folder / array.metadata.encode_chunk_key(index)
+        try:
+            size = chunk.stat().st_size
+        except FileNotFoundError:
+            raise DamagedStateError(f"{chunk} is missing") from None
+        if size != expected:
+            raise DamagedStateError(f"{chunk} is truncated ({size} of {expected} bytes)")
+
+
+def open_array(path) -> zarr.Array:
+    """The zarr array at ``path`` for reading, or a :class:`DamagedStateError`."""
+    try:
+        return zarr.open_array(str(Path(path).absolute()), mode="r")
+    except (FileNotFoundError, ValueError, KeyError, TypeError) as err:
+        raise DamagedStateError(f"{path}/zarr.json is missing or damaged ({_kind(err)})") from None
+
+
+def _kind(err: Exception) -> str:
+    return "not valid JSON" if isinstance(err, json.JSONDecodeError) else type(err).__name__
+
+
+class StepAttributes:
+    """What a level's attributes (``attrs``: step, current buffer, rate, history, Adam
+    settings) say, for the states on disk and held in memory alike."""
+
+    @property
+    def attrs(self) -> dict:
+        raise NotImplementedError
+
+    @property
+    def step(self) -> int:
+        return self.attrs["step"]
+
+    @property
+    def lr(self) -> float | None:
+        return self.attrs["lr"]
+
+    @property
+    def settings(self) -> AdamSettings:
+        return AdamSettings(**self.attrs["settings"])
+
+    @property
+    def done(self) -> bool:
+        """Whether the stop test holds after the last step."""
+        attrs, s = self.attrs, self.settings
+        mean = attrs["history"][-1][1] if attrs["history"] else float("inf")
+        return should_stop(mean, attrs["step"], s.stop, s.max_iters)
+
+
+class LevelState(StepAttributes):
+    """One level's zarr group: arrays ``content``, ``canvas0/1``, ``m0/1``, ``v0/1``.
+
+    Attributes: ``step`` (steps done), ``current`` (buffer holding p, m, v of that step),
+    ``lr``, ``pending`` (``{"loss": ...}`` while the first step's moments wait in the other
+    buffer), ``history`` ([max change, mean change, loss, seconds] per step), ``settings``,
+    ``run_id``.
+    """
+
+    BUFFERS = ("canvas", "m", "v")
+
+    def __init__(self, group: zarr.Group):
+        self.group = group
+        self.path = Path(group.store.root)
+        if "step" not in group.attrs:
+            raise InputError(f"{group.store} holds no complete level state: create it again")
+
+    @classmethod
+    def create(
+        cls,
+        path,
+        content: da.Array,
+        canvas: da.Array,
+        plan: TilePlan,
+        settings: AdamSettings = AdamSettings(),
+        dtype=np.float32,
+    ) -> LevelState:
+        """A new level at ``path`` (replacing any there) starting from ``canvas``; all
+        per-pixel state is stored as ``dtype``."""
+        shape = (*plan.shape, 3)
+        for name, image in (("content", content), ("canvas", canvas)):
+            if tuple(image.shape) != shape:
+                raise InputError(f"{name} has shape {tuple(image.shape)}, the plan needs {shape}")
+        path = Path(path).absolute()  # the same for every worker
+        group = zarr.open_group(path, mode="w")
+        chunks = (plan.tile, plan.tile, 3)
+        for name in ("content", *(f"{b}{i}" for b in cls.BUFFERS for i in (0, 1))):
+            create_array(path / name, shape, chunks, dtype)
+        tiled = [x.astype(dtype).rechunk(chunks) for x in (content, canvas)]
+        da.store(tiled, [group["content"], group["canvas0"]], lock=False)
+        group.attrs.put(
+            {
+                "step": 0,
+                "current": 0,
+                "lr": settings.lr,
+                "pending": None,
+                "history": [],
+                "settings": dataclasses.asdict(settings),
+                "run_id": uuid.uuid4().hex,
+            }
+        )
+        return cls(group)
+
+    @classmethod
+    def nbytes(cls, plan: TilePlan, dtype=np.float32, *, released: bool = False) -> int:
+        """Bytes on disk of a level state for ``plan`` (uncompressed, edge chunks whole): the
+        most it holds, both buffers of canvas, m and v after :meth:`drop_content` (before it,
+        only the content and one canvas), or its final canvas alone after :meth:`release`."""
+        arrays = 1 if released else 2 * len(cls.BUFFERS)
+        return arrays * len(plan) * plan.tile**2 * 3 * np.dtype(dtype).itemsize
+
+    @classmethod
+    def open(cls, path) -> LevelState:
+        """The level state saved at ``path``; a :class:`DamagedStateError` if its
+        ``zarr.json`` cannot be read."""
+        try:
+            group = zarr.open_group(Path(path).absolute(), mode="r+")
+        except FileNotFoundError as err:
+            raise InputError(f"no level state at {path}") from err
+        except (ValueError, KeyError, TypeError) as err:
+            raise DamagedStateError(f"{path}/zarr.json is damaged ({_kind(err)})") from None
+        return cls(group)
+
+    @property
+    def attrs(self) -> dict:
+        return dict(self.group.attrs)
+
+    @property
+    def saved_step(self) -> int:
+        """The step whose state is on disk: this state's own step."""
+        return self.step
+
+    def check(self) -> None:
+        """Raise a :class:`DamagedStateError` naming the first file of what the next step
+        reads (or, once done, of the final canvas) that is missing, truncated or unreadable."""
+        attrs = self.attrs
+        cur = attrs["current"]
+        names = [f"canvas{cur}"]
+        if not self.done:
+            if attrs["pending"] is not None:
+                names += [f"m{1 - cur}", f"v{1 - cur}"]
+            elif attrs["step"] > 0:
+                names += [f"m{cur}", f"v{cur}"]
+            if (self.path / "content").is_dir():
+                names.append("content")
+        for name in names:
+            check_whole(open_array(self.path / name))
+
+    def read(self, name: str, buffer: int) -> da.Array:
+        """Array ``name`` (canvas, m, v) of ``buffer`` as a Dask array keyed by this step."""
+        attrs = self.attrs
+        return read_zarr(self.group[f"{name}{buffer}"], attrs["run_id"], attrs["step"])
+
+    def store(self, name: str, buffer: int) -> zarr.Array:
+        """Array ``name`` of ``buffer`` as the zarr array a step writes into."""
+        return self.group[f"{name}{buffer}"]
+
+    def write(self, buffer: int, arrays: dict[str, da.Array], *others):
+        """Store ``arrays`` (name: canvas, m, v) into ``buffer`` and compute ``others`` (Dask
+        arrays or None) in the same pass; return the values of ``others``."""
+        names = list(arrays)
+        stores = da.store([arrays[n] for n in names], [self.store(n, buffer) for n in names],
+                          lock=False, compute=False)  # fmt: skip
+        _, *values = dask.compute(stores, *others)
+        return tuple(None if x is None else float(x) for x in values)
+
+    def content(self) -> da.Array:
+        """The level's content image."""
+        return read_zarr(self.group["content"], self.attrs["run_id"])
+
+    def canvas(self) -> da.Array:
+        """p_t, the current canvas (same keys on every call for the same step)."""
+        return self.read("canvas", self.attrs["current"])
+
+    def canvas_store(self) -> zarr.Array:
+        """p_t as its zarr array, for tasks that read their own windows of it."""
+        return self.group[f"canvas{self.attrs['current']}"]
+
+    def drop_content(self) -> None:
+        """Delete the content image, once what is computed from it (the content target) is on
+        disk and nothing reads it any more; :meth:`content` fails afterwards."""
+        shutil.rmtree(self.path / "content", ignore_errors=True)
+
+    def release(self) -> None:
+        """Delete all but the current canvas and the attributes (also anything stored beside
+        the arrays, such as a content target): what a finished level keeps. Works on files,
+        so that a repeat after a kill also removes arrays that were half deleted."""
+        keep = {"zarr.json", f"canvas{self.attrs['current']}"}
+        for entry in self.path.iterdir():
+            if entry.is_dir() and entry.name not in keep:
+                shutil.rmtree(entry)
+
+    def lagged_grams(self, step: int) -> dict[str, np.ndarray]:
+        """The raw Grams of canvas p_``step`` that a lagged step kept (:func:`keep_grams`),
+        or a :class:`DamagedStateError`."""
+        path = self.path / LAGGED_GRAMS / f"{step}.npz"
+        try:
+            with np.load(path, allow_pickle=False) as saved:
+                return {name: saved[name] for name in saved.files}
+        except (OSError, ValueError, EOFError) as err:
+            raise DamagedStateError(
+                f"{path} is missing or damaged ({type(err).__name__})"
+            ) from None
+
+    def commit(self, **changes) -> None:
+        """Write the attributes in one atomic store write (zarr writes ``zarr.json`` via rename)."""
+        self.group.attrs.put({**self.attrs, **changes})
+
+
+#: The folder of a level state where ``--gram lagged`` keeps the raw Grams of recent canvases.
+LAGGED_GRAMS = "lagged_grams"
+
+
+def keep_grams(path: Path, step: int, grams: dict[str, np.ndarray], saved_step: int) -> None:
+    """Keep the raw Grams of canvas p_``step`` in the level state at ``path`` (written whole
+    under a temporary name, then renamed), and delete those of canvases before p_``k-2``,
+    where k is ``step`` or the earlier ``saved_step`` on disk (a state held in memory since):
+    a repeat of step k after a kill still needs p_``k-2``'s and p_``k-1``'s, whose drift
+    decides whether it lags."""
+    folder = Path(path) / LAGGED_GRAMS
+    folder.mkdir(exist_ok=True)
+    tmp = folder / f"{step}.{uuid.uuid4().hex}.tmp"
+    with open(tmp, "wb") as file:
+        np.savez(file, **grams)
+    os.replace(tmp, folder / f"{step}.npz")
+    for entry in folder.iterdir():
+        if entry.suffix == ".npz" and int(entry.stem) < min(step, saved_step) - 2:
+            entry.unlink()

@@ -1,0 +1,99 @@
+"""What a run occupies on disk, and whether its disks have room, known before it starts.
+
+A level's state is uncompressed zarr (:class:`daskstyle.optimise.state.LevelState`, edge chunks
+stored whole) plus its content target; a finished level keeps only its final canvas. So the
+bytes are exact, and a run that would fill its disk stops in one line before any work.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from daskstyle.api import level_plan
+from daskstyle.core import geometry
+from daskstyle.core.errors import InputError
+from daskstyle.core.text import readable
+from daskstyle.io import files
+from daskstyle.optimise.state import LevelState
+from daskstyle.run import rundir
+
+
+@dataclass(frozen=True)
+class LevelSize:
+    """A level of a run: its pixels, tiles and bytes on disk (uncompressed zarr), and its
+    tiles' core side in px (the level's long side, or more, when it is one tile)."""
+
+    shape: tuple[int, int]
+    tiles: int
+    running_bytes: int  # Adam state and content target while the level runs
+    kept_bytes: int  # its final canvas: all that stays once the level is finished
+    tile: int = 512
+
+
+def level_sizes(
+    content_shape: tuple[int, int], graph, *, r0: int, tile: int, dtype, balanced: bool = False
+) -> list[LevelSize]:
+    """The levels of a run (first level ``r0``, tiles of ``tile`` px, state in ``dtype``) on a
+    content of ``content_shape`` with ``graph``, a :class:`daskstyle.engine.graph.StyleGraph`.
+    ``balanced``: ``tile`` is the largest tile, each level's as even as
+    :func:`daskstyle.core.geometry.balanced_tile` cuts it (``--tile auto``)."""
+    sizes = []
+    multiple = max(geometry.TILE_MULTIPLE, graph.halo.align)
+    for shape in geometry.level_shapes(content_shape, r0):
+        side = geometry.balanced_tile(shape, tile, multiple) if balanced else tile
+        plan = level_plan(shape, side, graph.halo.align)
+        kept = LevelState.nbytes(plan, dtype, released=True)
+        sizes.append(LevelSize(shape, len(plan), running_bytes(plan, dtype, graph), kept, side))
+    return sizes
+
+
+def running_bytes(plan: geometry.TilePlan, dtype, graph) -> int:
+    """Bytes on disk of a level of ``plan`` while it runs: its state and content target."""
+    scale = graph.network.scale(graph.content_layer)
+    channels = graph.network.channels(graph.content_layer)
+    rows, cols = next(iter(plan)).cells(scale)  # the largest tile: the content target's chunk
+    target = len(plan) * rows * cols * channels * np.dtype(dtype).itemsize
+    return LevelState.nbytes(plan, dtype) + target
+
+
+def disk_needed(sizes: list[LevelSize]) -> int:
+    """The most bytes a run directory holds at once: the level that runs, with the final
+    canvases of the levels before it."""
+    return max(sum(s.kept_bytes for s in sizes[:i]) + s.running_bytes for i, s in enumerate(sizes))
+
+
+def check_disk(workdir: Path, output: Path, sizes: list[LevelSize], pyramid: bool) -> None:
+    """Raise an :class:`InputError` before any work when the run directory's or the output's
+    disk is too small. What an earlier run wrote into the run directory counts as free: a
+    resumed run reuses it, a new run deletes it."""
+    h, w = sizes[-1].shape
+    image = h * w * 3 * (4 if pyramid else 3) // 3  # uint8 RGB (a pyramid adds < 1/3)
+    state = disk_needed(sizes)
+    workdir_disk, output_disk = (
+        files.nearest_existing(workdir),
+        files.nearest_existing(output.parent),
+    )
+    if workdir_disk.stat().st_dev == output_disk.stat().st_dev:
+        state = max(state, sum(s.kept_bytes for s in sizes) + image)  # output written last
+        needs = [(workdir, state)]
+    else:
+        needs = [(workdir, state), (output.parent, image)]
+    for path, needed in needs:
+        reusable = rundir.owned_bytes(workdir) if path == workdir else 0
+        require_free(path, needed, reusable, " (--workdir)" if path == workdir else "")
+
+
+def require_free(path: Path, needed: int, reusable: int = 0, option: str = "") -> None:
+    """Raise an :class:`InputError` unless the disk of ``path`` has ``needed`` bytes free
+    (counting ``reusable`` bytes that will be deleted or reused as free); ``option`` is the
+    setting that chooses ``path``, for the message."""
+    free = shutil.disk_usage(files.nearest_existing(path)).free + reusable
+    if needed > free:
+        raise InputError(
+            f"the run needs {readable(needed)} on the disk of {path} and "
+            f"{readable(free)} is free: free space, or choose a larger disk{option}"
+        )

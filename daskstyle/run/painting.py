@@ -1,0 +1,367 @@
+"""A whole style-transfer run: resolution levels, on-disk state, resume, progress events.
+
+A run is planned once (:func:`plan`: inputs read and checked, weights loaded and hashed,
+levels and disks sized), and the :class:`RunPlan` describes itself (the dry run's lines),
+checks itself (disks, run directory, resumed state) and executes on the current Dask
+scheduler (an :class:`daskstyle.compute.executor.Executor`'s session). The run directory
+(:mod:`daskstyle.run.rundir`) holds one zarr level state per level
+(:class:`daskstyle.optimise.state.LevelState`, with the level's content target φ_O computed once beside
+it; a finished level keeps only its final canvas), a preview PNG of each finished level,
+``loss.csv`` and ``run.json`` (settings, network, weights checksum, the inputs' checksums).
+A run that would not fit on its disks, would replace an input or a file daskstyle did not
+write, or finds its state damaged stops in one line before the step that would use it
+(:func:`daskstyle.run.footprint.check_disk`, :func:`daskstyle.run.rundir.check`,
+:meth:`daskstyle.optimise.state.LevelState.check`). Every step is committed atomically once its loss
+and update are finite, so a run killed at any moment continues with ``resume=True`` and ends
+with the same image. The library never prints: it reports :class:`Event` objects to
+``on_event``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import dask.array as da
+
+from daskstyle.api import level_plan, style_graph
+from daskstyle.compute import hardware
+from daskstyle.compute.executor import THIS_MACHINE_SPECS, compute_settings, tiles_in_memory
+from daskstyle.controls import colors, start
+from daskstyle.core import geometry
+from daskstyle.core.data import DATA_DIR
+from daskstyle.core.errors import DamagedStateError, InputError, NotFiniteError
+from daskstyle.core.text import counted, readable
+from daskstyle.engine.graph import StyleGraph
+from daskstyle.io import files, images, resize
+from daskstyle.networks.catalog import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, resolve_weights
+from daskstyle.optimise.adam import AdamSettings
+from daskstyle.optimise.held import Checkpoints, held_memory_line
+from daskstyle.optimise.level import open_level
+from daskstyle.optimise.state import LevelState
+from daskstyle.run import describe, footprint, rundir
+from daskstyle.run.auto_settings import run_precision, run_tile
+from daskstyle.run.events import Event, Finished, LevelFinished, LevelStarted, Stepped
+from daskstyle.run.rundir import default_workdir
+from daskstyle.settings import Settings, blend_weights
+
+EXAMPLE_CONTENT = DATA_DIR / "example_content.png"
+EXAMPLE_STYLE = DATA_DIR / "example_style.png"
+PREVIEW_SIDE = 1024
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A run, planned: its inputs (read lazily), graph (weights loaded), levels and run
+    record. Made by :func:`plan`; nothing is written until :meth:`execute`."""
+
+    output: Path
+    workdir: Path
+    settings: Settings
+    resume: bool
+    content: da.Array
+    styles: list[da.Array]
+    blend: tuple[float, ...]  # the styles' weights, summing to 1
+    graph: StyleGraph
+    sizes: list[footprint.LevelSize]
+    record: dict  # what run.json says of the run
+    tile: int  # the largest tile side of its levels, in px (a level in one tile: its long side)
+    tile_reason: str | None = None  # under --tile auto: how the tile was chosen
+    memory_line: str | None = None  # under --checkpoint-every N > 1: the state held
+    checkpoint_every: Checkpoints = Checkpoints(steps=1)  # how often state goes to disk
+    arithmetic: str | None = None  # the network's arithmetic and, under auto, why (first line)
+
+    def describe(self) -> Iterator[str]:
+        """The plan as lines to print: network and halo, each level's pixels, tiles and disk
+        space, the run directory's peak, and the tiles this machine's memory holds."""
+        halo, settings = self.graph.halo, self.settings
+        if self.arithmetic is not None:
+            yield self.arithmetic
+        yield (f"network {self.graph.network.name}, {settings.dtype}: halo {halo.total} px "
+               f"({halo.forward} forward + {halo.backward} backward), tile origins on "
+               f"{halo.align} px")  # fmt: skip
+        default_halo = self.graph.network.halo((DEFAULT_CONTENT_LAYER, *DEFAULT_STYLE_LAYERS))
+        if halo.total != default_halo.total:
+            yield (f"layers {', '.join(self.graph.spec.layers)}: halo {halo.total} px instead "
+                   f"of the default layers' {default_halo.total} px, so each tile reads "
+                   f"{'less' if halo.total < default_halo.total else 'more'}")  # fmt: skip
+        yield from describe.control_lines(settings, self.record, self.blend)
+        yield from filter(None, (self.tile_reason, self.memory_line))
+        for level, size in enumerate(self.sizes):
+            (h, w), tile = size.shape, min(size.tile, max(size.shape))
+            yield (f"level {level + 1}/{len(self.sizes)}: {w}x{h} px, "
+                   f"{counted(size.tiles, 'tile')} of {tile} px, "
+                   f"{readable(size.running_bytes)} on disk while it runs")  # fmt: skip
+        most = readable(footprint.disk_needed(self.sizes))
+        yield f"run directory {self.workdir}: at most {most} at once"
+        slots = tiles_in_memory(self.tile, settings.dtype)
+        yield f"memory of this machine holds {counted(slots, 'tile')} of {self.tile} px at once"
+
+    def check(self) -> None:
+        """Raise, before any work, what would stop the run: too little disk, a run directory
+        that cannot be used as ``resume`` asks, or resumed state that is damaged."""
+        footprint.check_disk(self.workdir, self.output, self.sizes, self.settings.pyramid)
+        rundir.check(self.workdir, self.record, self.resume)
+        if self.resume:
+            _check_levels(self.workdir, len(self.sizes))
+
+    def dry_run(self) -> Iterator[str]:
+        """:meth:`describe`, then :meth:`check` (raising after the lines), then a last line."""
+        yield from self.describe()
+        self.check()
+        yield "the disks are large enough; nothing was written"
+
+    def execute(self, resources: dict | None = None,
+                on_event: Callable[[Event], None] = lambda event: None) -> Path:  # fmt: skip
+        """Paint the picture on the current Dask scheduler, whose network tasks ask for
+        ``resources`` (e.g. ``{"GPU": 1}``); return the output's path."""
+        rundir.prepare(self.workdir, self.record, self.resume)
+        graph = self.graph.on_current_scheduler(resources)
+        state = None
+        with compute_settings(resources):
+            inputs = self.network_inputs()
+            for level in range(len(self.sizes)):
+                state = self._run_level(level, state, graph, inputs, on_event)
+        with _about_level(len(self.sizes) - 1, len(self.sizes), state.path):
+            state.check()
+        record = {**self.record, "finished": True}
+        images.write_image(self.output, self._picture(state.canvas()),
+                           pyramid=self.settings.pyramid, description=json.dumps(record),
+                           bit_depth=self.settings.bit_depth)  # fmt: skip
+        rundir.write_record(self.workdir, record)
+        on_event(Finished(self.output, self.workdir))
+        return self.output
+
+    def network_inputs(self) -> tuple[da.Array, list[da.Array]]:
+        """The content and styles as the network sees them, after the colour control."""
+        if self.settings.colors == "content":
+            return colors.luminance_only(self.content, self.styles)
+        if self.settings.colors == "match":
+            return self.content, [colors.match_colors(s, self.content) for s in self.styles]
+        return self.content, self.styles
+
+    def _picture(self, canvas: da.Array) -> da.Array:
+        """A canvas as it is shown: with the content's chroma under ``colors = "content"``."""
+        if self.settings.colors != "content":
+            return canvas
+        shape = tuple(canvas.shape[:2])
+        content = self.content
+        if shape != tuple(content.shape[:2]):
+            content = resize.resize(content, shape, chunks=canvas.chunksize[:2])
+        return colors.with_chroma(canvas, content)
+
+    def _run_level(self, level: int, previous: LevelState | None, graph: StyleGraph,
+                   inputs: tuple[da.Array, list[da.Array]], on_event) -> LevelState:  # fmt: skip
+        """Run one level to its stop test; keep only its final canvas; return its state."""
+        settings, levels, shape = self.settings, len(self.sizes), self.sizes[level].shape
+        plan = level_plan(shape, self.sizes[level].tile, graph.halo.align)
+        path = rundir.level_dir(self.workdir, level)
+        state = self._open_or_create_level(level, path, plan, previous, inputs[0])
+        on_event(LevelStarted(level, levels, shape, len(plan), state.step, settings.max_iters))
+        with _about_level(level, levels, path):
+            if not state.done:
+                styles = [self.level_style(style, shape, graph) for style in inputs[1]]
+                level_loop = open_level(graph, state, plan, styles, self.blend, settings.gram,
+                                        checkpoint_every=self.checkpoint_every)  # fmt: skip
+                for step in level_loop.steps():
+                    on_event(Stepped(level, step.step, step.loss, step.max_change,
+                                     step.mean_change, step.lr, step.seconds))  # fmt: skip
+                    rundir.write_loss_csv(self.workdir, level)
+            preview = rundir.preview_path(self.workdir, level)
+            if not preview.is_file():
+                state.check()
+                images.write_image(preview, _preview(self._picture(state.canvas()), shape))
+        state.release()
+        on_event(LevelFinished(level, preview))
+        return state
+
+    def level_style(self, style: da.Array, shape: tuple[int, int], graph: StyleGraph):
+        """A style at a level of ``shape``, with its tile plan (resized chunk by chunk)."""
+        side = geometry.style_shape(tuple(style.shape[:2]), max(shape), graph.halo.align,
+                                    self.settings.style_scale)  # fmt: skip
+        tile = next(size.tile for size in self.sizes if size.shape == shape)
+        style_plan = level_plan(side, tile, graph.halo.align)
+        return resize.resize(style, side, chunks=style_plan.tile), style_plan
+
+    def _open_or_create_level(self, level, path, plan, previous, content) -> LevelState:
+        if (path / "zarr.json").is_file():
+            try:
+                with _about_level(level, len(self.sizes), path):
+                    return LevelState.open(path)
+            except InputError:
+                pass  # killed while it was being created: create it again
+        shape, settings = self.sizes[level].shape, self.settings
+        content = resize.resize(content, shape, chunks=plan.tile)
+        if previous is None:
+            start_image = start.start_image(settings.init, content, settings.seed)
+        else:
+            with _about_level(level - 1, len(self.sizes), previous.path):
+                previous.check()
+            start_image = resize.resize(previous.canvas(), shape, chunks=plan.tile)
+        adam = AdamSettings(tpc=settings.tpc, stop=settings.stop, max_iters=settings.max_iters)
+        return LevelState.create(path, content, start_image, plan, adam, dtype=settings.dtype)
+
+
+def plan(
+    content: str | os.PathLike,
+    style: str | os.PathLike | list[str | os.PathLike],
+    output: str | os.PathLike,
+    *,
+    settings: Settings = Settings(),
+    weights: str | os.PathLike | None = None,
+    workdir: str | os.PathLike | None = None,
+    resume: bool = False,
+    cluster: str = "local",
+    checkpoint_every: int | str = 1,
+    makes_output_dir: bool = False,
+    experiment: Mapping | None = None,
+) -> RunPlan:
+    """Plan painting ``content`` in the manner of ``style`` (a picture, or a list of them
+    blended by ``settings.style_blend``) into ``output`` (.tif, .png or .jpg): read and check
+    the inputs, load the weights, size the levels. Raises one clear error for an unreadable
+    picture, an output of an unknown format, in a missing directory (unless
+    ``makes_output_dir``: the caller creates it) or that would replace an input, and for
+    settings that do not fit the inputs. ``workdir``: the run directory (default
+    ``OUTPUT.daskstyle``); ``resume``: continue the unfinished run there, with the tile it
+    began with when ``settings.tile`` is ``auto``. ``cluster``: where the tiles will run, an
+    :class:`daskstyle.compute.executor.Executor` spec: under ``tile = "auto"`` ``local``, ``threads``
+    and ``sync`` size the tiles to this machine's memory (or its GPU's), any other spec
+    (``slurm``, a scheduler) takes :data:`daskstyle.run.auto_settings.ELSEWHERE_TILE` px;
+    under ``precision = "auto"`` only ``local``, ``threads`` and ``sync`` may take bf16.
+    ``checkpoint_every``: other than 1, each level's state stays in memory and goes to disk
+    every so many steps (``5``) or minutes (``"15min"``; :class:`daskstyle.optimise.held.Checkpoints`),
+    if it fits this machine's memory where the tiles run here.
+    ``experiment``: switches for the ablations of docs/design.md, not for paintings: ``halo``
+    and ``gram_scope`` of :func:`daskstyle.api.style_graph`, kept in run.json."""
+    every = Checkpoints.of(checkpoint_every)
+    output = Path(output)
+    images.check_output(
+        files.nearest_existing(output.parent) / output.name if makes_output_dir else output,
+        bit_depth=settings.bit_depth,
+    )
+    style_paths = [style] if isinstance(style, (str, os.PathLike)) else list(style)
+    if not style_paths:
+        raise InputError("give at least one style picture")
+    blend = blend_weights("style_blend", settings.style_blend, len(style_paths))
+    start.check_init(settings.init)
+    experiment = dict(experiment or {})
+    if set(experiment) - {"halo", "gram_scope"}:
+        raise InputError(f"experiment switches are halo and gram_scope, not {sorted(experiment)}")
+    workdir = Path(workdir) if workdir else default_workdir(output)
+    settings, precision_reason = run_precision(settings, workdir, resume, cluster)
+    content_image = images.read_image(content)
+    style_images = [images.read_image(path) for path in style_paths]
+    graph = style_graph(
+        network=settings.network, weights=weights,
+        content_weight=settings.content_weight, style_weight=settings.style_weight,
+        content_layer=settings.content_layer, style_layers=settings.style_layers,
+        style_layer_weights=settings.style_layer_weights, pooling=settings.pooling,
+        tv_weight=settings.tv_weight, dtype=settings.dtype, precision=settings.precision,
+        **experiment,
+    )  # fmt: skip
+    shape = tuple(content_image.shape[:2])
+    first = geometry.level_shapes(shape, settings.r0)[0]
+    sources = {"content": Path(content)}
+    for number, path in enumerate(style_paths, start=1):
+        sources["style" if len(style_paths) == 1 else f"style {number}"] = Path(path)
+    pictures = zip(sources, (first, *(image.shape[:2] for image in style_images)))
+    for name, (h, w) in pictures:
+        if min(h, w) < graph.halo.align:
+            raise InputError(
+                f"{name} of {h}x{w} px (at r0={settings.r0}) is too small: "
+                f"{graph.network.name} needs at least {graph.halo.align} px per side"
+            )
+    settings, tile, tile_reason = run_tile(settings, graph, workdir, resume, cluster)
+    sizes = footprint.level_sizes(shape, graph, r0=settings.r0, tile=tile, dtype=settings.dtype,
+                                  balanced=settings.tile == "auto")  # fmt: skip
+    styles_named = [str(Path(path).resolve()) for path in style_paths]
+    record = {
+        "daskstyle": rundir.FORMAT,
+        "settings": dataclasses.asdict(settings),
+        "network": graph.network.name,
+        "weights_digest": graph.spec.weights_token,
+        "layers": list(graph.spec.layers),
+        "content": str(Path(content).resolve()),
+        "style": styles_named[0] if len(styles_named) == 1 else styles_named,
+        "inputs": {name: rundir.fingerprint(path) for name, path in sources.items()},
+        "levels": len(sizes),
+        "tile_px": tile,
+        "finished": False,
+        **({"experiment": experiment} if experiment else {}),
+    }
+    record = json.loads(json.dumps(record))  # as run.json will hold it: lists, not tuples
+    weights_file = resolve_weights(graph.network, weights)[1]
+    if isinstance(weights_file, (str, os.PathLike)):
+        sources["weights"] = Path(weights_file)
+    rundir.check_paths(output, workdir, sources)
+    largest = max(min(size.tile, max(size.shape)) for size in sizes)
+    memory = hardware.host_memory() if cluster in THIS_MACHINE_SPECS else None
+    held_line = (held_memory_line(sizes[-1].shape, settings.dtype, every, memory)
+                 if every.held else None)  # fmt: skip
+    arithmetic = precision_reason or hardware.precision_line(settings.precision)
+    return RunPlan(output, workdir, settings, resume, content_image, style_images, blend, graph,
+                   sizes, record, largest, tile_reason, held_line, every,
+                   arithmetic)  # fmt: skip
+
+
+def transfer(
+    content: str | os.PathLike,
+    style: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    resources: dict | None = None,
+    on_event: Callable[[Event], None] = lambda event: None,
+    **options,
+) -> Path:
+    """Plan, check and execute a run on the current Dask scheduler (:func:`plan` with
+    ``options``, :meth:`RunPlan.check`, :meth:`RunPlan.execute` with ``resources`` and
+    ``on_event``); return the output's path."""
+    run_plan = plan(content, style, output, **options)
+    run_plan.check()
+    return run_plan.execute(resources, on_event)
+
+
+@contextlib.contextmanager
+def _about_level(level: int, levels: int, path: Path):
+    """Errors of a level's state, said as the user can act on them: a damaged file with what
+    to do, a step that is not finite with the level it belongs to."""
+    try:
+        yield
+    except DamagedStateError as err:
+        raise DamagedStateError(
+            f"the run directory is damaged: {err}; delete {path} and continue with --resume to "
+            f"paint level {level + 1} again from its start, or start again in a new run "
+            "directory"
+        ) from None
+    except NotFiniteError as err:
+        where = f"level {level + 1}/{levels}, "
+        raise NotFiniteError(err.step, err.what, err.value, where) from None
+
+
+def _check_levels(workdir: Path, levels: int) -> None:
+    """Before a resumed run starts: the state that it will read first is whole."""
+    last = None
+    for level in range(levels):
+        path = rundir.level_dir(workdir, level)
+        try:
+            with _about_level(level, levels, path):
+                state = LevelState.open(path)
+        except InputError:  # not created yet, or killed while it was created: made anew
+            break
+        last = (level, state)
+        if not state.done:
+            break
+    if last is not None:
+        level, state = last
+        with _about_level(level, levels, state.path):
+            state.check()
+
+
+def _preview(canvas, shape):
+    scale = min(1.0, PREVIEW_SIDE / max(shape))
+    return canvas if scale == 1.0 else resize.resize(canvas, geometry.scaled_shape(shape, scale))
