@@ -16,9 +16,9 @@ from daskstyle.controls import seams
 from daskstyle.core import geometry
 from daskstyle.core.errors import InputError
 from daskstyle.io.images import read_image
-from daskstyle.run import painting
+from daskstyle.run import painting, rundir
 from daskstyle.run.rundir import default_workdir
-from daskstyle.settings import Settings, rundir
+from daskstyle.settings import Settings
 
 from . import reference
 from .reference import relative_error

@@ -154,7 +154,7 @@ def test_same_numbers_on_synchronous_threads_and_two_process_cluster(vgg19_state
             results[scheduler] = daskstyle.loss_and_grad(canvas, content, style, **kw)
     with two_process_client() as client:
         results["cluster"] = daskstyle.loss_and_grad(canvas, content, style, **kw)
-        ran_on = client.run(lambda: len(__import__("daskstyle.engine.kernels").kernels._models))
+        ran_on = client.run(lambda: len(__import__("daskstyle.engine.kernels").engine.kernels._models))
     assert sum(ran_on.values()) >= 1
     loss0, grad0 = results["synchronous"]
     for loss, grad in results.values():

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from daskstyle.core.text import counted
-from daskstyle.run.painting import Event, Finished, LevelFinished, LevelStarted, Stepped
+from daskstyle.run.events import Event, Finished, LevelFinished, LevelStarted, Stepped
 
 
 def describe(event: Event) -> str:
