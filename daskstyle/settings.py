@@ -20,6 +20,16 @@ from daskstyle.networks.catalog import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYE
 
 DTYPES = ("float32", "float64")
 
+#: The largest pixel change there is on the 0-255 scale: the most ``tpc`` and ``stop`` can mean.
+PIXEL_RANGE = 255.0
+#: The largest loss weight (a style weight times a layer's weight counts as one): with
+#: pictures on 0-255 a loss term's gradient reaches about 1e3 per unit of weight, and Adam
+#: squares it, so 1e15 keeps the square below float32's 3.4e38 with a margin of 1e2.
+MAX_LOSS_WEIGHT = 1e15
+#: A style at a level holds at most this many times the level's pixels (``style_scale`` 8 on
+#: a style as large as the level): its Gram pass reads every one of them.
+MAX_STYLE_AREA = 64
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -67,6 +77,10 @@ class Settings:
             if isinstance(value, list):  # from TOML or JSON: kept as a tuple
                 object.__setattr__(self, field.name, value := tuple(value))
             _RULES[field.name](field.name, value)
+        layer_weights = self.style_layer_weights or (1.0,)
+        if self.style_weight * max(layer_weights) > MAX_LOSS_WEIGHT:
+            raise SettingError("style_layer_weights", f"times the style weight ({self.style_weight:g}) "
+                               f"must be at most {MAX_LOSS_WEIGHT:g}{_OVERFLOW}", layer_weights)  # fmt: skip
 
 
 def _is_whole(value) -> bool:
@@ -84,6 +98,45 @@ def check_number(name: str, value, *, positive: bool = False) -> float:
         rule = "a finite number above 0" if positive else "a finite number, 0 or more"
         raise SettingError(name, f"must be {rule}", value)
     return float(value)
+
+
+_OVERFLOW = ": a larger one overflows float32 (3.4e38) where Adam squares the gradient"
+
+
+def check_weight(name: str, value) -> float:
+    """A loss weight as a float, or a :class:`SettingError`: :func:`check_number`, and at
+    most :data:`MAX_LOSS_WEIGHT`."""
+    value = check_number(name, value)
+    if value > MAX_LOSS_WEIGHT:
+        raise SettingError(name, f"must be at most {MAX_LOSS_WEIGHT:g}{_OVERFLOW}", value)
+    return value
+
+
+def _pixel_change(name: str, value, *, positive: bool = False) -> None:
+    """``tpc`` and ``stop``: a change of pixels on 0-255, so at most 255."""
+    if check_number(name, value, positive=positive) > PIXEL_RANGE:
+        raise SettingError(
+            name, f"must be at most {PIXEL_RANGE:g}: pixels change by at most that on 0-255", value
+        )
+
+
+def check_style_scale(style_scale: float, style: tuple[int, int], level: tuple[int, int],
+                      name: str = "style") -> None:  # fmt: skip
+    """Raise a :class:`SettingError` when ``style_scale`` makes the style of (H, W) ``style``
+    cover, at the level of (H, W) ``level``, over :data:`MAX_STYLE_AREA` times the level's
+    pixels (at the size :func:`daskstyle.core.geometry.style_shape` gives it: scaled like the
+    content, never above its own size, then by ``style_scale``). ``name``: the style, as the
+    error calls it."""
+    like_content = min(1.0, max(level) / max(style))
+    most = math.sqrt(MAX_STYLE_AREA * level[0] * level[1] / (style[0] * style[1])) / like_content
+    if style_scale > most:
+        raise SettingError(
+            "style_scale",
+            f"makes the {name} ({style[1]}x{style[0]} px) cover over {MAX_STYLE_AREA} times the "
+            f"pixels of the {level[1]}x{level[0]} px level (its Gram pass reads them all): give "
+            f"at most {math.floor(most * 100) / 100:g}",
+            style_scale,
+        )
 
 
 def blend_weights(name: str, blend, count: int) -> tuple[float, ...]:
@@ -182,10 +235,10 @@ _RULES = {
     "r0": _positive_whole,
     "tile": _tile,
     "max_iters": _positive_whole,
-    "tpc": lambda name, value: check_number(name, value, positive=True),
-    "stop": check_number,
-    "content_weight": check_number,
-    "style_weight": check_number,
+    "tpc": lambda name, value: _pixel_change(name, value, positive=True),
+    "stop": _pixel_change,
+    "content_weight": check_weight,
+    "style_weight": check_weight,
     "network": _network,
     "pyramid": _pyramid,
     "dtype": lambda name, value: _choice(name, value, DTYPES),
@@ -196,7 +249,7 @@ _RULES = {
     "colors": lambda name, value: _choice(name, value, COLORS),
     "init": _init,
     "seed": _seed,
-    "tv_weight": check_number,
+    "tv_weight": check_weight,
     "content_layer": _layer,
     "style_layers": _layers,
     "style_layer_weights": _weights,

@@ -1,4 +1,5 @@
 import contextlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -6,6 +7,9 @@ import pytest
 import torch
 import torchvision
 from PIL import Image
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # two test processes share the cores: one each
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
@@ -18,6 +22,12 @@ def vgg19():
 @pytest.fixture(scope="session")
 def vgg19_state(vgg19):
     return vgg19.state_dict()
+
+
+#: The layers of whole-run tests that are not about the network's depth: relu1_1, relu2_1 and
+#: a halo of a few px instead of the default layers' 160 (their exactness is tested on its own).
+SHALLOW_RUN = dict(content_layer="relu2_1", style_layers=("relu1_1", "relu2_1"))
+SHALLOW_RUN_OPTIONS = ["--content-layer", "relu2_1", "--style-layers", "relu1_1,relu2_1"]
 
 
 def random_image(height, width, seed):

@@ -1,8 +1,9 @@
 """Where the Dask graphs run: a local cluster (dask-cuda on GPUs), SLURM through dask-jobqueue,
 or a scheduler that is already running.
 
-Security default: clusters started here listen on 127.0.0.1 only (scheduler, workers and
-dashboard); SLURM workers on other nodes need ``interface:`` in the YAML, and then ``tls=True``.
+Security default: clusters started here listen on 127.0.0.1 only (SLURM workers on other
+nodes: ``interface:`` in the YAML), speak TLS with credentials only this run holds, and start
+no dashboard unless asked for (:mod:`daskstyle.compute.security`).
 No torch at import time: torch is imported only to count GPUs.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import math
 import os
 import shutil
 import signal
@@ -23,12 +25,12 @@ from pathlib import Path
 
 import dask
 from dask.system import CPU_COUNT
+from dask.utils import parse_bytes
 from distributed import Client, LocalCluster
-from distributed.security import Security
 
-from daskstyle.compute import allocator
+from daskstyle.compute import allocator, joined, security
 from daskstyle.core.data import DATA_DIR
-from daskstyle.core.errors import DaskstyleError, InputError
+from daskstyle.core.errors import DaskstyleError, InputError, SettingError
 from daskstyle.core.text import one_line
 
 LOOPBACK = "127.0.0.1"
@@ -39,6 +41,26 @@ ADAPT_MAX_JOBS = 8  # open_client("slurm", jobs=None) adapts between 1 and this 
 NO_CLIENT = (None, "sync", "threads")
 
 
+def check_sizes(workers=None, threads_per_worker=None, memory_limit=None, jobs=None) -> None:
+    """Raise a :class:`SettingError` naming the first size that cannot be used: ``workers``,
+    ``threads_per_worker`` and ``jobs`` are whole numbers, 1 or more; ``memory_limit`` is
+    ``"auto"``, bytes above 0 or a size such as ``"8GB"``. None leaves each to the cluster."""
+    for name, value in (("workers", workers), ("threads_per_worker", threads_per_worker),
+                        ("jobs", jobs)):  # fmt: skip
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):  # fmt: skip
+            raise SettingError(name, "must be a whole number, 1 or more", value)
+    if memory_limit is None or memory_limit == "auto":
+        return
+    try:
+        size = parse_bytes(memory_limit) if isinstance(memory_limit, str) else memory_limit
+    except ValueError:
+        size = None
+    if isinstance(size, bool) or not isinstance(size, (int, float)) or not 0 < size < math.inf:
+        raise SettingError("memory_limit", 'must be a size such as "8GB", or bytes above 0',
+                           memory_limit)  # fmt: skip
+
+
 @contextlib.contextmanager
 def open_client(
     spec: str | None = "local",
@@ -47,8 +69,8 @@ def open_client(
     threads_per_worker: int | None = None,
     memory_limit=None,
     config: str | Path | None = None,
-    tls: bool = False,
-    dashboard: bool = True,
+    tls: bool = True,
+    dashboard: bool = False,
     jobs: int | None = None,
     max_tasks: int | None = None,
 ) -> Iterator[Client | None]:
@@ -60,7 +82,10 @@ def open_client(
     1 to ``ADAPT_MAX_JOBS`` jobs when None), ``"tcp://HOST:PORT"``, ``"tls://HOST:PORT"`` or a
     scheduler file ``*.json`` (an existing scheduler; TLS certificates from the Dask config),
     or ``None``/``"sync"``/``"threads"``: yields None, the caller keeps Dask's local scheduler.
-    ``tls=True`` encrypts a cluster started here with temporary certificates. ``max_tasks``
+    A cluster started here speaks TLS with credentials made for it, which only this process
+    and its workers hold (:mod:`daskstyle.compute.security`); ``tls=False``: plain TCP, which
+    any user who reaches the port can use to run code as you. ``dashboard=True`` starts the
+    dashboard, which has no password. ``max_tasks``
     caps the tasks that run at once on this machine's CPUs (what fits in memory): a local
     CPU cluster's threads in all, or the threaded scheduler's.
 
@@ -72,13 +97,14 @@ def open_client(
     distributed's log lines about the work left undone; a local cluster's workers log errors
     only.
     """
+    check_sizes(workers, threads_per_worker, memory_limit, jobs)
     slots = min(CPU_COUNT, max_tasks or CPU_COUNT)
     if spec in NO_CLIENT:
         with dask.config.set({"num_workers": slots} if spec == "threads" else {}):
             yield None
         return
     if spec.startswith(("tcp://", "tls://")) or spec.endswith(".json"):
-        with _connect(spec) as client, _closed_quietly(client):
+        with joined.connect(spec) as client, _closed_quietly(client):
             yield client
         return
     if spec == "local":
@@ -98,7 +124,8 @@ def open_client(
                 cluster.adapt(minimum_jobs=1, maximum_jobs=ADAPT_MAX_JOBS)
             else:
                 cluster.scale(jobs=jobs)
-            with Client(cluster) as client, _closed_quietly(client, cluster):
+            trusted = security.trusted(cluster.security if tls else None)
+            with Client(cluster) as client, trusted, _closed_quietly(client, cluster):
                 yield client
         return
     raise InputError(
@@ -108,10 +135,10 @@ def open_client(
 
 
 def dashboard_link(client: Client | None) -> str | None:
-    """The URL of the scheduler's dashboard, or None without a client or HTTP server.
+    """The URL of the scheduler's HTTP server, or None without a client or HTTP server.
 
-    (With ``dashboard=False`` the same address still answers ``/health`` and ``/metrics``;
-    the dashboard pages themselves also need bokeh.)
+    (A cluster started here with ``dashboard=False`` answers only ``/health`` there; the
+    dashboard pages themselves also need bokeh.)
     """
     if client is None or "dashboard" not in client.scheduler_info().get("services", {}):
         return None
@@ -176,7 +203,9 @@ def _local_client(workers, threads_per_worker, memory_limit, tls, dashboard, slo
     (Ctrl-C in a terminal, ``kill -TERM -PGID``) reaches this process only, which then closes
     the cluster. A signal that arrives while the cluster starts acts once it has started."""
     received = []
-    with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
+    credentials = security.temporary() if tls else None
+    forked = {"distributed.worker.multiprocessing-method": "forkserver"}
+    with dask.config.set({**forked, **security.http_settings(dashboard)}):
         # held, not raised: an exception would leave the starting cluster half made
         with _signal_handler(lambda signum, frame: received.append(signum)):
             _start_forkserver()
@@ -184,9 +213,10 @@ def _local_client(workers, threads_per_worker, memory_limit, tls, dashboard, slo
                 # a taken dashboard port: distributed takes a free one; the link says which
                 warnings.filterwarnings("ignore", "Port .* is already in use", UserWarning)
                 cluster = _local_cluster(
-                    workers, threads_per_worker, memory_limit, tls, dashboard, slots
+                    workers, threads_per_worker, memory_limit, credentials, dashboard, slots
                 )
-        with cluster, Client(cluster) as client, _closed_quietly(client, cluster):
+        trusted = security.trusted(credentials)
+        with cluster, Client(cluster) as client, trusted, _closed_quietly(client, cluster):
             for signum in received[:1]:
                 signal.raise_signal(signum)  # to the handler it was held from
             yield client
@@ -223,7 +253,7 @@ def _start_forkserver() -> None:
 
 
 def _local_cluster(
-    workers, threads_per_worker, memory_limit, tls, dashboard, slots
+    workers, threads_per_worker, memory_limit, credentials, dashboard, slots
 ) -> LocalCluster:
     gpus = gpu_count()
     if workers is None:
@@ -237,7 +267,7 @@ def _local_cluster(
         # without the dashboard the scheduler still serves /health: on a free port, not 8787
         "dashboard_address": f"{LOOPBACK}:{DASHBOARD_PORT if dashboard else 0}",
         "scheduler_kwargs": {"dashboard": dashboard},
-        "security": _temporary_security() if tls else None,
+        "security": credentials,
         "silence_logs": logging.ERROR,  # workers' warnings are not the user's business
     }
     if not gpus:
@@ -252,31 +282,6 @@ def _local_cluster(
             ) from None
         return LocalCluster(processes=True, **options)  # one worker on the first GPU
     return LocalCUDACluster(**options)
-
-
-def _temporary_security() -> Security:
-    try:
-        return Security.temporary()
-    except ImportError:
-        raise DaskstyleError(
-            "--tls needs the cryptography package: pip install cryptography"
-        ) from None
-
-
-# --- existing scheduler ------------------------------------------------------------------------
-
-
-def _connect(spec: str) -> Client:
-    if spec.endswith(".json"):
-        if not Path(spec).is_file():
-            raise InputError(f"no scheduler file {spec}: is the scheduler running?")
-        where = {"scheduler_file": spec}
-    else:
-        where = {"address": spec}
-    try:
-        return Client(**where)
-    except (OSError, TimeoutError) as err:
-        raise DaskstyleError(f"cannot reach the Dask scheduler at {spec}: {one_line(err)}") from err
 
 
 # --- SLURM through dask-jobqueue -----------------------------------------------------------------
@@ -310,9 +315,11 @@ def read_slurm_config(config: str | Path | None = None) -> dict:
 
 
 @contextlib.contextmanager
-def _slurm_cluster(settings: dict, tls: bool = False, dashboard: bool = True):
+def _slurm_cluster(settings: dict, tls: bool = True, dashboard: bool = False):
     """A SLURMCluster (no jobs yet) for ``settings``; the settings stay in the Dask config while
-    it runs, because dask-jobqueue reads them again for every job it submits."""
+    it runs, because dask-jobqueue reads them again for every job it submits. With ``tls``,
+    the jobs read the cluster's credentials from files only the user can read, under the
+    YAML's ``shared-temp-directory`` (default ``~/.cache/daskstyle/tls``)."""
     try:
         from dask_jobqueue import SLURMCluster
     except ImportError:
@@ -332,19 +339,19 @@ def _slurm_cluster(settings: dict, tls: bool = False, dashboard: bool = True):
     host = scheduler.get("host") or _interface_ip(scheduler["interface"])
     scheduler.setdefault("dashboard_address", f"{host}:{DASHBOARD_PORT if dashboard else 0}")
     scheduler.setdefault("dashboard", dashboard)
-    options = {"scheduler_options": scheduler}
-    if tls:
-        options["security"] = _temporary_security()  # jobqueue then uses tls:// everywhere
-        options["shared_temp_directory"] = settings.get("shared-temp-directory") or _tls_dir()
     flat = {f"jobqueue.slurm.{key}": value for key, value in settings.items()}
-    with dask.config.set(flat):
-        cluster = SLURMCluster(**options)
+    base = settings.get("shared-temp-directory")
+    credentials = security.written(security.temporary(), base) if tls else contextlib.nullcontext()
+    with credentials as files, dask.config.set({**flat, **security.http_settings(dashboard)}):
+        # with security, jobqueue uses tls:// everywhere and passes the files to the workers
+        cluster = SLURMCluster(scheduler_options=scheduler, security=files)
         with cluster:
             yield cluster
 
 
 def slurm_job_script(config: str | Path | None = None, *, tls: bool = False) -> str:
-    """The job script SLURM would get for ``config`` (nothing is submitted)."""
+    """The job script SLURM would get for ``config`` (nothing is submitted). A run's jobs get
+    ``tls=True``'s: with the paths of its credential files (which exist while it runs)."""
     with _slurm_cluster(read_slurm_config(config), tls=tls, dashboard=False) as cluster:
         return cluster.job_script()
 
@@ -378,10 +385,3 @@ def _interface_ip(interface: str) -> str:
         raise DaskstyleError(
             f"network interface {interface!r} of the SLURM YAML: {one_line(err)}"
         ) from None
-
-
-def _tls_dir() -> str:
-    """Where the workers' temporary certificates go: must be visible on the compute nodes."""
-    path = Path.home() / ".cache" / "daskstyle" / "tls"
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return str(path)

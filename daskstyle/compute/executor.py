@@ -33,6 +33,9 @@ from daskstyle.networks.catalog import (
 )
 
 CPU_SPECS = ("local", "threads")  # where tiles share this machine's memory
+STARTED_HERE = ("local", "slurm")  # clusters this process starts, with their dashboard or not
+DASHBOARD_OFF = ("Dask dashboard: off, since it has no password (--dashboard, or dashboard = "
+                 "true in [cluster], starts it)")  # fmt: skip
 THIS_MACHINE_SPECS = (*CPU_SPECS, "sync")  # where tiles run on this machine (--tile auto)
 MEMORY_SHARE = 0.8  # of this machine's memory, for the tiles that run at once
 
@@ -57,8 +60,8 @@ class Executor:
     memory_limit: int | str | None = None
     jobs: int | None = None
     config: str | Path | None = None
-    tls: bool = False
-    dashboard: bool = True
+    tls: bool = True
+    dashboard: bool = False
     tile: int = 512
     dtype: str = "float32"
 
@@ -84,12 +87,19 @@ class Executor:
                 self.spec, tls=self.tls, dashboard=self.dashboard, max_tasks=slots, **options
             ) as client,  # fmt: skip
         ):
-            link = dashboard_link(client)
-            if link:
-                lines.append(f"Dask dashboard: {link}")
+            lines.extend(self._dashboard_line(dashboard_link(client)))
             resources = {"GPU": 1} if has_gpus(client) else None
             with compute_settings(resources):
                 yield Session(client, resources, tuple(lines))
+
+    def _dashboard_line(self, link: str | None) -> list[str]:
+        """What to say about the dashboard: its link, that anyone may open it, or that it is
+        off (a scheduler started elsewhere has the dashboard its owner gave it)."""
+        if self.spec not in STARTED_HERE:
+            return [f"Dask dashboard: {link}"] if link else []
+        if not self.dashboard:
+            return [DASHBOARD_OFF]
+        return [f"Dask dashboard: {link} (no password: anyone who can reach this port can open it)"]
 
 
 def compute_settings(resources: dict | None):

@@ -11,11 +11,15 @@ from daskstyle.frontends import terminal
 
 
 def _run(args: argparse.Namespace) -> None:
+    from daskstyle.compute.cluster import check_sizes
     from daskstyle.compute.executor import Executor
     from daskstyle.frontends.progress import Progress
     from daskstyle.run import painting
     from daskstyle.settings import Settings
 
+    if args.example and args.content:
+        raise InputError("--example paints the built-in pictures: give CONTENT and STYLE, or "
+                         "--example without them")  # fmt: skip
     if args.example:
         content, style = painting.EXAMPLE_CONTENT, painting.EXAMPLE_STYLE
     elif args.content and args.style:
@@ -23,12 +27,14 @@ def _run(args: argparse.Namespace) -> None:
     else:
         raise InputError("give CONTENT and STYLE images (one or more styles), or --example")
     try:
+        check_sizes(workers=args.workers, jobs=args.jobs)
         settings = Settings(**{f: getattr(args, f) for f in Settings.__dataclass_fields__})
         plan = painting.plan(content, style, args.output, settings=settings, weights=args.weights,
                         workdir=args.workdir, resume=args.resume, cluster=args.cluster,
-                        checkpoint_every=args.checkpoint_every)  # fmt: skip
+                        checkpoint_every=args.checkpoint_every,
+                        dry_run=args.dry_run)  # fmt: skip
     except SettingError as err:
-        if err.name not in Settings.__dataclass_fields__:
+        if err.name not in (*Settings.__dataclass_fields__, "workers", "jobs"):
             raise
         raise InputError(err.spelled("--" + err.name.replace("_", "-"))) from None
     if args.dry_run:
@@ -39,8 +45,8 @@ def _run(args: argparse.Namespace) -> None:
     if plan.arithmetic is not None:
         print(plan.arithmetic)
     executor = Executor(args.cluster, workers=args.workers, jobs=args.jobs,
-                        config=args.slurm_config, tls=args.tls, tile=plan.tile,
-                        dtype=settings.dtype)  # fmt: skip
+                        config=args.slurm_config, tls=args.tls, dashboard=args.dashboard,
+                        tile=plan.tile, dtype=settings.dtype)  # fmt: skip
     with executor.open() as session:
         for line in session.lines:
             print(line)
@@ -80,13 +86,16 @@ def _weights_list(args: argparse.Namespace) -> None:
 
 def _weights_download(args: argparse.Namespace) -> None:
     from daskstyle.networks import weights
+    from daskstyle.networks.catalog import read_state_dict
 
-    print(f"{args.name}: {weights.download(args.name)}")
+    path = weights.download(args.name)
+    read_state_dict(path)  # weights kept from before may be damaged: then one line says so
+    print(f"{args.name}: {path}")
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="daskstyle", description=__doc__)
-    common = argparse.ArgumentParser(add_help=False)
+    top = terminal.OneLineParser(prog="daskstyle", description=__doc__)
+    common = terminal.OneLineParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     commands = top.add_subparsers(dest="command", required=True)
 
@@ -225,7 +234,7 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
         "--cluster",
         "--scheduler",
         default="local",
-        help="where tiles run: local (default: a LocalCluster on 127.0.0.1 with a dashboard, "
+        help="where tiles run: local (default: a LocalCluster on 127.0.0.1, over TLS, "
         "worker processes sized to the machine, one worker per GPU with dask-cuda), threads, "
         "sync, slurm (dask-jobqueue), or a scheduler address tcp://HOST:PORT / tls://... / "
         "scheduler file .json",
@@ -239,8 +248,17 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     )
     run.add_argument(
         "--tls",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="a cluster started here (local, slurm) speaks TLS with credentials only this run "
+        "holds (default); --no-tls: plain TCP, which any user who reaches it can run code on: "
+        "only on a machine nobody else uses, to attach other Dask clients",
+    )
+    run.add_argument(
+        "--dashboard",
         action="store_true",
-        help="encrypt scheduler/worker traffic (temporary certificates)",
+        help="start the Dask dashboard of a cluster started here (it has no password: anyone "
+        "who can reach its port can open it)",
     )
 
 

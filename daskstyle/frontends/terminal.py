@@ -1,5 +1,5 @@
-"""The command line and its terminal: the signals that stop a command, and daskstyle's warnings
-shown as notes. Only :mod:`daskstyle.frontends.cli` uses this module: the library never prints.
+"""The command line and its terminal: the signals that stop a command, daskstyle's warnings
+shown as notes, and usage errors in one line. Only :mod:`daskstyle.frontends.cli` uses this module: the library never prints.
 
 SIGINT (Ctrl-C, which a terminal sends to the whole process group) and SIGTERM (``kill``,
 ``timeout``, SLURM) both raise :class:`Stopped` in the main thread, so that the command
@@ -11,6 +11,7 @@ all (:func:`daskstyle.compute.cluster.open_client`).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import gc
 import logging
@@ -22,8 +23,15 @@ from pathlib import Path
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 AGAIN_AFTER = 0.1  # seconds: a signal that fell into a finalizer is raised again this late
-_PACKAGE = Path(__file__).resolve().parent
+_PACKAGE = Path(__file__).resolve().parents[1]  # daskstyle/: warnings from any of its modules
 _received: list[int] = []  # the signals received while a command runs
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, whose usage errors are one line too (the usage itself is in ``--help``)."""
+
+    def error(self, message: str):
+        self.exit(2, f"daskstyle: error: {message}\n")
 
 
 class Stopped(KeyboardInterrupt):

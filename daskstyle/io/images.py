@@ -28,7 +28,7 @@ from dask.base import tokenize
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from daskstyle.core.errors import DaskstyleError, InputError
-from daskstyle.core.text import one_line
+from daskstyle.core.text import one_line, readable
 from daskstyle.io.files import atomic, not_writable
 from daskstyle.io.resize import resize
 
@@ -84,11 +84,13 @@ def _read_png16(path: Path, head: bytes) -> da.Array:
 
 def _read_pillow(path: Path) -> da.Array:
     try:
-        with warnings.catch_warnings(), Image.open(path) as img:
-            # large pictures are read on purpose; above Pillow's hard limit the error says what to do
+        with warnings.catch_warnings():
+            # large pictures are read on purpose (a note says so below); above Pillow's hard
+            # limit the error says what to do
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img.load()
-            array = _pillow_array(img)
+            with Image.open(path) as img:
+                img.load()
+                array = _pillow_array(img)
     except UnidentifiedImageError as err:
         raise InputError(
             f"{path} is not an image in a known format: use PNG, JPEG or TIFF"
@@ -97,6 +99,10 @@ def _read_pillow(path: Path) -> da.Array:
         raise InputError(f"{path} is too large for Pillow: convert it to a tiled TIFF") from err
     except (OSError, SyntaxError, ValueError) as err:
         raise InputError(f"{path} is corrupt or truncated ({one_line(err)})") from err
+    if array.shape[0] * array.shape[1] > (Image.MAX_IMAGE_PIXELS or float("inf")):
+        warnings.warn(f"{path} is {array.shape[1]}x{array.shape[0]} px, read whole into memory "
+                      f"({readable(array.nbytes)}); a tiled TIFF would be read in parts",
+                      stacklevel=1)  # fmt: skip
     if array.ndim == 2:
         array = array[:, :, None]
     return da.from_array(array, chunks=("auto", "auto", -1))
@@ -287,8 +293,12 @@ def check_output(path, bit_depth: int = 8) -> str:
         raise InputError(f"cannot write {path.name}: use a .tif, .png or .jpg name")
     if fmt == "JPEG" and bit_depth != 8:
         raise InputError(f"cannot write {path.name}: 16-bit output needs a .tif or .png name")
+    if path.is_dir():
+        raise InputError(f"cannot write {path}: it is a folder; name a file (such as "
+                         f"{path / ('painting' + path.suffix)})")  # fmt: skip
     if not path.parent.is_dir():
-        raise InputError(f"cannot write {path}: the directory {path.parent} does not exist")
+        why = ": it is a file" if path.parent.exists() else ""
+        raise InputError(f"cannot write {path}: the directory {path.parent} does not exist{why}")
     why = not_writable(path.parent)
     if why:
         raise InputError(f"cannot write {path}: the directory {path.parent} {why}")

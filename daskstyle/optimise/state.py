@@ -12,6 +12,10 @@ step from there gives bit-identical results (given a deterministic gradient).
 Arrays are uncompressed with NaN as zarr's fill value: every chunk of a finite picture is
 written, a chunk file that goes missing reads as NaN (which no step commits), and
 :meth:`LevelState.check` names a missing or truncated chunk file before a step reads it.
+Each chunk file ends in the crc32c of its bytes (zarr's ``crc32c`` codec), which every read
+verifies, and each array's ``zarr.json`` keeps the crc32c of every chunk's data as it was
+written (:func:`store_with_checksums`): a chunk whose bytes changed fails the first, a whole
+chunk file swapped for another (a neighbour's, an older step's) the second.
 """
 
 from __future__ import annotations
@@ -23,13 +27,16 @@ import math
 import os
 import shutil
 import uuid
+import zipfile
 from pathlib import Path
 
 import dask
 import dask.array as da
+import google_crc32c  # zarr's own dependency, behind its crc32c codec
 import numpy as np
 import zarr
 from dask.base import tokenize
+from zarr.codecs import Crc32cCodec
 
 from daskstyle.core.errors import DamagedStateError, InputError
 from daskstyle.core.geometry import TilePlan
@@ -43,25 +50,72 @@ def read_zarr(array: zarr.Array, *token) -> da.Array:
     )
 
 
+#: The bytes that zarr's crc32c codec adds to each chunk file.
+CRC_BYTES = 4
+
+#: Where an array's ``zarr.json`` keeps the crc32c of each chunk's data as written, in the
+#: C order of its chunk grid (arrays written before these checksums have none).
+CHECKSUMS = "checksums"
+
+
 def create_array(path, shape, chunks, dtype) -> zarr.Array:
-    """A new uncompressed array at ``path`` whose missing chunks read as NaN."""
+    """A new array at ``path``, uncompressed but each chunk with its crc32c, whose missing
+    chunks read as NaN."""
     return zarr.create_array(str(Path(path).absolute()), shape=shape, chunks=chunks, dtype=dtype,
-                             compressors=None, fill_value=math.nan)  # fmt: skip
+                             compressors=[Crc32cCodec()], fill_value=math.nan)  # fmt: skip
 
 
-def check_whole(array: zarr.Array) -> None:
+def store_with_checksums(sources: list[da.Array], targets: list[zarr.Array], *others) -> list:
+    """Store each of ``sources`` into the zarr array beside it in ``targets`` and compute
+    ``others`` (Dask collections or None) in the same pass; then keep in each target's
+    ``zarr.json`` the checksums of the chunks written (:data:`CHECKSUMS`). Return the values
+    of ``others``."""
+    sources = [x.astype(t.dtype).rechunk(t.chunks) for x, t in zip(sources, targets)]
+    stores = da.store(sources, targets, lock=False, compute=False)
+    sums = [x.map_blocks(_checksum, chunks=(1,) * x.ndim, dtype=np.uint32) for x in sources]
+    _, sums, *values = dask.compute(stores, sums, *others)
+    for target, chunk_sums in zip(targets, sums):
+        target.attrs[CHECKSUMS] = chunk_sums.ravel().tolist()
+    return values
+
+
+def _checksum(block: np.ndarray) -> np.ndarray:
+    """The crc32c of a chunk's data, in C order, as a one-element block."""
+    crc = google_crc32c.value(np.ascontiguousarray(block).view(np.uint8))
+    return np.full((1,) * block.ndim, crc, dtype=np.uint32)
+
+
+def check_whole(array: zarr.Array, *, read: bool = True) -> None:
     """Raise a :class:`DamagedStateError` naming the first chunk file of ``array`` (an
-    uncompressed array on a local disk, edge chunks stored whole) that is missing or short."""
+    uncompressed array on a local disk, edge chunks stored whole) that is missing or of the
+    wrong size; with ``read``, also one that fails its crc32c or holds other data than was
+    written there (each chunk is read once)."""
     folder = Path(array.store.root) / array.path
-    expected = math.prod(array.chunks) * array.dtype.itemsize
-    for index in itertools.product(*map(range, array.cdata_shape)):
+    checked = any(isinstance(codec, Crc32cCodec) for codec in array.compressors)
+    expected = math.prod(array.chunks) * array.dtype.itemsize + CRC_BYTES * checked
+    written = array.attrs.get(CHECKSUMS)
+    for number, index in enumerate(itertools.product(*map(range, array.cdata_shape))):
         chunk = folder / array.metadata.encode_chunk_key(index)
         try:
             size = chunk.stat().st_size
         except FileNotFoundError:
             raise DamagedStateError(f"{chunk} is missing") from None
         if size != expected:
-            raise DamagedStateError(f"{chunk} is truncated ({size} of {expected} bytes)")
+            what = "is truncated" if size < expected else "is longer than a chunk"
+            raise DamagedStateError(f"{chunk} {what} ({size} of {expected} bytes)")
+        if read:
+            _check_chunk(array, index, chunk, None if written is None else written[number])
+
+
+def _check_chunk(array: zarr.Array, index: tuple, chunk: Path, written: int | None) -> None:
+    try:
+        block = array.blocks[index]
+    except ValueError:  # the crc32c codec: the bytes differ from those it summed
+        raise DamagedStateError(f"{chunk} fails its checksum (its bytes changed)") from None
+    if written is not None and int(_checksum(block).item()) != written:
+        raise DamagedStateError(
+            f"{chunk} holds other data than was written there (another chunk's, or an older step's)"
+        )
 
 
 def open_array(path) -> zarr.Array:
@@ -142,8 +196,7 @@ class LevelState(StepAttributes):
         chunks = (plan.tile, plan.tile, 3)
         for name in ("content", *(f"{b}{i}" for b in cls.BUFFERS for i in (0, 1))):
             create_array(path / name, shape, chunks, dtype)
-        tiled = [x.astype(dtype).rechunk(chunks) for x in (content, canvas)]
-        da.store(tiled, [group["content"], group["canvas0"]], lock=False)
+        store_with_checksums([content, canvas], [group["content"], group["canvas0"]])
         group.attrs.put(
             {
                 "step": 0,
@@ -159,11 +212,12 @@ class LevelState(StepAttributes):
 
     @classmethod
     def nbytes(cls, plan: TilePlan, dtype=np.float32, *, released: bool = False) -> int:
-        """Bytes on disk of a level state for ``plan`` (uncompressed, edge chunks whole): the
-        most it holds, both buffers of canvas, m and v after :meth:`drop_content` (before it,
-        only the content and one canvas), or its final canvas alone after :meth:`release`."""
+        """Bytes on disk of a level state for ``plan`` (uncompressed, edge chunks whole, each
+        with its checksum): the most it holds, both buffers of canvas, m and v after
+        :meth:`drop_content` (before it, only the content and one canvas), or its final canvas
+        alone after :meth:`release`."""
         arrays = 1 if released else 2 * len(cls.BUFFERS)
-        return arrays * len(plan) * plan.tile**2 * 3 * np.dtype(dtype).itemsize
+        return arrays * len(plan) * (plan.tile**2 * 3 * np.dtype(dtype).itemsize + CRC_BYTES)
 
     @classmethod
     def open(cls, path) -> LevelState:
@@ -186,9 +240,10 @@ class LevelState(StepAttributes):
         """The step whose state is on disk: this state's own step."""
         return self.step
 
-    def check(self) -> None:
+    def check(self, *, read: bool = True) -> None:
         """Raise a :class:`DamagedStateError` naming the first file of what the next step
-        reads (or, once done, of the final canvas) that is missing, truncated or unreadable."""
+        reads (or, once done, of the final canvas) that is missing, truncated or unreadable;
+        with ``read``, also a chunk that fails its checksums (:func:`check_whole`)."""
         attrs = self.attrs
         cur = attrs["current"]
         names = [f"canvas{cur}"]
@@ -197,10 +252,10 @@ class LevelState(StepAttributes):
                 names += [f"m{1 - cur}", f"v{1 - cur}"]
             elif attrs["step"] > 0:
                 names += [f"m{cur}", f"v{cur}"]
-            if (self.path / "content").is_dir():
-                names.append("content")
+            names += [name for name in ("content", CONTENT_TARGET)
+                      if (self.path / name).is_dir()]  # fmt: skip
         for name in names:
-            check_whole(open_array(self.path / name))
+            check_whole(open_array(self.path / name), read=read)
 
     def read(self, name: str, buffer: int) -> da.Array:
         """Array ``name`` (canvas, m, v) of ``buffer`` as a Dask array keyed by this step."""
@@ -215,9 +270,8 @@ class LevelState(StepAttributes):
         """Store ``arrays`` (name: canvas, m, v) into ``buffer`` and compute ``others`` (Dask
         arrays or None) in the same pass; return the values of ``others``."""
         names = list(arrays)
-        stores = da.store([arrays[n] for n in names], [self.store(n, buffer) for n in names],
-                          lock=False, compute=False)  # fmt: skip
-        _, *values = dask.compute(stores, *others)
+        stores = [self.store(n, buffer) for n in names]
+        values = store_with_checksums([arrays[n] for n in names], stores, *others)
         return tuple(None if x is None else float(x) for x in values)
 
     def content(self) -> da.Array:
@@ -248,15 +302,19 @@ class LevelState(StepAttributes):
 
     def lagged_grams(self, step: int) -> dict[str, np.ndarray]:
         """The raw Grams of canvas p_``step`` that a lagged step kept (:func:`keep_grams`),
-        or a :class:`DamagedStateError`."""
+        or a :class:`DamagedStateError` (the zip's crc32 of each array is verified)."""
         path = self.path / LAGGED_GRAMS / f"{step}.npz"
         try:
             with np.load(path, allow_pickle=False) as saved:
-                return {name: saved[name] for name in saved.files}
-        except (OSError, ValueError, EOFError) as err:
+                grams = {name: saved[name] for name in saved.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
             raise DamagedStateError(
                 f"{path} is missing or damaged ({type(err).__name__})"
             ) from None
+        kept = grams.pop(GRAMS_STEP, None)  # none in files kept before it was written
+        if kept is not None and int(kept) != step:
+            raise DamagedStateError(f"{path} holds the Grams of canvas p_{int(kept)}, not p_{step}")
+        return grams
 
     def commit(self, **changes) -> None:
         """Write the attributes in one atomic store write (zarr writes ``zarr.json`` via rename)."""
@@ -265,6 +323,12 @@ class LevelState(StepAttributes):
 
 #: The folder of a level state where ``--gram lagged`` keeps the raw Grams of recent canvases.
 LAGGED_GRAMS = "lagged_grams"
+
+#: The entry of a kept Grams file that names its canvas's step.
+GRAMS_STEP = "step"
+
+#: The array of a level state that holds the level's content target.
+CONTENT_TARGET = "content_target"
 
 
 def keep_grams(path: Path, step: int, grams: dict[str, np.ndarray], saved_step: int) -> None:
@@ -277,7 +341,7 @@ def keep_grams(path: Path, step: int, grams: dict[str, np.ndarray], saved_step: 
     folder.mkdir(exist_ok=True)
     tmp = folder / f"{step}.{uuid.uuid4().hex}.tmp"
     with open(tmp, "wb") as file:
-        np.savez(file, **grams)
+        np.savez(file, **grams, **{GRAMS_STEP: np.int64(step)})
     os.replace(tmp, folder / f"{step}.npz")
     for entry in folder.iterdir():
         if entry.suffix == ".npz" and int(entry.stem) < min(step, saved_step) - 2:

@@ -18,7 +18,7 @@ from daskstyle.core import geometry
 from daskstyle.core.errors import InputError
 from daskstyle.core.text import readable
 from daskstyle.io import files
-from daskstyle.optimise.state import LevelState
+from daskstyle.optimise.state import CRC_BYTES, LevelState
 from daskstyle.run import rundir
 
 
@@ -56,7 +56,7 @@ def running_bytes(plan: geometry.TilePlan, dtype, graph) -> int:
     scale = graph.network.scale(graph.content_layer)
     channels = graph.network.channels(graph.content_layer)
     rows, cols = next(iter(plan)).cells(scale)  # the largest tile: the content target's chunk
-    target = len(plan) * rows * cols * channels * np.dtype(dtype).itemsize
+    target = len(plan) * (rows * cols * channels * np.dtype(dtype).itemsize + CRC_BYTES)
     return LevelState.nbytes(plan, dtype) + target
 
 

@@ -39,7 +39,13 @@ from daskstyle.core.errors import DamagedStateError, InputError, NotFiniteError
 from daskstyle.core.text import counted, readable
 from daskstyle.engine.graph import StyleGraph
 from daskstyle.io import files, images, resize
-from daskstyle.networks.catalog import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, resolve_weights
+from daskstyle.networks.catalog import (
+    DEFAULT_CONTENT_LAYER,
+    DEFAULT_STYLE_LAYERS,
+    random_weights,
+    resolve_weights,
+)
+from daskstyle.networks.weights import planned_network
 from daskstyle.optimise.adam import AdamSettings
 from daskstyle.optimise.held import Checkpoints, held_memory_line
 from daskstyle.optimise.level import open_level
@@ -48,7 +54,7 @@ from daskstyle.run import describe, footprint, rundir
 from daskstyle.run.auto_settings import run_precision, run_tile
 from daskstyle.run.events import Event, Finished, LevelFinished, LevelStarted, Stepped
 from daskstyle.run.rundir import default_workdir
-from daskstyle.settings import Settings, blend_weights
+from daskstyle.settings import Settings, blend_weights, check_style_scale
 
 EXAMPLE_CONTENT = DATA_DIR / "example_content.png"
 EXAMPLE_STYLE = DATA_DIR / "example_style.png"
@@ -75,6 +81,7 @@ class RunPlan:
     memory_line: str | None = None  # under --checkpoint-every N > 1: the state held
     checkpoint_every: Checkpoints = Checkpoints(steps=1)  # how often state goes to disk
     arithmetic: str | None = None  # the network's arithmetic and, under auto, why (first line)
+    download: str | None = None  # a dry run's plan: the weights a run would download first
 
     def describe(self) -> Iterator[str]:
         """The plan as lines to print: network and halo, each level's pixels, tiles and disk
@@ -82,6 +89,7 @@ class RunPlan:
         halo, settings = self.graph.halo, self.settings
         if self.arithmetic is not None:
             yield self.arithmetic
+        yield from filter(None, (self.download,))
         yield (f"network {self.graph.network.name}, {settings.dtype}: halo {halo.total} px "
                f"({halo.forward} forward + {halo.backward} backward), tile origins on "
                f"{halo.align} px")  # fmt: skip
@@ -108,7 +116,7 @@ class RunPlan:
         footprint.check_disk(self.workdir, self.output, self.sizes, self.settings.pyramid)
         rundir.check(self.workdir, self.record, self.resume)
         if self.resume:
-            _check_levels(self.workdir, len(self.sizes))
+            _check_levels(self.workdir, self.sizes)
 
     def dry_run(self) -> Iterator[str]:
         """:meth:`describe`, then :meth:`check` (raising after the lines), then a last line."""
@@ -120,16 +128,18 @@ class RunPlan:
                 on_event: Callable[[Event], None] = lambda event: None) -> Path:  # fmt: skip
         """Paint the picture on the current Dask scheduler, whose network tasks ask for
         ``resources`` (e.g. ``{"GPU": 1}``); return the output's path."""
-        rundir.prepare(self.workdir, self.record, self.resume)
+        if self.download:  # its graph holds stand-in weights
+            raise InputError("a dry run's plan cannot paint: plan the run without dry_run")
+        run = rundir.prepare(self.workdir, self.record, self.resume)["run"]
         graph = self.graph.on_current_scheduler(resources)
         state = None
         with compute_settings(resources):
             inputs = self.network_inputs()
             for level in range(len(self.sizes)):
-                state = self._run_level(level, state, graph, inputs, on_event)
+                state = self._run_level(level, state, graph, inputs, on_event, run)
         with _about_level(len(self.sizes) - 1, len(self.sizes), state.path):
             state.check()
-        record = {**self.record, "finished": True}
+        record = rundir.finish(self.workdir)  # with each of its files' size and SHA-256
         images.write_image(self.output, self._picture(state.canvas()),
                            pyramid=self.settings.pyramid, description=json.dumps(record),
                            bit_depth=self.settings.bit_depth)  # fmt: skip
@@ -156,12 +166,14 @@ class RunPlan:
         return colors.with_chroma(canvas, content)
 
     def _run_level(self, level: int, previous: LevelState | None, graph: StyleGraph,
-                   inputs: tuple[da.Array, list[da.Array]], on_event) -> LevelState:  # fmt: skip
-        """Run one level to its stop test; keep only its final canvas; return its state."""
+                   inputs: tuple[da.Array, list[da.Array]], on_event,
+                   run: str) -> LevelState:  # fmt: skip
+        """Run one level of the run ``run`` (its id) to its stop test; keep only its final
+        canvas; return its state."""
         settings, levels, shape = self.settings, len(self.sizes), self.sizes[level].shape
         plan = level_plan(shape, self.sizes[level].tile, graph.halo.align)
         path = rundir.level_dir(self.workdir, level)
-        state = self._open_or_create_level(level, path, plan, previous, inputs[0])
+        state = self._open_or_create_level(level, path, plan, previous, inputs[0], run)
         on_event(LevelStarted(level, levels, shape, len(plan), state.step, settings.max_iters))
         with _about_level(level, levels, path):
             if not state.done:
@@ -176,6 +188,7 @@ class RunPlan:
             if not preview.is_file():
                 state.check()
                 images.write_image(preview, _preview(self._picture(state.canvas()), shape))
+                rundir.record_file(self.workdir, preview.name)
         state.release()
         on_event(LevelFinished(level, preview))
         return state
@@ -188,11 +201,16 @@ class RunPlan:
         style_plan = level_plan(side, tile, graph.halo.align)
         return resize.resize(style, side, chunks=style_plan.tile), style_plan
 
-    def _open_or_create_level(self, level, path, plan, previous, content) -> LevelState:
+    def _open_or_create_level(self, level, path, plan, previous, content, run) -> LevelState:
+        """The level's state as the run ``run`` (its id) left it, else made anew; marked as
+        the run's (:func:`daskstyle.run.rundir.mark_level`)."""
         if (path / "zarr.json").is_file():
             try:
                 with _about_level(level, len(self.sizes), path):
-                    return LevelState.open(path)
+                    state = LevelState.open(path)
+                    rundir.check_level_shape(path, plan.shape, level)
+                rundir.mark_level(state, run)
+                return state
             except InputError:
                 pass  # killed while it was being created: create it again
         shape, settings = self.sizes[level].shape, self.settings
@@ -204,7 +222,9 @@ class RunPlan:
                 previous.check()
             start_image = resize.resize(previous.canvas(), shape, chunks=plan.tile)
         adam = AdamSettings(tpc=settings.tpc, stop=settings.stop, max_iters=settings.max_iters)
-        return LevelState.create(path, content, start_image, plan, adam, dtype=settings.dtype)
+        state = LevelState.create(path, content, start_image, plan, adam, dtype=settings.dtype)
+        rundir.mark_level(state, run)
+        return state
 
 
 def plan(
@@ -220,6 +240,7 @@ def plan(
     checkpoint_every: int | str = 1,
     makes_output_dir: bool = False,
     experiment: Mapping | None = None,
+    dry_run: bool = False,
 ) -> RunPlan:
     """Plan painting ``content`` in the manner of ``style`` (a picture, or a list of them
     blended by ``settings.style_blend``) into ``output`` (.tif, .png or .jpg): read and check
@@ -237,7 +258,9 @@ def plan(
     every so many steps (``5``) or minutes (``"15min"``; :class:`daskstyle.optimise.held.Checkpoints`),
     if it fits this machine's memory where the tiles run here.
     ``experiment``: switches for the ablations of docs/design.md, not for paintings: ``halo``
-    and ``gram_scope`` of :func:`daskstyle.api.style_graph`, kept in run.json."""
+    and ``gram_scope`` of :func:`daskstyle.api.style_graph`, kept in run.json. ``dry_run``:
+    download nothing; where the run would download weights, the plan says so (``download``),
+    is sized with stand-in weights, and cannot execute."""
     every = Checkpoints.of(checkpoint_every)
     output = Path(output)
     images.check_output(
@@ -256,8 +279,10 @@ def plan(
     settings, precision_reason = run_precision(settings, workdir, resume, cluster)
     content_image = images.read_image(content)
     style_images = [images.read_image(path) for path in style_paths]
+    network, download = (planned_network(settings.network, weights) if dry_run
+                         else (settings.network, None))  # fmt: skip
     graph = style_graph(
-        network=settings.network, weights=weights,
+        network=network, weights=random_weights(network) if download else weights,
         content_weight=settings.content_weight, style_weight=settings.style_weight,
         content_layer=settings.content_layer, style_layers=settings.style_layers,
         style_layer_weights=settings.style_layer_weights, pooling=settings.pooling,
@@ -279,6 +304,8 @@ def plan(
     settings, tile, tile_reason = run_tile(settings, graph, workdir, resume, cluster)
     sizes = footprint.level_sizes(shape, graph, r0=settings.r0, tile=tile, dtype=settings.dtype,
                                   balanced=settings.tile == "auto")  # fmt: skip
+    for name, image in zip(list(sources)[1:], style_images):  # largest beside the first level
+        check_style_scale(settings.style_scale, image.shape[:2], sizes[0].shape, name)
     styles_named = [str(Path(path).resolve()) for path in style_paths]
     record = {
         "daskstyle": rundir.FORMAT,
@@ -295,9 +322,11 @@ def plan(
         **({"experiment": experiment} if experiment else {}),
     }
     record = json.loads(json.dumps(record))  # as run.json will hold it: lists, not tuples
-    weights_file = resolve_weights(graph.network, weights)[1]
+    weights_file = None if download else resolve_weights(graph.network, weights)[1]
     if isinstance(weights_file, (str, os.PathLike)):
         sources["weights"] = Path(weights_file)
+    if settings.init not in start.INITS:
+        sources["init picture"] = Path(settings.init)
     rundir.check_paths(output, workdir, sources)
     largest = max(min(size.tile, max(size.shape)) for size in sizes)
     memory = hardware.host_memory() if cluster in THIS_MACHINE_SPECS else None
@@ -306,7 +335,7 @@ def plan(
     arithmetic = precision_reason or hardware.precision_line(settings.precision)
     return RunPlan(output, workdir, settings, resume, content_image, style_images, blend, graph,
                    sizes, record, largest, tile_reason, held_line, every,
-                   arithmetic)  # fmt: skip
+                   arithmetic, download)  # fmt: skip
 
 
 def transfer(
@@ -343,14 +372,16 @@ def _about_level(level: int, levels: int, path: Path):
         raise NotFiniteError(err.step, err.what, err.value, where) from None
 
 
-def _check_levels(workdir: Path, levels: int) -> None:
-    """Before a resumed run starts: the state that it will read first is whole."""
-    last = None
+def _check_levels(workdir: Path, sizes: list[footprint.LevelSize]) -> None:
+    """Before a resumed run starts: the state that it will read first is whole, and each
+    level it opens has the level's shape."""
+    last, levels = None, len(sizes)
     for level in range(levels):
         path = rundir.level_dir(workdir, level)
         try:
             with _about_level(level, levels, path):
                 state = LevelState.open(path)
+                rundir.check_level_shape(path, sizes[level].shape, level)
         except InputError:  # not created yet, or killed while it was created: made anew
             break
         last = (level, state)

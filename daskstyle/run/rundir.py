@@ -1,13 +1,19 @@
 """The run directory and the user's files: what daskstyle writes, and what it never touches.
 
-A run directory holds the names a run owns, and nothing else of daskstyle's: ``run.json``
-(the run's record, marked as daskstyle's by its ``"daskstyle"`` key), ``loss.csv``, and for
-each of the levels the record counts a zarr group ``level<N>/`` and a preview
-``level<N>.png`` (N from 1, as the progress lines count) (with the hidden ``.<name>.*.part`` files of their atomic writes). It may be
-a folder that holds other files too (``--workdir photos``): those are never read, replaced or
-deleted. A run refuses to start where one of its names is taken by a file daskstyle did not
-write; a new run into a directory with a finished run deletes that run's own files, and only
-those. Every check here runs before any work.
+A run directory holds ``run.json`` (the run's record, marked by its ``"daskstyle"`` key),
+``loss.csv``, and for each level a zarr group ``level<N>/`` and a preview ``level<N>.png``
+(N from 1), with the hidden ``.<name>.*.part`` files of their atomic writes. It may be a
+folder of other files too (``--workdir photos``): those are never read, replaced or deleted.
+
+What is daskstyle's is what it recorded when it wrote it, never a name: the record keeps the
+run's id (``"run"``) and each file's size and SHA-256 (``"files"``: a preview once written,
+``loss.csv`` once the run has finished), and each level's ``zarr.json`` carries the id
+(:data:`MARKER`). A new run deletes only the files of a finished run that are as recorded
+and the level folders that carry its id; any other file under a name it writes, a symbolic
+link under a run's name, or a record daskstyle could not have written (:class:`RunRecord`)
+stops it in one line before any work. A run begun before these records is resumed as
+before (its names are its own while unfinished); once finished, none of its files is
+deleted: a new run stops at the first one it would replace.
 """
 
 from __future__ import annotations
@@ -19,16 +25,47 @@ import io
 import json
 import os
 import shutil
+import stat
+import uuid
 from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from daskstyle.core.errors import DamagedStateError, DaskstyleError, InputError
 from daskstyle.io import files
-from daskstyle.optimise.state import LevelState
+from daskstyle.optimise.state import LevelState, open_array
 
 FORMAT = 1  # the "daskstyle" key of a run record
 RECORD = "run.json"
 LOSS_CSV = "loss.csv"
-COMPARED = ("settings", "network", "weights_digest", "content", "style", "experiment")
+COMPARED = ("settings", "network", "weights_digest", "content", "style", "experiment", "levels")
+MARKER = "daskstyle_run"  # the attribute of a level's zarr.json: the id of the run that made it
+MAX_LEVELS = 64  # each level doubles the long side: far beyond any picture
+_UNRECORDED = f" (its {RECORD} is an earlier daskstyle's, which recorded no checksums)"
+
+
+class Written(BaseModel):
+    """A file daskstyle wrote, as it was then."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+    bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class RunRecord(BaseModel):
+    """What daskstyle reads of a run record, as it writes it (other keys are compared, not
+    read): a record that breaks it was not written by daskstyle, or was edited since."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+    daskstyle: Literal[1]
+    levels: int = Field(ge=1, le=MAX_LEVELS)
+    finished: bool = False  # missing: not finished, so nothing of it is deleted
+    settings: dict = {}
+    inputs: dict[str, dict] = {}
+    tile_px: int | None = Field(None, ge=1)
+    run: str | None = Field(None, pattern=r"^[0-9a-f]{32}$")  # None: begun before it was kept
+    files: dict[Annotated[str, Field(pattern=r"^(loss\.csv|level[1-9][0-9]?\.png)$")], Written] = {}
 
 
 def default_workdir(output: Path) -> Path:
@@ -44,25 +81,35 @@ def preview_path(workdir: Path, level: int) -> Path:
     return workdir / f"level{level + 1}.png"
 
 
-def owned_names(levels: int) -> list[str]:
-    """The names in a run directory that a run of ``levels`` levels writes."""
-    names = [RECORD, LOSS_CSV]
-    for level in range(levels):
-        names += [level_dir(Path(), level).name, preview_path(Path(), level).name]
-    return names
+def file_names(levels: int) -> list[str]:
+    """The files (not folders) a run of ``levels`` levels writes beside its record."""
+    return [LOSS_CSV, *(preview_path(Path(), level).name for level in range(levels))]
+
+
+def run_names(levels: int) -> list[str]:
+    """The names a run of ``levels`` levels writes beside its record: files and folders."""
+    return [*file_names(levels), *(level_dir(Path(), level).name for level in range(levels))]
 
 
 def fingerprint(path: Path) -> dict:
     """Path, size and SHA-256 of an input file, to know on ``--resume`` that it has not
     changed."""
-    stat, file = path.stat(), str(path.resolve())
-    return {"file": file, **_fingerprint(file, stat.st_size, stat.st_mtime_ns)}
+    stat_, file = path.stat(), str(path.resolve())
+    return {"file": file, **_fingerprint(file, stat_.st_size, stat_.st_mtime_ns)}
 
 
 @functools.lru_cache(maxsize=8)
 def _fingerprint(path: str, size: int, mtime_ns: int) -> dict:
     with open(path, "rb") as fh:
         return {"bytes": size, "sha256": hashlib.file_digest(fh, "sha256").hexdigest()}
+
+
+def _written(path: Path) -> dict | None:
+    """Size and SHA-256 of ``path`` if it is a regular file (a link is not followed)."""
+    info = path.lstat() if os.path.lexists(path) else None
+    if info is None or not stat.S_ISREG(info.st_mode):
+        return None
+    return _fingerprint(str(path), info.st_size, info.st_mtime_ns)
 
 
 def check_paths(output: Path, workdir: Path, sources: dict[str, Path]) -> None:
@@ -87,8 +134,9 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def read_record(workdir: Path) -> dict | None:
     """The record of the run in ``workdir`` (None: there is none), or a one-line error when
-    ``run.json`` is damaged or not daskstyle's."""
+    ``run.json`` is damaged, not daskstyle's or not a record daskstyle could have written."""
     path = workdir / RECORD
+    _refuse_link(path)
     if not path.exists():
         return None
     try:
@@ -102,7 +150,15 @@ def read_record(workdir: Path) -> dict | None:
         raise InputError(
             f"{path} was not written by this daskstyle: choose another run directory (--workdir)"
         )
-    return record
+    try:
+        return RunRecord.model_validate(record).model_dump()
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(map(str, first["loc"])) or "the record"
+        raise DamagedStateError(
+            f"{path} is not a record daskstyle writes ({where}: {first['msg'].lower()}): put "
+            "back the run.json daskstyle wrote, or start again in a new run directory (--workdir)"
+        ) from None
 
 
 def unfinished(workdir: Path) -> bool:
@@ -112,7 +168,7 @@ def unfinished(workdir: Path) -> bool:
         record = read_record(workdir)
     except DaskstyleError:
         return False
-    return record is not None and not record.get("finished")
+    return record is not None and not record["finished"]
 
 
 def write_record(workdir: Path, record: dict) -> None:
@@ -120,38 +176,85 @@ def write_record(workdir: Path, record: dict) -> None:
 
 
 def check(workdir: Path, record: dict, resume: bool) -> dict | None:
-    """Whether a run with ``record`` can use ``workdir`` as ``resume`` asks: the record of an
-    earlier, finished run there that a new run replaces (or None), else an error that says
-    what to do."""
+    """Whether a run with ``record`` can use ``workdir`` as ``resume`` asks: the record of
+    the run it resumes, or of an earlier, finished run that a new run replaces (or None),
+    else an error that says what to do."""
     _check_writable(workdir)
     earlier = read_record(workdir)
     if resume:
         if earlier is None:
             raise InputError(f"nothing to resume: {workdir / RECORD} does not exist")
         _check_same_run(workdir, earlier, record)
-        return None
-    if earlier is not None and not earlier.get("finished"):
+        _check_resumable(workdir, earlier)
+        return earlier
+    if earlier is not None and not earlier["finished"]:
         raise InputError(
             f"{workdir} holds an unfinished run: continue it with --resume (resume = true in a "
-            f"pipeline), or delete {_what_to_delete(workdir, earlier['levels'])} to start again"
+            f"pipeline), or delete {_what_to_delete(workdir, earlier)} to start again"
         )
-    earlier_names = set(owned_names(earlier["levels"])) if earlier else set()
-    for name in owned_names(record["levels"]):
-        if name not in earlier_names and (workdir / name).exists():
+    earlier_names = run_names(earlier["levels"]) if earlier else []
+    for name in [*run_names(record["levels"]), *earlier_names]:
+        _refuse_link(workdir / name)
+    ours = set(owned(workdir, earlier)) if earlier else set()
+    for name in run_names(record["levels"]):
+        if name not in ours and os.path.lexists(workdir / name):
+            why = "" if earlier is None or earlier["run"] else _UNRECORDED
             raise InputError(
-                f"{workdir / name} was not written by daskstyle and a run would replace it: "
-                "move it, or choose another run directory (--workdir)"
+                f"{workdir / name} was not written by daskstyle{why} and a run would replace "
+                "it: move it, or choose another run directory (--workdir)"
             )
     return earlier
 
 
-def _what_to_delete(workdir: Path, levels: int) -> str:
+def _refuse_link(path: Path) -> None:
+    if path.is_symlink():
+        raise InputError(
+            f"{path} is a symbolic link, and daskstyle follows none out of a run directory: "
+            "remove the link, or choose another run directory (--workdir)"
+        )
+
+
+def owned(workdir: Path, earlier: dict) -> list[str]:
+    """The names in ``workdir`` that the run of record ``earlier`` wrote, as it recorded
+    them: files whose size and SHA-256 are the record's, level folders whose ``zarr.json``
+    carries its id; while the run is unfinished, its ``loss.csv`` too. A run begun before
+    daskstyle kept these records: its names while unfinished, nothing once finished."""
+    run, levels = earlier["run"], earlier["levels"]
+    if run is None:
+        return [] if earlier["finished"] else _present(workdir, levels)
+    names = [n for n, kept in earlier["files"].items() if _written(workdir / n) == kept]
+    if not earlier["finished"] and LOSS_CSV not in names and _written(workdir / LOSS_CSV):
+        names.append(LOSS_CSV)
+    return names + [
+        level_dir(Path(), level).name
+        for level in range(levels)
+        if _marker(level_dir(workdir, level)) == run
+    ]
+
+
+def _present(workdir: Path, levels: int) -> list[str]:
+    """The names of a run of ``levels`` levels in ``workdir`` (links aside)."""
+    paths = [workdir / name for name in run_names(levels)]
+    return [path.name for path in paths if path.exists() and not path.is_symlink()]
+
+
+def _marker(level: Path) -> str | None:
+    """The run id in the ``zarr.json`` of the level folder ``level``, if any."""
+    try:
+        if level.is_symlink() or (level / "zarr.json").is_symlink():
+            return None
+        return json.loads((level / "zarr.json").read_text(encoding="utf-8"))["attributes"][MARKER]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _what_to_delete(workdir: Path, earlier: dict) -> str:
     """``workdir`` when it holds nothing but a run's files, else those files by name."""
-    owned = set(owned_names(levels))
+    mine = {RECORD, *owned(workdir, earlier)}
     present = sorted(p.name for p in workdir.iterdir() if not p.name.endswith(".part"))
-    if set(present) <= owned:
+    if set(present) <= mine:
         return str(workdir)
-    return "its files " + ", ".join(name for name in present if name in owned)
+    return "its files " + ", ".join(name for name in present if name in mine)
 
 
 def _check_same_run(workdir: Path, earlier: dict, record: dict) -> None:
@@ -159,10 +262,32 @@ def _check_same_run(workdir: Path, earlier: dict, record: dict) -> None:
     if changed:
         raise InputError(f"cannot resume {workdir}: {', '.join(changed)} differ from its run")
     for name, now in record["inputs"].items():
-        if earlier.get("inputs", {}).get(name) != now:
+        if earlier["inputs"].get(name) != now:
             raise InputError(
                 f"cannot resume {workdir}: the {name} file {now['file']} changed since the run "
                 "began: put the original back, or start again in a new run directory"
+            )
+
+
+def _check_resumable(workdir: Path, earlier: dict) -> None:
+    """Raise for a name of the run to resume that holds a link, a file where a level folder
+    goes, a level of another run, or a file unlike its record."""
+    levels, run, kept = earlier["levels"], earlier["run"], earlier["files"]
+    for name in run_names(levels):
+        path = workdir / name
+        _refuse_link(path)
+        if not os.path.lexists(path):
+            continue
+        if name in file_names(levels):
+            foreign = _written(path) is None or (name in kept and _written(path) != kept[name])
+        elif (path / "zarr.json").is_file():
+            foreign = run is not None and _marker(path) not in (None, run)
+        else:  # a folder daskstyle begins holds its zarr.json first
+            foreign = not path.is_dir() or any(path.iterdir())
+        if foreign:
+            raise InputError(
+                f"{path} was not written by daskstyle for this run and resuming would replace "
+                "it: move it, or choose another run directory (--workdir)"
             )
 
 
@@ -181,45 +306,81 @@ def _check_writable(workdir: Path) -> None:
         )
 
 
-def prepare(workdir: Path, record: dict, resume: bool) -> None:
+def prepare(workdir: Path, record: dict, resume: bool) -> dict:
     """Make ``workdir`` ready for the run of ``record``: check it; remove the files of an
-    earlier finished run there (only its own); write the record of a new run."""
+    earlier finished run there (only its own); write the record of the run, with its id
+    (kept on resume) and what it has written so far. Return that record."""
     earlier = check(workdir, record, resume)
-    if earlier is not None:
-        remove_run(workdir, earlier["levels"])
-    if not resume:
+    if resume:
+        record = {**record, "run": earlier["run"] or uuid.uuid4().hex,
+                  "files": earlier["files"], "finished": earlier["finished"]}  # fmt: skip
+    else:
+        if earlier is not None:  # a finished run's
+            remove_run(workdir, earlier)
+        record = {**record, "run": uuid.uuid4().hex, "files": {}}
         workdir.mkdir(parents=True, exist_ok=True)
-        write_record(workdir, record)
+    write_record(workdir, record)
+    return record
 
 
-def remove_run(workdir: Path, levels: int) -> None:
-    """Delete what a finished run of ``levels`` levels wrote into ``workdir`` (its record
-    last), leaving every other file there as it is."""
-    for name in reversed(owned_names(levels)):
-        for leftover in workdir.glob(f".{name}.*.part"):
-            leftover.unlink(missing_ok=True)
+def remove_run(workdir: Path, earlier: dict) -> None:
+    """Delete what the finished run of record ``earlier`` wrote into ``workdir`` (as
+    :func:`owned` tells it), leaving every other file there as it is."""
+    for name in owned(workdir, earlier):
         path = workdir / name
-        if path.is_dir() and (path / "zarr.json").is_file():
-            shutil.rmtree(path)
-        elif path.is_file():
-            path.unlink()
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    for name in run_names(earlier["levels"]):
+        for leftover in workdir.glob(f".{name}.*.part"):
+            if _written(leftover):
+                leftover.unlink()
 
 
 def owned_bytes(workdir: Path) -> int:
     """Bytes of the earlier run in ``workdir`` (none if there is none): what a new run frees
-    or a resumed run reuses."""
+    or a resumed run reuses (of a run of an earlier daskstyle, all its names: a new run stops
+    at them, see :func:`check`, until the user deletes them)."""
     try:
         earlier = read_record(workdir)
-    except (InputError, DamagedStateError):
+    except DaskstyleError:
         return 0
     if earlier is None:
         return 0
-    total = 0
-    for name in owned_names(earlier["levels"]):
-        path = workdir / name
-        files = path.rglob("*") if path.is_dir() else [path]
-        total += sum(f.stat().st_size for f in files if f.is_file())
-    return total
+    legacy = earlier["run"] is None
+    names = _present(workdir, earlier["levels"]) if legacy else owned(workdir, earlier)
+    found = [f for p in (workdir / n for n in names) for f in (p.rglob("*") if p.is_dir() else [p])]
+    return sum(f.lstat().st_size for f in found if _written(f))
+
+
+def mark_level(state: LevelState, run: str) -> None:
+    """Mark the level state ``state`` as one of the run ``run`` (in its ``zarr.json``)."""
+    if state.attrs.get(MARKER) != run:
+        state.commit(**{MARKER: run})
+
+
+def check_level_shape(path: Path, shape: tuple[int, int], level: int) -> None:
+    """Raise a :class:`DamagedStateError` naming an array's ``zarr.json`` at ``path`` whose
+    shape is not the level's: ``shape`` (H, W) in RGB."""
+    for name in ["content", *(f"{b}{i}" for b in LevelState.BUFFERS for i in (0, 1))]:
+        if (path / name / "zarr.json").is_file():
+            found = open_array(path / name).shape
+            if found != (*shape, 3):
+                raise DamagedStateError(
+                    f"{path / name / 'zarr.json'} gives the shape {found} and level {level + 1} "
+                    f"of this run is {(*shape, 3)}"
+                )
+
+
+def record_file(workdir: Path, name: str) -> None:
+    """Add the size and SHA-256 of ``name``, just written into ``workdir``, to the record."""
+    record = read_record(workdir)
+    write_record(workdir, {**record, "files": {**record["files"], name: _written(workdir / name)}})
+
+
+def finish(workdir: Path) -> dict:
+    """The run's record, finished, with the size and SHA-256 of loss.csv and the previews."""
+    record = read_record(workdir)
+    kept = {name: _written(workdir / name) for name in file_names(record["levels"])}
+    return {**record, "finished": True, "files": {n: w for n, w in kept.items() if w}}
 
 
 def write_loss_csv(workdir: Path, upto_level: int) -> None:

@@ -35,9 +35,9 @@ from daskstyle.controls import seams
 from daskstyle.frontends.progress import Progress
 from daskstyle.io import files
 from daskstyle.io.images import read_image
-from daskstyle.run import painting
-from daskstyle.run.painting import LevelStarted, Stepped
-from daskstyle.run.rundir import default_workdir, rundir
+from daskstyle.run import painting, rundir
+from daskstyle.run.events import LevelStarted, Stepped
+from daskstyle.run.rundir import default_workdir
 
 from .evaluate import float64_losses
 from .keys import Comparison, painting_path
@@ -111,15 +111,17 @@ def dry_run_comparison(config: Comparison, echo: Callable[[str], None]) -> None:
     earlier = _read_rows(steps_csv) if config.resume else []
     with weights_file(config) as weights:
         for number, variant in enumerate(config.variant, start=1):
-            plan, done = _plan(config, variant, weights, earlier)
+            plan, done = _plan(config, variant, weights, earlier, dry_run=True)
             what = "kept from before" if done else _changes(variant) or "as the file says"
             echo(f"variant {number}/{len(config.variant)}: {variant.name} ({what})")
             for line in () if done else plan.dry_run():
                 echo(f"  {line}")
 
 
-def _plan(config: Comparison, variant, weights, earlier: list[dict]) -> tuple[painting.RunPlan, bool]:
-    """The run of ``variant``, and whether ``resume`` keeps its finished painting."""
+def _plan(config: Comparison, variant, weights, earlier: list[dict],
+          dry_run: bool = False) -> tuple[painting.RunPlan, bool]:  # fmt: skip
+    """The run of ``variant`` (planned for a dry run: downloading nothing), and whether
+    ``resume`` keeps its finished painting."""
     output = painting_path(config.output, variant.name)
     workdir = default_workdir(output)
     record = rundir.read_record(workdir) if config.resume else None
@@ -129,7 +131,8 @@ def _plan(config: Comparison, variant, weights, earlier: list[dict]) -> tuple[pa
                     settings=config.settings_of(variant), weights=weights,
                     resume=record is not None and (kept or not finished),  # kept: planned as it ran
                     cluster=config.cluster.spec, makes_output_dir=True,
-                    experiment=variant.experiment.model_dump(exclude_none=True))  # fmt: skip
+                    experiment=variant.experiment.model_dump(exclude_none=True),
+                    dry_run=dry_run)  # fmt: skip
     if kept:
         rundir.check(workdir, plan.record, resume=True)  # the same run, or say what differs
         return plan, True

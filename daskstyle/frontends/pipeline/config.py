@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
+from daskstyle.compute.cluster import check_sizes
 from daskstyle.controls import start
 from daskstyle.core.errors import InputError, SettingError
 from daskstyle.core.geometry import TILE_MULTIPLE
@@ -20,7 +21,7 @@ from daskstyle.io import files, images
 from daskstyle.networks.catalog import get_network
 from daskstyle.settings import Settings, blend_weights
 
-from .keys import PIPELINES, RANDOM, Comparison, Production, Scaling, Table, painting_path
+from .keys import PIPELINES, RANDOM, Cluster, Comparison, Production, Scaling, Table, painting_path
 
 
 def load(path) -> Production | Scaling | Comparison:
@@ -91,7 +92,22 @@ def _what(field: FieldInfo) -> str:
 
 def _check_production(config: Production) -> None:
     """The rules a production's values keep beyond their types."""
+    _check_cluster(config.cluster)
     _check_painting(config, config.settings, config.style, config.output)
+
+
+def _check_cluster(cluster: Cluster) -> None:
+    """A ``[cluster]`` table's sizes, as :func:`daskstyle.compute.cluster.check_sizes` rules."""
+    _check_sizes("cluster.", workers=cluster.workers, jobs=cluster.jobs,
+                 threads_per_worker=cluster.threads_per_worker, memory_limit=cluster.memory_limit)  # fmt: skip
+
+
+def _check_sizes(prefix: str, **sizes) -> None:
+    """:func:`daskstyle.compute.cluster.check_sizes`, its error naming the key with ``prefix``."""
+    try:
+        check_sizes(**sizes)
+    except SettingError as err:
+        raise InputError(err.spelled(prefix + err.name)) from None
 
 
 def _check_painting(config, settings: Settings, styles: list[Path], output: Path) -> None:
@@ -118,6 +134,7 @@ def _check_comparison(config: Comparison) -> None:
     """The rules a comparison's values keep: those of a production for each variant, variant
     names that give different file names, a crop inside the picture, a picture with room for
     the seam score's grids."""
+    _check_cluster(config.cluster)
     paintings = {}
     for variant in config.variant:
         path = painting_path(config.output, variant.name)
@@ -142,6 +159,8 @@ def _check_comparison(config: Comparison) -> None:
 
 def _check_scaling(config: Scaling) -> None:
     """The rules a scaling study's values keep beyond their types."""
+    _check_sizes("", threads_per_worker=config.threads_per_worker,
+                 memory_limit=config.memory_limit)  # fmt: skip
     for tile in config.tiles:
         if tile % TILE_MULTIPLE:  # sizes to measure: a multiple, not auto
             raise InputError(f"tiles must be multiples of {TILE_MULTIPLE} px, not {tile}")

@@ -135,8 +135,8 @@ class Cluster(Table):
     memory_limit: Memory | None = None
     jobs: Count | None = None
     config: Place | None = None
-    tls: Switch = False
-    dashboard: Switch = True
+    tls: Switch = True  # off: any user who reaches the scheduler can run code on it
+    dashboard: Switch = False  # it has no password
 
 
 class _PaintingKeys(Table):

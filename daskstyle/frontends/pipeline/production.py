@@ -18,7 +18,7 @@ def dry_run_production(config: Production, echo: Callable[[str], None]) -> None:
     """Echo what the production would do (:meth:`daskstyle.run.painting.RunPlan.dry_run`); write
     nothing."""
     with weights_file(config) as weights:
-        for line in _plan(config, weights).dry_run():
+        for line in _plan(config, weights, dry_run=True).dry_run():
             echo(line)
 
 
@@ -44,11 +44,11 @@ def run_production(config: Production, echo: Callable[[str], None]) -> list[Path
     return [output, *progress.previews, plan.workdir / "loss.csv"]
 
 
-def _plan(config: Production, weights) -> painting.RunPlan:
+def _plan(config: Production, weights, dry_run: bool = False) -> painting.RunPlan:
     return painting.plan(config.content, config.style, config.output, settings=config.settings,
-                    weights=weights, workdir=config.workdir, resume=config.resume,
-                    cluster=config.cluster.spec, checkpoint_every=config.checkpoint_every,
-                    makes_output_dir=True)  # fmt: skip
+                         weights=weights, workdir=config.workdir, resume=config.resume,
+                         cluster=config.cluster.spec, checkpoint_every=config.checkpoint_every,
+                         makes_output_dir=True, dry_run=dry_run)  # fmt: skip
 
 
 @contextlib.contextmanager
