@@ -139,7 +139,7 @@ def style_graph(
         raise InputError(f"dtype must be float32 or float64, not {dtype!r}") from None
     origin, source = resolve_weights(net, weights)
     state = source if isinstance(source, Mapping) else read_state_dict(source)
-    module = build_features(net, max(net.index(name) for name in layers))
+    module = build_features(net, max(net.index(name) for name in layers), initialise=False)
     load_weights(module, state, net, origin)
     state = module.state_dict()
     token = state_token(state)

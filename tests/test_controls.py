@@ -15,9 +15,9 @@ from daskstyle.run import painting
 from daskstyle.run.rundir import default_workdir
 from daskstyle.settings import Settings
 
-from .conftest import final_canvas
+from .conftest import SHALLOW_RUN, final_canvas
 
-SMALL = dict(r0=48, max_iters=3, style_weight=10.0, network="vgg19", tile=32)
+SMALL = dict(r0=48, max_iters=3, style_weight=10.0, network="vgg19", tile=32, **SHALLOW_RUN)
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +29,14 @@ def second_style(tmp_path_factory):
     path = tmp_path_factory.mktemp("second") / "stripes.png"
     Image.fromarray(image.astype(np.uint8)).save(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def plain(pictures, weights_file, tmp_path_factory):
+    """The final canvas of a run with no control: what each control is compared with."""
+    out = tmp_path_factory.mktemp("plain") / "plain.png"
+    paint(*pictures, out, weights_file)
+    return final_canvas(default_workdir(out))
 
 
 def paint(content, style, out, weights_file, **settings):
@@ -55,13 +63,12 @@ def interrupted(content, style, out, weights_file, after, **settings):
 
 
 def test_a_blend_of_one_and_zero_is_the_single_style_run(
-    pictures, second_style, weights_file, tmp_path
+    pictures, second_style, weights_file, tmp_path, plain
 ):
     content, style = pictures
-    paint(content, style, tmp_path / "one.png", weights_file)
     paint(content, [style, second_style], tmp_path / "blend.png", weights_file,
           style_blend=(1, 0))  # fmt: skip
-    one = final_canvas(default_workdir(tmp_path / "one.png"))
+    one = plain
     blend = final_canvas(default_workdir(tmp_path / "blend.png"))
     assert np.array_equal(one, blend)
     paint(content, [style, second_style], tmp_path / "even.png", weights_file)
@@ -125,20 +132,19 @@ def test_content_colours_keep_the_content_chroma(pictures, weights_file, tmp_pat
         dict(tv_weight=0.01),
         dict(pooling="avg"),
         dict(
-            content_layer="relu2_1",
+            content_layer="relu1_1",
             style_layers=("relu1_1", "relu2_1"),
             style_layer_weights=(1.0, 3.0),
         ),  # fmt: skip
     ],
     ids=lambda settings: ",".join(settings),
 )
-def test_each_control_paints_another_picture(pictures, weights_file, tmp_path, settings):
+def test_each_control_paints_another_picture(pictures, weights_file, tmp_path, settings, plain):
     content, style = pictures
-    paint(content, style, tmp_path / "plain.png", weights_file)
     paint(content, style, tmp_path / "control.png", weights_file, **settings)
     control = final_canvas(default_workdir(tmp_path / "control.png"))
     assert np.isfinite(control).all()
-    assert np.abs(control - final_canvas(default_workdir(tmp_path / "plain.png"))).max() > 0.1
+    assert np.abs(control - plain).max() > 0.1
 
 
 def test_a_start_picture_and_sixteen_bit_tiff(pictures, weights_file, tmp_path):

@@ -25,13 +25,16 @@ from daskstyle.io.images import read_image
 from daskstyle.run import painting
 from daskstyle.run.rundir import default_workdir
 
+from .conftest import SHALLOW_RUN_OPTIONS
+
 RESUMABLE = "daskstyle: interrupted (the run continues from its last step with --resume)"
 
 
 def _command(pictures, weights_file, out, *extra):
     return [sys.executable, "-m", "daskstyle", "run", *map(str, pictures), "-o", str(out),
             "--r0", "48", "--tile", "48", "--max-iters", "3", "--network", "vgg19",
-            "--weights", str(weights_file), "--cluster", "local", "--workers", "2", *extra]  # fmt: skip
+            "--weights", str(weights_file), "--cluster", "local", "--workers", "2",
+            *SHALLOW_RUN_OPTIONS, *extra]  # fmt: skip
 
 
 def _start(command):
@@ -144,7 +147,8 @@ def _production(tmp_path, pictures, weights_file):
     path.write_text(
         f'kind = "production"\ncontent = "{pictures[0]}"\nstyle = "{pictures[1]}"\n'
         f'output = "out.png"\nweights = "{weights_file}"\nnetwork = "vgg19"\nr0 = 48\n'
-        'max_iters = 2\n[cluster]\nspec = "sync"\n'
+        'max_iters = 2\ncontent_layer = "relu2_1"\nstyle_layers = ["relu1_1", "relu2_1"]\n'
+        '[cluster]\nspec = "sync"\n'
     )
     return path
 

@@ -14,9 +14,9 @@ from daskstyle.run.auto_settings import run_precision
 from daskstyle.run.rundir import default_workdir
 from daskstyle.settings import Settings
 
-from .conftest import final_canvas
+from .conftest import SHALLOW_RUN, SHALLOW_RUN_OPTIONS, final_canvas
 
-SMALL = dict(r0=48, max_iters=3, style_weight=10.0, network="vgg19", tile=48)
+SMALL = dict(r0=48, max_iters=3, style_weight=10.0, network="vgg19", tile=48, **SHALLOW_RUN)
 NATIVE = "CPU with avx512_bf16"
 
 
@@ -72,7 +72,7 @@ def test_auto_is_the_default_and_bench_iteration_stays_exact():
 def _argv(pictures, weights_file, out, *extra):
     return ["run", *map(str, pictures), "-o", str(out), "--r0", "48", "--max-iters", "3",
             "--network", "vgg19", "--weights", str(weights_file), "--tile", "48",
-            "--cluster", "threads", *extra]  # fmt: skip
+            "--cluster", "threads", *SHALLOW_RUN_OPTIONS, *extra]  # fmt: skip
 
 
 def test_the_arithmetic_is_the_first_line_of_the_plan_and_of_the_run(

@@ -12,17 +12,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from daskstyle.compute.executor import DASHBOARD_OFF
 from daskstyle.core.errors import InputError
 from daskstyle.frontends import cli
 from daskstyle.io.images import read_image
+from daskstyle.networks.catalog import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS
 from daskstyle.optimise import level as level_loop
 from daskstyle.run import footprint, painting
 from daskstyle.run.rundir import default_workdir
 from daskstyle.settings import Settings
 
-from .conftest import final_canvas
+from .conftest import SHALLOW_RUN, SHALLOW_RUN_OPTIONS, final_canvas
 
-SMALL = dict(r0=48, max_iters=3, style_weight=10.0, network="vgg19")
+SMALL = dict(r0=48, max_iters=3, style_weight=10.0, network="vgg19", **SHALLOW_RUN)
+#: The default layers (halo 160 px), for the whole run that proves tiling exact with them.
+DEEP = dict(content_layer=DEFAULT_CONTENT_LAYER, style_layers=DEFAULT_STYLE_LAYERS)
 
 
 def paint(pictures, weights_file, out, **settings):
@@ -59,8 +63,8 @@ def test_tiled_run_equals_untiled_run(pictures, weights_file, tmp_path):
     """In float64: in float32, rounding differences between tile and whole-image convolutions
     flip max-pool choices, and over steps the two runs drift apart (0.5 px after 6 steps with
     random weights), which is the arithmetic, not the tiling."""
-    paint(pictures, weights_file, tmp_path / "tiled.png", tile=32, dtype="float64")
-    paint(pictures, weights_file, tmp_path / "whole.png", tile=512, dtype="float64")
+    paint(pictures, weights_file, tmp_path / "tiled.png", tile=32, dtype="float64", **DEEP)
+    paint(pictures, weights_file, tmp_path / "whole.png", tile=512, dtype="float64", **DEEP)
     tiled = final_canvas(default_workdir(tmp_path / "tiled.png"))
     whole = final_canvas(default_workdir(tmp_path / "whole.png"))
     assert np.abs(tiled - whole).max() < 1e-3
@@ -68,9 +72,9 @@ def test_tiled_run_equals_untiled_run(pictures, weights_file, tmp_path):
 
 
 def _cli(pictures, weights_file, out, *extra):
-    return [sys.executable, "-m", "daskstyle.frontends.cli", "run", *map(str, pictures), "-o", str(out),
+    return [sys.executable, "-m", "daskstyle", "run", *map(str, pictures), "-o", str(out),
             "--r0", "48", "--tile", "32", "--max-iters", "4", "--network", "vgg19",
-            "--weights", str(weights_file), *extra]  # fmt: skip
+            "--weights", str(weights_file), *SHALLOW_RUN_OPTIONS, *extra]  # fmt: skip
 
 
 def test_resume_after_kill_gives_the_same_image(pictures, weights_file, tmp_path):
@@ -78,7 +82,7 @@ def test_resume_after_kill_gives_the_same_image(pictures, weights_file, tmp_path
     first = subprocess.run(
         _cli(pictures, weights_file, reference), check=True, capture_output=True, text=True
     )
-    assert "Dask dashboard: http://127.0.0.1:" in first.stdout  # a local cluster by default
+    assert DASHBOARD_OFF in first.stdout  # a local cluster by default
     killed = tmp_path / "killed.tif"
     workdir = default_workdir(killed)
     process = subprocess.Popen(_cli(pictures, weights_file, killed), stdout=subprocess.DEVNULL,
@@ -133,8 +137,9 @@ def test_content_too_small(tmp_path, weights_file):
     Image.new("RGB", (12, 40)).save(tiny)
     with pytest.raises(InputError, match="too small"):
         painting.transfer(
-            tiny, tiny, tmp_path / "out.png", settings=Settings(**SMALL), weights=weights_file
-        )
+            tiny, tiny, tmp_path / "out.png", settings=Settings(**{**SMALL, **DEEP}),
+            weights=weights_file,
+        )  # the default layers need 16 px per side
     assert list(tmp_path.iterdir()) == [tiny]
 
 
@@ -150,7 +155,8 @@ def test_disk_full_mid_run_is_one_line_and_the_run_resumes(
 
     out = tmp_path / "out.png"
     argv = ["run", *map(str, pictures), "-o", str(out), "--r0", "48", "--max-iters", "3",
-            "--network", "vgg19", "--weights", str(weights_file), "--cluster", "threads"]  # fmt: skip
+            "--network", "vgg19", "--weights", str(weights_file), "--cluster", "threads",
+            *SHALLOW_RUN_OPTIONS]  # fmt: skip
     monkeypatch.setattr(level_loop, "advance", disk_full_at_step_2)
     assert cli.main(argv) == 1
     last = capsys.readouterr().err.rstrip().splitlines()[-1]  # after the closed progress bar
@@ -206,7 +212,7 @@ def test_disk_estimate_is_what_the_run_writes_and_finished_levels_keep_one_canva
     out = tmp_path / "out.png"
     paint(pictures, weights_file, out, tile=32)
     settings = Settings(**{**SMALL, "tile": 32})
-    graph = painting.style_graph(network="vgg19", weights=weights_file)
+    graph = painting.style_graph(network="vgg19", weights=weights_file, **SHALLOW_RUN)
     sizes = footprint.level_sizes((96, 80), graph, r0=48, tile=32, dtype="float32")
     assert [s.running_bytes for s in sizes] == running
     workdir = default_workdir(out)

@@ -16,9 +16,9 @@ from daskstyle.run import painting
 from daskstyle.run.rundir import default_workdir
 from daskstyle.settings import Settings
 
-from .conftest import final_canvas
+from .conftest import SHALLOW_RUN, SHALLOW_RUN_OPTIONS, final_canvas
 
-SMALL = dict(r0=48, max_iters=3, style_weight=10.0, network="vgg19")
+SMALL = dict(r0=48, max_iters=3, style_weight=10.0, network="vgg19", **SHALLOW_RUN)
 #: Memory in which a gradient tile of 48 px (with the largest halo, 160 px) fits, 64 px not.
 MEMORY_OF_48 = geometry.TILE_BYTES_PER_PIXEL * (48 + 2 * 160 + 8) ** 2
 
@@ -165,7 +165,7 @@ def test_a_run_begun_at_512_px_resumes_without_tile(pictures, weights_file, tmp_
     assert json.loads((workdir / "run.json").read_text())["settings"]["tile"] == 512
     argv = ["run", *map(str, pictures), "-o", str(out), "--r0", "48", "--max-iters", "3",
             "--network", "vgg19", "--weights", str(weights_file), "--cluster", "threads",
-            "--resume"]  # fmt: skip
+            *SHALLOW_RUN_OPTIONS, "--resume"]  # fmt: skip
     assert cli.main([*argv, "--tile", "256"]) == 1
     assert "settings differ from its run" in capsys.readouterr().err
     assert cli.main([*argv, "--dry-run"]) == 0

@@ -21,7 +21,10 @@ from daskstyle.run import painting
 from daskstyle.run.rundir import default_workdir
 from daskstyle.settings import Settings
 
-SMALL = ["--r0", "48", "--max-iters", "3", "--tile", "32", "--network", "vgg19"]
+from .conftest import SHALLOW_RUN, SHALLOW_RUN_OPTIONS
+
+SMALL = ["--r0", "48", "--max-iters", "3", "--tile", "32", "--network", "vgg19",
+         *SHALLOW_RUN_OPTIONS]
 
 
 @pytest.fixture
@@ -188,7 +191,7 @@ def nan_at(call: int):
 def test_a_step_that_is_not_finite_stops_the_run_and_resume_finishes_it(
     pictures, weights_file, tmp_path, monkeypatch
 ):
-    settings = Settings(r0=48, max_iters=3, tile=32, network="vgg19")
+    settings = Settings(r0=48, max_iters=3, tile=32, network="vgg19", **SHALLOW_RUN)
     paint = lambda out, **kw: painting.transfer(*pictures, out, settings=settings,  # noqa: E731
                                            weights=weights_file, **kw)  # fmt: skip
     paint(tmp_path / "clean.png")
@@ -212,7 +215,7 @@ def interrupted(pictures, weights_file, tmp_path, monkeypatch):
     hook = nan_at(5)
     monkeypatch.setattr(StyleGraph, "loss_and_grad", hook)
     out = tmp_path / "out.png"
-    settings = Settings(r0=48, max_iters=3, tile=32, network="vgg19")
+    settings = Settings(r0=48, max_iters=3, tile=32, network="vgg19", **SHALLOW_RUN)
     with pytest.raises(NotFiniteError):
         painting.transfer(*pictures, out, settings=settings, weights=weights_file)
     monkeypatch.setattr(StyleGraph, "loss_and_grad", hook.real)
@@ -228,7 +231,7 @@ def chunk_files(array_dir: Path) -> list[Path]:
     [
         (lambda level: chunk_files(level / "canvas1")[1].unlink(), "canvas1/c/0/1/0 is missing"),
         (lambda level: chunk_files(level / "m1")[3].write_bytes(b"\0" * 10),
-         "m1/c/1/0/0 is truncated (10 of 12288 bytes)"),
+         "m1/c/1/0/0 is truncated (10 of 12292 bytes)"),
         (lambda level: (level / "zarr.json").write_text('{"attributes": {"st'),
          "level2/zarr.json is damaged"),
         (lambda level: (level / "canvas1" / "zarr.json").write_text("{"),
@@ -306,7 +309,7 @@ def test_an_unfinished_run_in_the_users_folder_never_says_delete_the_folder(
 ):
     hook = nan_at(2)
     monkeypatch.setattr(StyleGraph, "loss_and_grad", hook)
-    settings = Settings(r0=48, max_iters=3, tile=32, network="vgg19")
+    settings = Settings(r0=48, max_iters=3, tile=32, network="vgg19", **SHALLOW_RUN)
     with pytest.raises(NotFiniteError):
         painting.transfer(*pictures, tmp_path / "out.png", settings=settings, weights=weights_file,
                      workdir=photos)  # fmt: skip

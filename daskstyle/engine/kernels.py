@@ -49,7 +49,7 @@ class FeatureNet(nn.Module):
         self.network = network
         self.precision = precision
         self.wanted = {network.index(name): name for name in layers}
-        self.features = build_features(network, max(self.wanted), pooling)
+        self.features = build_features(network, max(self.wanted), pooling, initialise=False)
         load_weights(self.features, state, network, "the given weights")
         self.features.to(dtype)
         for name in ("mean", "std"):  # made in ``dtype``: a float64 model keeps them exact
