@@ -23,6 +23,7 @@ def _rows(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow
 def test_small_tiling_experiment(tmp_path):
     """pipelines/tiling_small.toml (the seed paper's Fig. 9 at toy size): the figure, the
     CSVs and the seam scores are written; (c) leaves no more trace than the untiled run and
@@ -187,6 +188,7 @@ spec = "threads"
 """
 
 
+@pytest.mark.slow
 def test_float64_losses_judge_each_painting_the_same_way(tmp_path):
     """With float64_losses, every painting's content and style losses are evaluated again in
     float64 (exact, tiled): for a bf16 run as for an exact one, close to each other, written

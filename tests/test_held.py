@@ -108,6 +108,7 @@ def _run_argv(pictures, weights_file, out, *extra):
             *SHALLOW_RUN_OPTIONS, *extra]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_run_held_on_a_local_cluster_paints_the_on_disk_run(pictures, weights_file, tmp_path,
                                                               capsys):  # fmt: skip
     """Worker processes hold the state (persisted chunks) and write it every third step; the

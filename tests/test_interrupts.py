@@ -88,6 +88,7 @@ def reference(pictures, weights_file, tmp_path_factory):
     return read_image(out).compute()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_to_the_process_group_ends_in_one_line_and_the_run_resumes(
     pictures, weights_file, reference, tmp_path, signum

@@ -29,6 +29,7 @@ def shipped(name, folder):
     return Path(shutil.copy(PIPELINES / name, folder / name))
 
 
+@pytest.mark.slow
 def test_small_scaling_writes_csv_and_png(tmp_path):
     path = shipped("scaling_small.toml", tmp_path)
     config = load(path)
@@ -74,6 +75,7 @@ def test_small_scaling_writes_csv_and_png(tmp_path):
     assert (pixels.min(axis=2) < 128).mean() > 0.005  # enough dark ink (axes, labels)
 
 
+@pytest.mark.slow
 def test_small_production_writes_its_picture(tmp_path):
     path = shipped("production_small.toml", tmp_path)
     lines = []

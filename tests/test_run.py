@@ -77,6 +77,7 @@ def _cli(pictures, weights_file, out, *extra):
             "--weights", str(weights_file), *SHALLOW_RUN_OPTIONS, *extra]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_resume_after_kill_gives_the_same_image(pictures, weights_file, tmp_path):
     reference = tmp_path / "reference.tif"
     first = subprocess.run(
