@@ -13,7 +13,7 @@ from daskstyle.frontends import terminal
 def _run(args: argparse.Namespace) -> None:
     from daskstyle.compute.cluster import check_sizes
     from daskstyle.compute.executor import Executor
-    from daskstyle.frontends.progress import Progress
+    from daskstyle.frontends.progress import BATCH_EVERY, Progress
     from daskstyle.run import painting
     from daskstyle.settings import Settings
 
@@ -50,7 +50,8 @@ def _run(args: argparse.Namespace) -> None:
     with executor.open() as session:
         for line in session.lines:
             print(line)
-        progress = Progress(bars=True)
+        batch = not sys.stderr.isatty()  # a SLURM log, CI: plain lines, no bar
+        progress = Progress(bars=not batch, every=BATCH_EVERY if batch else 0.0)
         try:
             plan.execute(session.resources, on_event=progress)
         finally:
