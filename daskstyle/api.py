@@ -111,7 +111,8 @@ def style_graph(
     variation (smoothness) term, 0 for none. ``pooling``: ``max`` or ``avg`` pools
     (:data:`daskstyle.networks.catalog.POOLINGS`). ``halo`` overrides the gradient pass's halo
     depth K (for experiments: a smaller K gives inexact gradients; 0: no halo in either
-    pass). ``precision``: ``exact``, ``tf32`` or ``bf16`` (:data:`daskstyle.engine.kernels.PRECISIONS`).
+    pass). ``precision``: ``exact``, ``tf32`` or ``bf16``
+    (:data:`daskstyle.engine.kernels.PRECISIONS`).
     ``resources``: what each network task asks of a distributed scheduler, e.g. ``{"GPU": 1}``.
     ``gram_scope``: ``image`` (exact) or, for the tiling ablation only, ``tile``: each tile
     styled with its own core's Grams (:meth:`daskstyle.engine.graph.StyleGraph.loss_and_grad`).

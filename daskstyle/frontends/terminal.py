@@ -1,5 +1,6 @@
 """The command line and its terminal: the signals that stop a command, daskstyle's warnings
-shown as notes, and usage errors in one line. Only :mod:`daskstyle.frontends.cli` uses this module: the library never prints.
+shown as notes, and usage errors in one line. Only :mod:`daskstyle.frontends.cli` uses this module:
+the library never prints.
 
 SIGINT (Ctrl-C, which a terminal sends to the whole process group) and SIGTERM (``kill``,
 ``timeout``, SLURM) both raise :class:`Stopped` in the main thread, so that the command

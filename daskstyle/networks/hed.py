@@ -149,7 +149,8 @@ def _read(file, path: Path, key: str, shape: tuple[int, ...]) -> np.ndarray:
 def check_state(state: Mapping[str, torch.Tensor], origin: str) -> None:
     """Raise a :class:`WeightsError` unless ``state`` is a whole converted HED state_dict."""
     net = get_network(NAME)
-    load_weights(build_features(net, len(net.layer_names) - 1, initialise=False), state, net, origin)
+    features = build_features(net, len(net.layer_names) - 1, initialise=False)
+    load_weights(features, state, net, origin)
     for _, _, prefix, shape in LAYOUT[len(CONV_INDICES) :]:
         wanted = {f"{prefix}.weight": (1, shape[2], 1, 1), f"{prefix}.bias": (1,)}
         for key, key_shape in wanted.items():

@@ -178,8 +178,8 @@ class AdamSettings:
 
 def advance(state, grad: da.Array, loss=None, started: float | None = None
             ) -> tuple[float, float, float | None]:  # fmt: skip
-    """Run step t+1 of a level's ``state`` (on disk, :class:`daskstyle.optimise.state.LevelState`, or
-    held in memory, :class:`daskstyle.optimise.held.HeldState`) with ``grad``, the gradient at its
+    """Run step t+1 of a level's ``state`` (on disk, :class:`daskstyle.optimise.state.LevelState`,
+    or held in memory, :class:`daskstyle.optimise.held.HeldState`) with ``grad``, the gradient at its
     canvas (and optionally its lazy ``loss``, computed in the same pass); commit it, with the
     seconds since ``started`` (a :func:`time.perf_counter` reading; default: this call) in
     its history; return the max and mean pixel change and the loss. The first step of a

@@ -5,8 +5,8 @@ target from it), two canvas buffers and two buffers each of Adam's ``m`` and ``v
 ``t + 1`` reads buffer ``current`` (p_t, m_t, v_t, never written during the step) and writes
 buffer ``1 - current``; the group's attributes (step, current buffer, learning rate) change in
 one atomic write after every store of the step has finished and its loss and pixel changes
-are known to be finite (:func:`daskstyle.optimise.adam.advance`, the update itself). So a retried task recomputes the same chunk from unchanged inputs,
-and after a kill at any moment the attributes name a complete, consistent state: redoing the
+are known to be finite (:func:`daskstyle.optimise.adam.advance`, the update itself). So a retried
+task recomputes the same chunk from unchanged inputs, and after a kill at any moment the attributes name a complete, consistent state: redoing the
 step from there gives bit-identical results (given a deterministic gradient).
 
 Arrays are uncompressed with NaN as zarr's fill value: every chunk of a finite picture is

@@ -5,8 +5,8 @@ levels and disks sized), and the :class:`RunPlan` describes itself (the dry run'
 checks itself (disks, run directory, resumed state) and executes on the current Dask
 scheduler (an :class:`daskstyle.compute.executor.Executor`'s session). The run directory
 (:mod:`daskstyle.run.rundir`) holds one zarr level state per level
-(:class:`daskstyle.optimise.state.LevelState`, with the level's content target φ_O computed once beside
-it; a finished level keeps only its final canvas), a preview PNG of each finished level,
+(:class:`daskstyle.optimise.state.LevelState`, with the level's content target φ_O computed once
+beside it; a finished level keeps only its final canvas), a preview PNG of each finished level,
 ``loss.csv`` and ``run.json`` (settings, network, weights checksum, the inputs' checksums).
 A run that would not fit on its disks, would replace an input or a file daskstyle did not
 write, or finds its state damaged stops in one line before the step that would use it
@@ -250,13 +250,13 @@ def plan(
     settings that do not fit the inputs. ``workdir``: the run directory (default
     ``OUTPUT.daskstyle``); ``resume``: continue the unfinished run there, with the tile it
     began with when ``settings.tile`` is ``auto``. ``cluster``: where the tiles will run, an
-    :class:`daskstyle.compute.executor.Executor` spec: under ``tile = "auto"`` ``local``, ``threads``
-    and ``sync`` size the tiles to this machine's memory (or its GPU's), any other spec
+    :class:`daskstyle.compute.executor.Executor` spec: under ``tile = "auto"`` ``local``,
+    ``threads`` and ``sync`` size the tiles to this machine's memory (or its GPU's), any other spec
     (``slurm``, a scheduler) takes :data:`daskstyle.run.auto_settings.ELSEWHERE_TILE` px;
     under ``precision = "auto"`` only ``local``, ``threads`` and ``sync`` may take bf16.
     ``checkpoint_every``: other than 1, each level's state stays in memory and goes to disk
-    every so many steps (``5``) or minutes (``"15min"``; :class:`daskstyle.optimise.held.Checkpoints`),
-    if it fits this machine's memory where the tiles run here.
+    every so many steps (``5``) or minutes (``"15min"``;
+    :class:`daskstyle.optimise.held.Checkpoints`), if it fits this machine's memory where the tiles run here.
     ``experiment``: switches for the ablations of docs/design.md, not for paintings: ``halo``
     and ``gram_scope`` of :func:`daskstyle.api.style_graph`, kept in run.json. ``dry_run``:
     download nothing; where the run would download weights, the plan says so (``download``),

@@ -16,8 +16,8 @@ from daskstyle.run.painting import RunPlan
 
 
 def float64_losses(plan: RunPlan, painting, weights) -> tuple[float, float]:
-    """(content loss, style loss) of ``painting`` (the picture ``plan`` wrote), in float64, the loss of
-    docs/design.md with content_weight = style_weight = 1 for its own term and 0 for the
+    """(content loss, style loss) of ``painting`` (the picture ``plan`` wrote), in float64, the
+    loss of docs/design.md with content_weight = style_weight = 1 for its own term and 0 for the
     other, the run's layers, layer weights, pooling and blend; ``weights``: the network's
     weights file the run used."""
     settings, graph = plan.settings, plan.graph

@@ -127,7 +127,8 @@ class Table(BaseModel):
 
 
 class Cluster(Table):
-    """``[cluster]`` of a production: the arguments of :func:`daskstyle.compute.cluster.open_client`."""
+    """``[cluster]`` of a production: the arguments of
+    :func:`daskstyle.compute.cluster.open_client`."""
 
     spec: ClusterSpec = "local"
     workers: Count | None = None
