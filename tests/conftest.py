@@ -1,4 +1,5 @@
 import contextlib
+import hashlib
 import os
 from pathlib import Path
 
@@ -28,6 +29,9 @@ def vgg19_state(vgg19):
 #: a halo of a few px instead of the default layers' 160 (their exactness is tested on its own).
 SHALLOW_RUN = dict(content_layer="relu2_1", style_layers=("relu1_1", "relu2_1"))
 SHALLOW_RUN_OPTIONS = ["--content-layer", "relu2_1", "--style-layers", "relu1_1,relu2_1"]
+#: A small whole run on the command line: two levels of 3 steps, 32-px tiles, shallow layers.
+SMALL_RUN_OPTIONS = ["--r0", "48", "--max-iters", "3", "--tile", "32", "--network", "vgg19",
+                     *SHALLOW_RUN_OPTIONS]  # fmt: skip
 
 
 def random_image(height, width, seed):
@@ -102,3 +106,65 @@ def final_canvas(workdir) -> np.ndarray:
 
     levels = sorted(Path(workdir).glob("level*/zarr.json"), key=lambda p: int(p.parent.name[5:]))
     return LevelState.open(levels[-1].parent).canvas().compute()
+
+
+@pytest.fixture
+def daskstyle_run(pictures, weights_file, monkeypatch, capsys):
+    """``daskstyle run CONTENT STYLE -o OUT [options]`` (:data:`SMALL_RUN_OPTIONS`) on the
+    threaded scheduler: (exit status, stderr). ``cluster_allowed=False``: the command must end
+    before a cluster starts, that is before any work."""
+    from daskstyle.compute import cluster
+    from daskstyle.frontends import cli
+
+    real_open_client, allowed = cluster.open_client, {"now": True}
+
+    def open_client(*args, **kwargs):
+        assert allowed["now"], "a cluster was started"
+        return real_open_client(*args, **kwargs)
+
+    monkeypatch.setattr(cluster, "open_client", open_client)
+
+    def call(out, *options, content=None, style=None, cluster_allowed=True):
+        allowed["now"] = cluster_allowed
+        content, style = content or pictures[0], style or pictures[1]
+        argv = ["run", str(content), str(style), "-o", str(out), *SMALL_RUN_OPTIONS,
+                "--weights", str(weights_file), "--cluster", "threads", *map(str, options)]  # fmt: skip
+        status = cli.main(argv)
+        return status, capsys.readouterr().err
+
+    return call
+
+
+def snapshot(folder) -> dict:
+    """Every entry under ``folder`` (links as links, folders as folders) and its bytes'
+    checksum."""
+    return {
+        str(p.relative_to(folder)): "link" if p.is_symlink() else
+        hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "folder"
+        for p in sorted(Path(folder).rglob("*"))
+    }  # fmt: skip
+
+
+class Killed(Exception):
+    """A process killed in a test."""
+
+
+@contextlib.contextmanager
+def killed_before_commit(commit: str, at_step: int):
+    """While the block runs, a level state's commit that would write the attribute ``commit``
+    at step ``at_step`` raises :class:`Killed`: the step's stores are done and its attributes
+    unchanged, as a kill leaves them."""
+    from daskstyle.optimise.state import LevelState
+
+    real_commit = LevelState.commit
+
+    def commit_or_die(self, **changes):
+        if commit in changes and self.step == at_step:
+            raise Killed
+        real_commit(self, **changes)
+
+    LevelState.commit = commit_or_die
+    try:
+        yield
+    finally:
+        LevelState.commit = real_commit

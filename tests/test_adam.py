@@ -11,6 +11,8 @@ from daskstyle.core.geometry import TilePlan
 from daskstyle.optimise.adam import AdamSettings, adam_chunk, advance, first_step_lr, should_stop
 from daskstyle.optimise.state import LevelState
 
+from .conftest import Killed, killed_before_commit
+
 B1, B2, EPS = 0.9, 0.99, 1e-6
 
 
@@ -149,16 +151,12 @@ def test_level_stops_when_pixels_stop_moving(tmp_path):
     assert state.done
 
 
-class Killed(Exception):
-    pass
-
-
 @pytest.mark.parametrize(
     "commit, at_step",
     [("lr", 0), ("step", 0), ("step", 2)],
     ids=["after-first-moments", "end-of-first-step", "end-of-third-step"],
 )
-def test_resume_after_kill_is_bit_identical(tmp_path, monkeypatch, commit, at_step):
+def test_resume_after_kill_is_bit_identical(tmp_path, commit, at_step):
     shape, tile, steps = (37, 45), 16, 5
     gradient = Gradient(shape)
     _, state = start(tmp_path / "whole", shape, tile)
@@ -167,18 +165,8 @@ def test_resume_after_kill_is_bit_identical(tmp_path, monkeypatch, commit, at_st
 
     _, state = start(tmp_path / "killed", shape, tile)
     state.group.attrs.put({**state.attrs, "run_id": expected_attrs["run_id"]})
-    real_commit = LevelState.commit
-
-    def commit_or_die(self, **changes):
-        # the stores of the step are done; the process dies before the attributes change
-        if commit in changes and self.step == at_step:
-            raise Killed
-        real_commit(self, **changes)
-
-    monkeypatch.setattr(LevelState, "commit", commit_or_die)
-    with pytest.raises(Killed):
+    with killed_before_commit(commit, at_step), pytest.raises(Killed):
         run(state, gradient, steps)
-    monkeypatch.setattr(LevelState, "commit", real_commit)
 
     state = LevelState.open(tmp_path / "killed")
     assert state.step == at_step

@@ -18,6 +18,7 @@ from daskstyle.optimise.level import LAG_BELOW, gram_drift, open_level
 from daskstyle.optimise.state import LAGGED_GRAMS, LevelState
 
 from . import reference
+from .conftest import Killed, killed_before_commit
 from .reference import relative_error
 from .test_exactness import SHALLOW, SHALLOW_REF
 
@@ -128,10 +129,6 @@ def _lagged_reference(vgg19, canvas, content, style, earlier, dtype):
     return loss.item(), image.grad.numpy()
 
 
-class Killed(Exception):
-    pass
-
-
 def _level(path, vgg19_state, images, gram, steps=5, dtype=np.float64, lag_below=math.inf,
            checkpoint_every=1):  # fmt: skip
     """A level of 112 x 96 px in 48-px tiles; by default every step after the first lags."""
@@ -191,23 +188,14 @@ def test_a_lagged_level_paints_nearly_the_exact_picture(vgg19_state, images, tmp
 
 
 @pytest.mark.parametrize("commit, at_step", [("lr", 0), ("step", 0), ("step", 2)])
-def test_a_lagged_level_resumes_bit_identically(vgg19_state, images, tmp_path, monkeypatch,
-                                                 commit, at_step):  # fmt: skip
+def test_a_lagged_level_resumes_bit_identically(vgg19_state, images, tmp_path, commit,
+                                                 at_step):  # fmt: skip
     level = _level(tmp_path / "whole", vgg19_state, images, "lagged", dtype=np.float32)
     list(level.steps())
     expected = level.state.canvas().compute()
-    real_commit = LevelState.commit
-
-    def commit_or_die(self, **changes):
-        if commit in changes and self.step == at_step:
-            raise Killed
-        real_commit(self, **changes)
-
-    monkeypatch.setattr(LevelState, "commit", commit_or_die)
     killed = tmp_path / "killed"
-    with pytest.raises(Killed):
+    with killed_before_commit(commit, at_step), pytest.raises(Killed):
         list(_level(killed, vgg19_state, images, "lagged", dtype=np.float32).steps())
-    monkeypatch.setattr(LevelState, "commit", real_commit)
     list(_level(killed, vgg19_state, images, "lagged", dtype=np.float32).steps())
     assert np.array_equal(LevelState.open(killed).canvas().compute(), expected)
 

@@ -10,49 +10,19 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from daskstyle.compute import cluster
 from daskstyle.engine.graph import StyleGraph
-from daskstyle.frontends import cli
 from daskstyle.run import painting, rundir
 from daskstyle.settings import Settings
 
-from .conftest import SHALLOW_RUN, SHALLOW_RUN_OPTIONS
+from .conftest import SHALLOW_RUN, snapshot
 
 SETTINGS = Settings(r0=48, max_iters=3, tile=32, network="vgg19", **SHALLOW_RUN)
-SMALL = ["--r0", "48", "--max-iters", "3", "--tile", "32", "--network", "vgg19",
-         *SHALLOW_RUN_OPTIONS]
-
-
 @pytest.fixture
-def daskstyle_run(pictures, weights_file, monkeypatch, capsys):
-    """``daskstyle run CONTENT STYLE -o OUT --workdir WORKDIR [options]`` on the threaded
-    scheduler: (exit status, stderr). ``cluster_allowed=False``: it must end before a cluster
-    starts, that is before any work."""
-    real_open_client, allowed = cluster.open_client, {"now": True}
-
-    def open_client(*args, **kwargs):
-        assert allowed["now"], "a cluster was started"
-        return real_open_client(*args, **kwargs)
-
-    monkeypatch.setattr(cluster, "open_client", open_client)
-
-    def call(out, workdir, *options, cluster_allowed=True):
-        allowed["now"] = cluster_allowed
-        argv = ["run", *map(str, pictures), "-o", str(out), "--workdir", str(workdir), *SMALL,
-                "--weights", str(weights_file), "--cluster", "threads", *map(str, options)]  # fmt: skip
-        status = cli.main(argv)
-        return status, capsys.readouterr().err
-
-    return call
-
-
-def snapshot(folder: Path) -> dict:
-    """Every entry under ``folder`` (links as links) and its bytes' checksum."""
-    return {
-        str(p.relative_to(folder)): "link" if p.is_symlink() else
-        hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "folder"
-        for p in sorted(folder.rglob("*"))
-    }  # fmt: skip
+def daskstyle_run(daskstyle_run):
+    """conftest's ``daskstyle run``, with the run directory given first:
+    ``daskstyle_run(OUT, WORKDIR, *options)``."""
+    return lambda out, workdir, *options, **kw: daskstyle_run(out, "--workdir", workdir,
+                                                               *options, **kw)  # fmt: skip
 
 
 def edit_json(path: Path, change) -> None:

@@ -1,7 +1,6 @@
 """A user's files are never lost and a wrong picture is never written: each test is what a
 user does (a command, then what is on disk and what was printed)."""
 
-import hashlib
 import json
 import os
 import shutil
@@ -11,52 +10,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from daskstyle.compute import cluster
 from daskstyle.core.errors import InputError, NotFiniteError, SettingError
 from daskstyle.engine.graph import StyleGraph
-from daskstyle.frontends import cli
 from daskstyle.frontends.pipeline import load
 from daskstyle.io.images import read_image
 from daskstyle.run import painting
 from daskstyle.run.rundir import default_workdir
 from daskstyle.settings import Settings
 
-from .conftest import SHALLOW_RUN, SHALLOW_RUN_OPTIONS
-
-SMALL = ["--r0", "48", "--max-iters", "3", "--tile", "32", "--network", "vgg19",
-         *SHALLOW_RUN_OPTIONS]
-
-
-@pytest.fixture
-def daskstyle_run(pictures, weights_file, monkeypatch, capsys):
-    """``daskstyle run CONTENT STYLE -o OUT [options]`` on the threaded scheduler: (exit
-    status, stderr). ``cluster_allowed=False``: the command must end before a cluster starts."""
-    real_open_client, allowed = cluster.open_client, {"now": True}
-
-    def open_client(*args, **kwargs):
-        assert allowed["now"], "a cluster was started"
-        return real_open_client(*args, **kwargs)
-
-    monkeypatch.setattr(cluster, "open_client", open_client)
-
-    def call(out, *options, content=None, style=None, cluster_allowed=True):
-        allowed["now"] = cluster_allowed
-        content, style = content or pictures[0], style or pictures[1]
-        argv = ["run", str(content), str(style), "-o", str(out), *SMALL,
-                "--weights", str(weights_file), "--cluster", "threads", *map(str, options)]  # fmt: skip
-        status = cli.main(argv)
-        return status, capsys.readouterr().err
-
-    return call
-
-
-def snapshot(folder: Path) -> dict:
-    """Every file under ``folder`` and its bytes' checksum."""
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
+from .conftest import SHALLOW_RUN, snapshot
 
 
 @pytest.fixture
