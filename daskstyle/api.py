@@ -25,7 +25,7 @@ from daskstyle.networks.catalog import (
     state_token,
 )
 from daskstyle.networks.weights import choose_network
-from daskstyle.settings import blend_weights, check_number
+from daskstyle.settings import blend_weights, check_number, check_weight
 
 _DTYPES = {np.dtype(np.float32): "float32", np.dtype(np.float64): "float64"}
 
@@ -117,9 +117,9 @@ def style_graph(
     ``gram_scope``: ``image`` (exact) or, for the tiling ablation only, ``tile``: each tile
     styled with its own core's Grams (:meth:`daskstyle.engine.graph.StyleGraph.loss_and_grad`).
     """
-    content_weight = check_number("content_weight", content_weight)
-    style_weight = check_number("style_weight", style_weight)
-    tv_weight = check_number("tv_weight", tv_weight)
+    content_weight = check_weight("content_weight", content_weight)
+    style_weight = check_weight("style_weight", style_weight)
+    tv_weight = check_weight("tv_weight", tv_weight)
     for name, value, choices in (("precision", precision, kernels.PRECISIONS),
                                  ("pooling", pooling, POOLINGS),
                                  ("gram_scope", gram_scope, GRAM_SCOPES)):  # fmt: skip

@@ -1,4 +1,4 @@
-"""Words for people: counts, sizes, and an error as one line."""
+"""Words for people: counts, sizes, durations, and an error as one line."""
 
 from __future__ import annotations
 
@@ -14,6 +14,15 @@ def readable(size: int) -> str:
         if size >= scale / 10:
             return f"{size / scale:.1f} {unit}"
     return f"{size} bytes"
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` for people: "42 s", "7 min", "3.2 h"."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def one_line(err: BaseException | str) -> str:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from daskstyle.core.text import counted
+from daskstyle.core.text import counted, duration
 from daskstyle.run.events import Event, Finished, LevelFinished, LevelStarted, Stepped
 
 BATCH_EVERY = 10.0  # seconds: the fewest between two step lines where there is no terminal
@@ -78,7 +78,7 @@ class Progress:
         if self.level is None or self.level.level != event.level:
             return ""
         left = max(0, self.level.max_iters - event.step) * sum(self.seconds) / len(self.seconds)
-        return f", level done in at most {_duration(left)}"
+        return f", level done in at most {duration(left)}"
 
     def close(self) -> None:
         """End the bar that runs, if any (before an error line)."""
@@ -86,11 +86,3 @@ class Progress:
             self.bar.close()
             self.bar = None
 
-
-def _duration(seconds: float) -> str:
-    """``seconds`` as people read them: 42 s, 7 min, 3.2 h."""
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
