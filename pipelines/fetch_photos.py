@@ -4,7 +4,10 @@ Both come from Debian's package mate-backgrounds 1.26.0-1 (GPL-2+, see pipelines
 for the credits): "LadyBird" (a photograph by Charles Barbin, 2560 x 1600) and
 "Elephants" (a painting by Wyng Stancikaite, 1920 x 1080). The package is downloaded with
 ``apt-get download``, its checksum and the two pictures' checksums are checked, and the
-sizes the pipelines read are written as PNG into pipelines/photos/ (not committed):
+sizes the pipelines read are written as PNG into pipelines/photos/ (not committed). The
+paper's 4K and 8K canvases (4096 x 2160 and 7680 x 4320) are larger than any photograph
+found in Debian's packages: those two are the photograph cropped to their aspect ratio about
+its centre and enlarged with Lanczos (1.6x and 3x), and say so in their names.
 
     python pipelines/fetch_photos.py            # about 10 s; nothing to do the second time
 """
@@ -28,15 +31,19 @@ SOURCES = {  # name: (path in the package, SHA-256)
     "elephants": ("usr/share/backgrounds/mate/abstract/Elephants.jpg",
                   "b402668de7212c568090edc032288759029e15e5153f3ae43f079abfd44105a4"),
 }  # fmt: skip
-#: The files the pipelines read: name -> (source, long side in px, right-hand square only).
+#: The files the pipelines read: name -> (source, long side in px, shape): shape "whole" keeps
+#: the picture's, "square" takes its right-hand square (the ladybird is right of centre), and
+#: (width, height) crops the centre to that aspect and resizes to exactly that size.
 SIZES = {
-    "ladybird_2048.png": ("ladybird", 2048, False),
-    "ladybird_1024.png": ("ladybird", 1024, False),
-    "ladybird_square_1024.png": ("ladybird", 1024, True),  # the ladybird is right of centre
-    "elephants_1920.png": ("elephants", 1920, False),
-    "elephants_1024.png": ("elephants", 1024, False),
-    "elephants_512.png": ("elephants", 512, False),
-    "elephants_256.png": ("elephants", 256, False),
+    "ladybird_2048.png": ("ladybird", 2048, "whole"),
+    "ladybird_1024.png": ("ladybird", 1024, "whole"),
+    "ladybird_square_1024.png": ("ladybird", 1024, "square"),
+    "ladybird_4096x2160_upscaled.png": ("ladybird", 4096, (4096, 2160)),
+    "ladybird_7680x4320_upscaled.png": ("ladybird", 7680, (7680, 4320)),
+    "elephants_1920.png": ("elephants", 1920, "whole"),
+    "elephants_1024.png": ("elephants", 1024, "whole"),
+    "elephants_512.png": ("elephants", 512, "whole"),
+    "elephants_256.png": ("elephants", 256, "whole"),
 }
 HERE = Path(__file__).resolve().parent
 
@@ -62,12 +69,18 @@ def extract(folder: Path) -> dict[str, Path]:
     return sources
 
 
-def resized(path: Path, side: int, square: bool) -> Image.Image:
-    """The picture at ``path`` (``square``: its right-hand square) with long side ``side``
-    (Lanczos; never enlarged)."""
+def resized(path: Path, side: int, shape) -> Image.Image:
+    """The picture at ``path`` cut to ``shape`` (see ``SIZES``) with long side ``side``
+    (Lanczos; enlarged only to an exact (width, height))."""
     image = Image.open(path).convert("RGB")
-    if square:
+    if shape == "square":
         image = image.crop((image.width - image.height, 0, image.width, image.height))
+    if isinstance(shape, tuple):
+        width = min(image.width, round(image.height * shape[0] / shape[1]))
+        height = min(image.height, round(image.width * shape[1] / shape[0]))
+        left, top = (image.width - width) // 2, (image.height - height) // 2
+        image = image.crop((left, top, left + width, top + height))
+        return image.resize(shape, Image.Resampling.LANCZOS)
     scale = min(1.0, side / max(image.size))
     size = tuple(round(n * scale) for n in image.size)
     return image if size == image.size else image.resize(size, Image.Resampling.LANCZOS)
@@ -85,8 +98,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="daskstyle-photos-") as folder:
         sources = extract(Path(folder))
         for name in missing:
-            source, side, square = SIZES[name]
-            picture = resized(sources[source], side, square)
+            source, side, shape = SIZES[name]
+            picture = resized(sources[source], side, shape)
             partial = out / f".{name}.tmp"
             picture.save(partial, format="PNG")
             partial.replace(out / name)
