@@ -13,7 +13,7 @@ import tifffile
 from PIL import Image
 
 from daskstyle.core.errors import DaskstyleError, InputError
-from daskstyle.io import images
+from daskstyle.io import images, writers
 from daskstyle.io.images import pyramid_shapes, read_image, write_image
 
 
@@ -225,14 +225,14 @@ def test_read_only_directory(tmp_path, rgb8):
 @pytest.mark.parametrize("name", ["out.tif", "out.png"])
 def test_disk_full_midway_leaves_nothing_and_keeps_the_old_file(tmp_path, rgb8, monkeypatch, name):
     (tmp_path / name).write_bytes(b"previous result")
-    real_bands = images._bands
+    real_bands = writers._bands
 
     def bands_then_disk_full(image, rows):
         generator = real_bands(image, rows)
         yield next(generator)
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(images, "_bands", bands_then_disk_full)
+    monkeypatch.setattr(writers, "_bands", bands_then_disk_full)
     with pytest.raises(DaskstyleError, match="No space left on device"):
         write_image(tmp_path / name, da.from_array(rgb8), tile=16)
     assert leftovers(tmp_path) == [name]
@@ -252,7 +252,7 @@ def test_errors_from_computing_the_image_pass_through(tmp_path, rgb8):
 @pytest.mark.parametrize(
     "name, image, message",
     [
-        ("out.bmp", np.zeros((4, 4, 3)), "use a .tif, .png or .jpg name"),
+        ("out.bmp", np.zeros((4, 4, 3)), "use a .tif, .png, .jpg or .ome.zarr name"),
         ("out.png", np.zeros((4, 4)), r"shape \(H, W, 3\)"),
         ("out.tif", np.zeros((0, 4, 3)), r"shape \(H, W, 3\)"),
     ],
@@ -264,8 +264,8 @@ def test_bad_write_arguments(tmp_path, name, image, message):
 
 
 def test_png_refuses_huge_images(tmp_path, monkeypatch):
-    monkeypatch.setattr(images, "MAX_PILLOW_PIXELS", 100)
-    with pytest.raises(InputError, match="write a .tif instead"):
+    monkeypatch.setattr(writers, "MAX_PILLOW_PIXELS", 100)
+    with pytest.raises(InputError, match="write a .tif or .ome.zarr instead"):
         write_image(tmp_path / "big.png", da.zeros((20, 20, 3), chunks=10))
     assert leftovers(tmp_path) == []
 

@@ -1,11 +1,12 @@
-"""Files written safely: a file appears whole or not at all, and a directory says why it
-cannot be written to before any work is done."""
+"""Files written safely: a file (or folder) appears whole or not at all, and a directory says
+why it cannot be written to before any work is done."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import secrets
+import shutil
 from pathlib import Path
 
 from daskstyle.core.errors import DaskstyleError
@@ -52,3 +53,41 @@ def atomic(path: Path):
         if isinstance(err, DaskstyleError) or not isinstance(err, Exception):
             raise
         raise DaskstyleError(f"could not write {path}: {one_line(err)}") from err
+
+
+@contextlib.contextmanager
+def atomic_folder(path: Path):
+    """A new folder beside ``path`` that replaces ``path`` (a folder the caller may replace, or
+    nothing) once the block completes, its files flushed to disk first. Between the two
+    renames the old folder waits under a hidden name, and comes back if the second fails."""
+    tag = f"{os.getpid()}-{secrets.token_hex(4)}"
+    tmp, old = (path.with_name(f".{path.name}.{tag}.{end}") for end in ("part", "old"))
+    try:
+        tmp.mkdir()
+        yield tmp
+        _flush_files(tmp)
+        if path.exists():
+            os.replace(path, old)
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if old.exists():
+                os.replace(old, path)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, DaskstyleError) or not isinstance(err, Exception):
+            raise
+        raise DaskstyleError(f"could not write {path}: {one_line(err)}") from err
+
+
+def _flush_files(folder: Path) -> None:
+    """Every file under ``folder`` onto the disk (``fsync``), as :func:`atomic` does for one."""
+    for directory, _, names in os.walk(folder):
+        for name in names:
+            fd = os.open(os.path.join(directory, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)

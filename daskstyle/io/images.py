@@ -1,12 +1,11 @@
-"""Image files in and out: lazy reads, streamed tiled BigTIFF writes, atomic replacement.
+"""Image files in: lazy reads of TIFF, PNG and JPEG with clear errors for bad files.
 
 Reads give a Dask array (H, W, 3) float32 on 0-255. TIFF (and BigTIFF) is read lazily, a
 region per task, so no file is ever wholly in memory; other formats go through Pillow, which
 decodes the whole image (16-bit PNG, which Pillow cuts to 8 bits, through imagecodecs). A
 damaged file is one :class:`InputError`, raised when it is opened or when a task reads the
-damaged region; what tifffile logs about it while it reads on is dropped. Writes, 8 or 16
-bits a sample, go to a temporary file beside the target and are renamed over it only when
-complete; on failure the temporary is removed.
+damaged region; what tifffile logs about it while it reads on is dropped. Writing is
+:mod:`daskstyle.io.writers`, whose entry points are importable from here too.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ import contextlib
 import logging
 import threading
 import warnings
-import zlib
 from pathlib import Path
 
 import dask.array as da
@@ -25,21 +23,15 @@ import tifffile
 import zarr
 from dask.array.core import normalize_chunks
 from dask.base import tokenize
-from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
-from daskstyle.core.errors import DaskstyleError, InputError
+from daskstyle.core.errors import InputError
 from daskstyle.core.text import one_line, readable
-from daskstyle.io.files import atomic, not_writable
-from daskstyle.io.resize import resize
+from daskstyle.io.samples import SAMPLE_SCALE
+from daskstyle.io.writers import check_output, pyramid_shapes, write_image  # noqa: F401
 
 TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-#: Bits a sample -> the sample type written.
-SAMPLE_TYPES = {8: np.dtype(np.uint8), 16: np.dtype(np.uint16)}
-#: Largest image written through Pillow (PNG/JPEG, encoded whole in memory).
-MAX_PILLOW_PIXELS = 8192 * 8192
-_DIVISOR = {np.dtype(np.uint8): 1, np.dtype(np.uint16): 257}  # 65535 / 257 = 255
-_SUFFIXES = {".tif": "TIFF", ".tiff": "TIFF", ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 _ACCEPTED_PHOTOMETRIC = ("RGB", "MINISBLACK", "YCBCR")
 
 
@@ -215,7 +207,7 @@ def _check_complete(path: Path, pages) -> None:
 def _as_rgb(raw: da.Array, path: Path) -> da.Array:
     """(H, W, C) uint8/uint16 -> (H, W, 3) float32 on 0-255."""
     channels = raw.shape[2]
-    if raw.dtype not in _DIVISOR:
+    if raw.dtype not in SAMPLE_SCALE:
         raise InputError(f"{path} has {raw.dtype} samples: only 8- and 16-bit images are supported")
     if channels not in (1, 2, 3, 4):
         raise InputError(f"{path} has {channels} channels: give a gray, RGB or RGBA image")
@@ -229,7 +221,7 @@ def _as_rgb(raw: da.Array, path: Path) -> da.Array:
     raw = raw.rechunk({2: -1})
     return raw.map_blocks(
         _float_rgb,
-        _DIVISOR[raw.dtype],
+        SAMPLE_SCALE[raw.dtype],
         chunks=(*raw.chunks[:2], (3,)),
         dtype=np.float32,
         meta=np.empty((0, 0, 0), np.float32),
@@ -239,149 +231,3 @@ def _as_rgb(raw: da.Array, path: Path) -> da.Array:
 def _float_rgb(block: np.ndarray, divisor: int) -> np.ndarray:
     colour = block[..., :3] if block.shape[2] >= 3 else np.repeat(block[..., :1], 3, axis=2)
     return colour.astype(np.float32) / np.float32(divisor)
-
-
-def write_image(
-    path,
-    image,
-    *,
-    pyramid: bool = False,
-    tile: int = 512,
-    compression: str | None = "zlib",
-    description: str | None = None,
-    bit_depth: int = 8,
-) -> None:
-    """Write ``image`` ((H, W, 3) on 0-255) to ``path`` with ``bit_depth`` (8 or 16) bits a
-    sample: ``round(x)``, or ``round(x * 257)`` for 16 bits, clipped to the sample's range.
-
-    ``.tif``/``.tiff``: a tiled BigTIFF streamed a band of ``tile`` rows at a time, with
-    halved levels down to one tile as SubIFDs when ``pyramid``. ``.png``/``.jpg``/``.jpeg``:
-    Pillow (16-bit PNG: imagecodecs), for images up to :data:`MAX_PILLOW_PIXELS`.
-    ``description`` goes into the file's metadata. The file appears under ``path`` only when
-    complete.
-    """
-    path = Path(path)
-    image = image if isinstance(image, da.Array) else da.from_array(np.asarray(image))
-    fmt = check_output(path, bit_depth)
-    dtype = SAMPLE_TYPES[bit_depth]
-    if image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
-        raise InputError(f"an image to write must have shape (H, W, 3), got {image.shape}")
-    if fmt == "TIFF":
-        if tile < 16 or tile % 16:
-            raise InputError(f"TIFF tile size {tile} must be a positive multiple of 16")
-        with atomic(path) as fh:
-            _write_tiff(fh, image, pyramid, tile, compression, description, dtype)
-    else:
-        height, width, _ = image.shape
-        if height * width > MAX_PILLOW_PIXELS:
-            raise InputError(
-                f"{height}x{width} px is too large for {fmt} ({MAX_PILLOW_PIXELS} px at most): "
-                f"write a .tif instead"
-            )
-        with atomic(path) as fh:
-            _write_pillow(fh, image, fmt, tile, description, dtype)
-
-
-def check_output(path, bit_depth: int = 8) -> str:
-    """The format to write ``path`` in with ``bit_depth`` bits a sample, or an
-    :class:`InputError` before any work is done."""
-    path = Path(path)
-    if bit_depth not in SAMPLE_TYPES:
-        raise InputError(f"bit depth must be 8 or 16, not {bit_depth}")
-    fmt = _SUFFIXES.get(path.suffix.lower())
-    if fmt is None:
-        raise InputError(f"cannot write {path.name}: use a .tif, .png or .jpg name")
-    if fmt == "JPEG" and bit_depth != 8:
-        raise InputError(f"cannot write {path.name}: 16-bit output needs a .tif or .png name")
-    if path.is_dir():
-        raise InputError(f"cannot write {path}: it is a folder; name a file (such as "
-                         f"{path / ('painting' + path.suffix)})")  # fmt: skip
-    if not path.parent.is_dir():
-        why = ": it is a file" if path.parent.exists() else ""
-        raise InputError(f"cannot write {path}: the directory {path.parent} does not exist{why}")
-    why = not_writable(path.parent)
-    if why:
-        raise InputError(f"cannot write {path}: the directory {path.parent} {why}")
-    return fmt
-
-
-def pyramid_shapes(shape: tuple[int, int], tile: int) -> list[tuple[int, int]]:
-    """(H, W) of each pyramid level: halved (rounding up) until the image fits one tile."""
-    shapes = [tuple(shape)]
-    while max(shapes[-1]) > tile:
-        shapes.append(tuple(-(-n // 2) for n in shapes[-1]))
-    return shapes
-
-
-def _write_tiff(
-    fh, image: da.Array, pyramid: bool, tile: int, compression, description, dtype: np.dtype
-) -> None:
-    shapes = pyramid_shapes(image.shape[:2], tile) if pyramid else [image.shape[:2]]
-    with tifffile.TiffWriter(fh, bigtiff=True) as tif:
-        for level, shape in enumerate(shapes):
-            data = image if level == 0 else resize(image, shape, method="box", chunks=tile)
-            tif.write(
-                _tiles(data, tile, dtype),
-                shape=(*shape, 3),
-                dtype=dtype,
-                tile=(tile, tile),
-                photometric="rgb",
-                compression=compression,
-                metadata=None,
-                subifds=len(shapes) - 1 if level == 0 else None,
-                subfiletype=1 if level else 0,
-                description=description if level == 0 else None,
-            )
-
-
-def _tiles(image: da.Array, tile: int, dtype: np.dtype):
-    """Tiles of ``image`` as ``dtype`` samples in row-major order, zero-padded; one band in
-    memory."""
-    width = image.shape[1]
-    for band in _bands(image, tile):
-        band = _samples(band, dtype)
-        for x0 in range(0, width, tile):
-            block = np.zeros((tile, tile, 3), dtype)
-            part = band[:, x0 : x0 + tile]
-            block[: part.shape[0], : part.shape[1]] = part
-            yield block
-
-
-def _bands(image: da.Array, rows: int):
-    """``image`` computed ``rows`` rows at a time, each band checked to be finite."""
-    for y0 in range(0, image.shape[0], rows):
-        band = np.asarray(image[y0 : y0 + rows].compute())
-        if not np.isfinite(band).all():  # a picture that is not finite is never written
-            raise DaskstyleError(f"rows {y0}-{y0 + len(band) - 1} of the picture are not finite")
-        yield band
-
-
-def _samples(band: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """``band`` on 0-255 as rounded, clipped samples of ``dtype`` (uint16: 65535 = 255 * 257)."""
-    band = np.rint(band if dtype == np.uint8 else band.astype(np.float64) * _DIVISOR[dtype])
-    return np.clip(band, 0, np.iinfo(dtype).max, out=band).astype(dtype)
-
-
-def _write_pillow(fh, image: da.Array, fmt: str, rows: int, description, dtype: np.dtype) -> None:
-    pixels = np.concatenate([_samples(band, dtype) for band in _bands(image, rows)])
-    if dtype != np.uint8:
-        fh.write(_png16(pixels, description))
-        return
-    options = {"quality": 95} if fmt == "JPEG" else {}
-    if description is not None and fmt == "PNG":
-        options["pnginfo"] = PngImagePlugin.PngInfo()
-        options["pnginfo"].add_itxt("Description", description)
-    elif description is not None:
-        options["comment"] = description
-    Image.fromarray(pixels).save(fh, format=fmt, **options)
-
-
-def _png16(pixels: np.ndarray, description: str | None) -> bytes:
-    """A 16-bit RGB PNG of ``pixels``, with ``description`` in an iTXt chunk (as Pillow writes
-    it for 8 bits) before IEND."""
-    png = imagecodecs.png_encode(pixels)
-    if description is None:
-        return png
-    body = b"iTXt" + b"Description\0\0\0\0\0" + description.encode("utf-8")
-    chunk = (len(body) - 4).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
-    return png[:-12] + chunk + png[-12:]  # IEND is the last 12 bytes
