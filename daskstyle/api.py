@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 
@@ -9,10 +10,12 @@ import dask
 import numpy as np
 
 from daskstyle.compute.executor import compute_settings, current_resources, share
+from daskstyle.controls import regions as region_labels
 from daskstyle.core import geometry
 from daskstyle.core.errors import InputError
 from daskstyle.engine import kernels
-from daskstyle.engine.graph import GRAM_SCOPES, StyleGraph, as_tiled
+from daskstyle.engine.graph import GRAM_SCOPES, Regions, StyleGraph, as_tiled
+from daskstyle.engine.guides import GUIDE_PROPAGATIONS
 from daskstyle.networks.catalog import (
     DEFAULT_CONTENT_LAYER,
     DEFAULT_STYLE_LAYERS,
@@ -84,6 +87,45 @@ def _styles(style, blend, tile: int | None, align: int):
     names = [f"style {i + 1}" for i in range(len(styles))] if len(styles) > 1 else ["style"]
     plans = [make_plan(check_image(n, s, align), tile, align) for n, s in zip(names, styles)]
     return list(zip(styles, plans)), weights
+
+
+def labels_array(name: str, labels) -> np.ndarray:
+    """``labels`` as an (H, W) uint8 array of labels 0-255, or an :class:`InputError`."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or labels.dtype.kind not in "iub" or labels.size == 0:
+        raise InputError(f"{name} must be an (H, W) array of whole-number labels, "
+                         f"got {labels.dtype} of shape {labels.shape}")  # fmt: skip
+    if labels.min() < 0 or labels.max() > 255:
+        raise InputError(f"{name} must hold labels from 0 to 255")
+    return labels.astype(np.uint8)
+
+
+def region_inputs(graph: StyleGraph, labels, styles: list, shape: tuple[int, int], *,
+                  feather: float = 0.0, propagation: str = "resize", style_regions=None,
+                  dtype="float32"):  # fmt: skip
+    """The graph with the region guides of a canvas of (H, W) ``shape`` and the styles, each
+    (image, plan), with the part of it each region takes (its ``style_regions`` labels)."""
+    if propagation not in GUIDE_PROPAGATIONS:
+        raise InputError(f"region_guides must be one of {', '.join(GUIDE_PROPAGATIONS)}, "
+                         f"not {propagation!r}")  # fmt: skip
+    feather = check_number("region_feather", feather)
+    labels = labels_array("regions", labels)
+    region_labels.check_labels(labels, len(styles), shape)
+    guide = region_labels.level_guide(labels, len(styles), shape, feather, dtype)
+    parts = list(style_regions) if style_regions is not None else [None] * len(styles)
+    if len(parts) != len(styles):
+        raise InputError(f"style_regions must give one label image (or None) per style "
+                         f"({len(styles)})")  # fmt: skip
+    with_parts = []
+    for region, ((image, plan), part) in enumerate(zip(styles, parts)):
+        if part is not None:
+            name = f"style_regions of style {region + 1}"
+            part = labels_array(name, part)
+            region_labels.check_labels(part, 256, image.shape[:2], name)
+            part = region_labels.style_guide(part, region, plan.shape, dtype)
+        with_parts.append((image, plan) if part is None else (image, plan, part))
+    regions = Regions(guide, propagation)
+    return dataclasses.replace(graph, regions=regions), with_parts
 
 
 def style_graph(
@@ -180,6 +222,10 @@ def loss_and_grad(
     split_every: int = 8,
     precision: str = "exact",
     gram_scope: str = "image",
+    regions=None,
+    region_feather: float = 0.0,
+    region_guides: str = "resize",
+    style_regions: Sequence | None = None,
 ) -> tuple[float, np.ndarray]:
     """Style-transfer loss of ``canvas`` and its gradient, computed tile by tile.
 
@@ -193,6 +239,14 @@ def loss_and_grad(
     + style_weight * Σ w_l |Σ_i b_i Ĝ(s_i) - Ĝ(p)|² / (4 C²)
     + tv_weight * Σ (differences of neighbouring pixels)² / (H W)``, b_i the blend weights.
     ``halo`` and ``gram_scope`` are experiment switches (:func:`style_graph`).
+
+    ``regions``: an (H', W') array of labels with the canvas's aspect ratio: label k takes
+    the k-th style, each region matching its own style's Gram matrices (guided Grams,
+    docs/design.md); ``region_feather``: the standard deviation in px of the Gaussian that
+    softens the borders; ``region_guides``: how the guides reach the layers, ``resize``,
+    ``all`` or ``inside`` (:data:`daskstyle.engine.guides.GUIDE_PROPAGATIONS`);
+    ``style_regions``: per style, None or labels of its size whose value k marks the part
+    of the k-th style that region k takes its Grams from.
     Runs on the current Dask scheduler (a ``distributed.Client`` if one is active).
     """
     graph = style_graph(
@@ -207,7 +261,14 @@ def loss_and_grad(
     if check_image("content", content, min_side) != shape:
         raise InputError(f"canvas {shape} and content {tuple(content.shape[:2])} differ in size")
     plan = make_plan(shape, tile, graph.halo.align)
-    style_grams = graph.style_target(*_styles(style, style_blend, tile, graph.halo.align))
+    styles, blend = _styles(style, style_blend, tile, graph.halo.align)
+    if regions is not None:
+        if style_blend is not None:
+            raise InputError("style_blend and regions do not mix: each region takes its style")
+        graph, styles = region_inputs(graph, regions, styles, shape, feather=region_feather,
+                                      propagation=region_guides, style_regions=style_regions,
+                                      dtype=graph.spec.dtype)  # fmt: skip
+    style_grams = graph.style_target(styles, blend)
     content_target = graph.content_features(as_tiled(content, plan), plan)
     loss, grad = graph.loss_and_grad(as_tiled(canvas, plan), content_target, plan, style_grams)
     with compute_settings(graph.resources):

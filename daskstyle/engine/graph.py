@@ -1,32 +1,30 @@
 """Dask graphs of one style-transfer evaluation: the Gram pass and the gradient pass.
 
-Each tile task reads its own padded tile (clipped at the image border, so edge tiles get no
-outer halo): straight from the zarr store of an on-disk canvas, or stitched from the
-neighbouring chunks of a Dask array. One task per tile, for tiles of any size, also ones
-smaller than the halo (``map_overlap`` refuses those), and no chunk computed twice.
-The weights (persisted once on a cluster) and the Gram errors are single inputs that every
-tile task shares; partial Grams are summed by a tree reduction.
+Each tile task reads its own padded tile (:mod:`daskstyle.engine.tiles`): one task per tile,
+for tiles of any size, also ones smaller than the halo (``map_overlap`` refuses those), and
+no chunk computed twice. Region guides, where there are any, are a second input of each
+tile, read through the same window as the canvas. The weights (persisted once on a cluster)
+and the Gram errors are single inputs that every tile task shares; partial Grams are summed
+by a tree reduction.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import operator
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from functools import reduce
 
 import dask
 import dask.array as da
 import numpy as np
-import zarr
 from dask.delayed import Delayed
 
 from daskstyle.compute.executor import persist
 from daskstyle.core import geometry
 from daskstyle.core.errors import InputError
-from daskstyle.engine import kernels
+from daskstyle.engine import guides, kernels
+from daskstyle.engine.tiles import Blocks, Store, as_tiled, padded_tiles, source, tree_sum
 from daskstyle.networks.catalog import Network
 
 #: Where the Grams that a tile's gradient compares with the style are taken: ``image``, the
@@ -34,111 +32,26 @@ from daskstyle.networks.catalog import Network
 GRAM_SCOPES = ("image", "tile")
 
 
-def tree_sum(items: list[Delayed], split_every: int) -> Delayed:
-    """Sum delayed values pairwise-by-``split_every`` into one (a tree reduction)."""
-    if split_every < 2:
-        raise ValueError("split_every must be at least 2")
-    while len(items) > 1:
-        items = [
-            dask.delayed(_sum)(*items[i : i + split_every])
-            for i in range(0, len(items), split_every)
-        ]
-    return items[0]
+@dataclass(frozen=True)
+class Regions:
+    """Region guides of one canvas size: ``guide`` (H, W, R) holds the R regions' weights of
+    each pixel (NumPy, Dask or zarr); region r takes the style of the r-th style image.
+    ``propagation``: how the guides reach the layers
+    (:data:`daskstyle.engine.guides.GUIDE_PROPAGATIONS`)."""
 
-
-def _sum(*values):
-    return reduce(operator.add, values)
+    guide: object
+    propagation: str = "resize"
 
 
 @dataclass(frozen=True)
-class ChunkWindow:
-    """A window of a chunked image as a task argument: the chunks it touches (Delayed in the
-    graph, arrays in the task) and the part of each inside the window."""
+class GuideWindow:
+    """A tile's window of region guides, read as a :class:`daskstyle.engine.guides.Guide`."""
 
-    chunks: list[list]
-    row_cuts: list[slice]
-    col_cuts: list[slice]
+    window: object
+    propagation: str
 
-    def read(self) -> np.ndarray:
-        rows = [
-            np.concatenate([chunk[r, c] for chunk, c in zip(row, self.col_cuts)], axis=1)
-            for row, r in zip(self.chunks, self.row_cuts)
-        ]
-        return rows[0] if len(rows) == 1 else np.concatenate(rows, axis=0)
-
-
-@dataclass(frozen=True)
-class StoreWindow:
-    """A window that the task using it reads straight from a zarr array."""
-
-    array: zarr.Array
-    rows: slice
-    cols: slice
-
-    def read(self) -> np.ndarray:
-        return self.array[self.rows, self.cols]
-
-
-@dataclass(frozen=True)
-class Blocks:
-    """A chunked (H, W, C) Dask array as a grid of delayed chunks (its graph optimised once):
-    a task gets the chunks its window touches, each chunk computed once for all tasks."""
-
-    grid: tuple[tuple[Delayed, ...], ...]
-    rows: tuple[int, ...]
-    cols: tuple[int, ...]
-
-    @classmethod
-    def of(cls, image: da.Array) -> Blocks:
-        image = image.rechunk({2: -1})
-        return cls(tuple(tuple(row[:, 0]) for row in image.to_delayed()), *image.chunks[:2])
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return sum(self.rows), sum(self.cols)
-
-    def window(self, rows: slice, cols: slice) -> ChunkWindow:
-        row_chunks, row_cuts = geometry.block_cuts(self.rows, rows.start, rows.stop)
-        col_chunks, col_cuts = geometry.block_cuts(self.cols, cols.start, cols.stop)
-        chunks = [[self.grid[i][j] for j in col_chunks] for i in row_chunks]
-        return ChunkWindow(chunks, row_cuts, col_cuts)
-
-
-@dataclass(frozen=True)
-class Store:
-    """A zarr array that tasks read their windows from themselves: no chunk tasks and no
-    transfers between workers, which all see the store (the run directory)."""
-
-    array: zarr.Array
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return tuple(self.array.shape[:2])
-
-    def window(self, rows: slice, cols: slice) -> StoreWindow:
-        return StoreWindow(self.array, rows, cols)
-
-
-def source(image) -> Blocks | Store:
-    """Where tile tasks read ``image`` (zarr, Dask or NumPy, H x W x C) from."""
-    if isinstance(image, zarr.Array):
-        return Store(image)
-    return Blocks.of(da.asarray(image))
-
-
-def padded_tiles(image: Blocks | Store, plan: geometry.TilePlan, depth: int):
-    """(tile, origin, window) for each tile of ``plan`` read with a ``depth`` halo."""
-    for tile in plan:
-        rows, cols = tile.padded(depth, plan.shape)
-        yield tile, (rows.start, cols.start), image.window(rows, cols)
-
-
-def as_tiled(image, plan: geometry.TilePlan) -> da.Array:
-    """``image`` (NumPy or Dask, H x W x 3) as a Dask array chunked by ``plan``."""
-    chunks = (*plan.chunks, 3)
-    if isinstance(image, da.Array):
-        return image.rechunk(chunks)
-    return da.from_array(np.asarray(image), chunks=chunks)
+    def read(self) -> guides.Guide:
+        return guides.Guide(self.window.read(), self.propagation)
 
 
 @dataclass(frozen=True)
@@ -162,36 +75,64 @@ class StyleGraph:
     resources: dict | None = None
     tv_weight: float = 0.0
     gram_scope: str = "image"
+    regions: Regions | None = None  # a level's region guides (docs/design.md)
 
     def on_current_scheduler(self, resources: dict | None) -> StyleGraph:
         """This graph for the scheduler that computes now: its weights persisted there once,
         its network tasks asking for ``resources``."""
         return dataclasses.replace(self, weights=persist(self.weights), resources=resources)
 
-    def _model_call(self, function, windows: list, *args):
-        """A task running ``function(model, *(w.read() for w in windows), *args)``; it asks
-        for ``resources`` (a GPU)."""
+    def _model_call(self, function, windows: list, *args, guide: GuideWindow | None = None):
+        """A task running ``function(model, *(w.read() for w in windows), *args)``, with
+        ``guide=guide.read()`` when there is a guide; it asks for ``resources`` (a GPU)."""
+        kwargs = {} if guide is None else {"guide": guide}
         with dask.annotate(resources=self.resources) if self.resources else nullcontext():
-            return dask.delayed(_with_model)(function, self.spec, self.weights, windows, *args)
+            return dask.delayed(_with_model)(function, self.spec, self.weights, windows, *args,
+                                             **kwargs)  # fmt: skip
 
-    def statistics(self, image, plan: geometry.TilePlan) -> Delayed:
-        """Raw Grams of the style layers over a whole image, tile by tile (forward only)."""
-        return self._statistics(source(image), plan)
+    def statistics(self, image, plan: geometry.TilePlan, guide=None) -> Delayed:
+        """Raw Grams of the style layers over a whole image, tile by tile (forward only);
+        with ``guide`` (H, W, R), each region's guided Grams and masses."""
+        return self._statistics(source(image), plan, guide)
 
-    def _statistics(self, image: Blocks | Store, plan: geometry.TilePlan) -> Delayed:
-        return tree_sum(self._partial_statistics(image, plan), self.split_every)
+    def _statistics(self, image: Blocks | Store, plan: geometry.TilePlan, guide=None):
+        return tree_sum(self._partial_statistics(image, plan, guide), self.split_every)
 
-    def _partial_statistics(self, image: Blocks | Store, plan: geometry.TilePlan) -> list:
+    def _partial_statistics(self, image: Blocks | Store, plan: geometry.TilePlan,
+                            guide=None) -> list:  # fmt: skip
         """Raw Grams of each tile's core, in the order of ``plan``."""
         layers = tuple(self.style_weights)
+        guides_of = self._guide_windows(guide, plan, self.halo.forward)
         return [
-            self._model_call(kernels.tile_statistics, [window], origin, _core(tile), layers)
-            for tile, origin, window in padded_tiles(image, plan, self.halo.forward)
+            self._model_call(
+                kernels.tile_statistics, [window], origin, _core(tile), layers, guide=guide_window
+            )  # fmt: skip
+            for (tile, origin, window), guide_window in zip(
+                padded_tiles(image, plan, self.halo.forward), guides_of
+            )
         ]
+
+    def _guide_windows(self, guide, plan: geometry.TilePlan, depth: int):
+        """Each tile's window of the (H, W, R) ``guide`` read with a ``depth`` halo, as the
+        image's (None for each tile without a guide)."""
+        if guide is None:
+            return [None] * len(plan)
+        if getattr(guide, "shape", (None,))[:2] != plan.shape:
+            raise InputError(f"region guides of {tuple(guide.shape[:2])} px do not cover the "
+                             f"{plan.shape} px image: give guides of the image's size")  # fmt: skip
+        propagation = self.regions.propagation if self.regions else "resize"
+        tiled = source(guide if not isinstance(guide, np.ndarray)
+                       else da.from_array(guide, chunks=(*plan.chunks, -1)))  # fmt: skip
+        return [GuideWindow(window, propagation) for *_, window in padded_tiles(tiled, plan, depth)]
+
+    def _canvas_guide(self):
+        return None if self.regions is None else self.regions.guide
 
     def _tile_scopes(self, canvas: Blocks | Store, plan: geometry.TilePlan, style_grams):
         """(terms, raw Grams, Gram errors) of each tile under ``gram_scope="tile"``: the
         tile's core alone, counted as if it were a whole image."""
+        if self.regions is not None:
+            raise InputError("gram_scope 'tile' is an ablation without regions: leave out one")
         scopes = []
         for tile, stats in zip(plan, self._partial_statistics(canvas, plan)):
             terms = self.terms((tile.y1 - tile.y0, tile.x1 - tile.x0))
@@ -201,20 +142,26 @@ class StyleGraph:
             scopes.append((terms, stats, dask.delayed(_errors)(stats, style_grams, terms)))
         return scopes
 
-    def normalised_grams(self, image: da.Array, plan: geometry.TilePlan) -> Delayed:
-        """Ĝ_l = G_l / (H_l W_l) of an image: a style's Gram matrices, as the loss compares them."""
-        terms = self.terms(plan.shape)
-        return dask.delayed(_normalise)(self.statistics(image, plan), terms)
+    def normalised_grams(self, image: da.Array, plan: geometry.TilePlan, guide=None):
+        """Ĝ_l = G_l / (H_l W_l) of an image: a style's Gram matrices, as the loss compares
+        them (Delayed); with ``guide`` (H, W, 1), the Gram of the guided part, G / M."""
+        if guide is None:
+            return dask.delayed(_normalise)(self.statistics(image, plan), self.terms(plan.shape))
+        return dask.delayed(_guided_normalise)(self.statistics(image, plan, guide))
 
-    def style_target(
-        self, styles: Sequence[tuple[da.Array, geometry.TilePlan]], blend: Sequence[float]
-    ) -> Delayed:
+    def style_target(self, styles: Sequence[tuple], blend: Sequence[float]) -> Delayed:
         """Σ_i w_i Ĝ_l(s_i): the blended normalised Grams of several styles, each tiled by its
         own plan, with the weights ``blend`` (normalised to sum 1 by
         :func:`daskstyle.settings.blend_weights`). Always read with the layers' exact halo:
-        a halo experiment changes how the canvas is painted, not the style it aims at."""
-        exact = dataclasses.replace(self, halo=self.network.halo(self.spec.layers))
-        grams = [exact.normalised_grams(as_tiled(image, plan), plan) for image, plan in styles]
+        a halo experiment changes how the canvas is painted, not the style it aims at.
+        ``styles``: (image, plan) or (image, plan, guide) each; under :attr:`regions`, the
+        r-th style's Ĝ_l (of its part ``guide``, (Hs, Ws, 1), where given) is region r's
+        target, stacked (R, C, C), and ``blend`` plays no part."""
+        exact = dataclasses.replace(self, halo=self.network.halo(self.spec.layers), regions=None)
+        grams = [exact.normalised_grams(as_tiled(image, plan), plan, *guide)
+                 for image, plan, *guide in styles]  # fmt: skip
+        if self.regions is not None:
+            return dask.delayed(_stack)(grams)
         return dask.delayed(_blend)(grams, tuple(blend))
 
     def terms(self, shape: tuple[int, int]) -> kernels.LossTerms:
@@ -265,15 +212,17 @@ class StyleGraph:
         terms, canvas, content_target, style_grams = self._inputs(
             canvas, content_target, plan, style_grams
         )
+        guide = self._canvas_guide()
         if len(plan) == 1:
             windows = [x.window(*(slice(0, n) for n in x.shape)) for x in (canvas, content_target)]
-            result = self._model_call(_whole_image, windows, terms, style_grams)
+            (guide_window,) = self._guide_windows(guide, plan, 0)
+            result = self._model_call(_whole_image, windows, terms, style_grams, guide=guide_window)
             grad = da.from_delayed(result[1], (*plan.shape, 3), dtype=self.spec.dtype)
             return _scalar(result[0]), grad.rechunk((*plan.chunks, 3))
         if self.gram_scope == "tile":
             scopes = self._tile_scopes(canvas, plan, style_grams)
         else:
-            stats = self._statistics(canvas, plan)
+            stats = self._statistics(canvas, plan, guide)
             scopes = [(terms, stats, dask.delayed(_errors)(stats, style_grams, terms))] * len(plan)
         results, grad = self._gradient_pass(canvas, content_target, plan, scopes)
         if self.gram_scope == "tile":
@@ -297,7 +246,8 @@ class StyleGraph:
         terms, canvas, content_target, style_grams = self._inputs(
             canvas, content_target, plan, style_grams
         )
-        held = self._statistics(canvas, plan) if previous is None else _single(previous)
+        held = (self._statistics(canvas, plan, self._canvas_guide()) if previous is None
+                else _single(previous))  # fmt: skip
         errors = dask.delayed(_errors)(held, style_grams, terms)
         scopes = [(terms, None, errors)] * len(plan)
         results, grad = self._gradient_pass(canvas, content_target, plan, scopes, statistics=True)
@@ -317,12 +267,16 @@ class StyleGraph:
         rows: list[list[da.Array]] = [[] for _ in range(plan.grid[0])]
         results = []
         tiles = padded_tiles(canvas, plan, self.halo.total)
-        for (tile, origin, canvas_window), (tile_terms, _, errors) in zip(tiles, scopes):
+        guide_windows = self._guide_windows(self._canvas_guide(), plan, self.halo.total)
+        for (tile, origin, canvas_window), (tile_terms, _, errors), guide in zip(
+            tiles, scopes, guide_windows
+        ):
             rows_px, cols_px = tile.padded(self.halo.total, plan.shape)
             cells = [slice(px.start // scale, px.stop // scale) for px in (rows_px, cols_px)]
             content_window = content_target.window(*cells)
             result = self._model_call(kernels.tile_gradient, [canvas_window, content_window],
-                                      origin, _core(tile), tile_terms, errors, statistics)  # fmt: skip
+                                      origin, _core(tile), tile_terms, errors, statistics,
+                                      guide=guide)  # fmt: skip
             shape = (tile.y1 - tile.y0, tile.x1 - tile.x0, 3)
             rows[tile.row].append(da.from_delayed(result[0], shape, dtype=self.spec.dtype))
             results.append(result)
@@ -348,7 +302,7 @@ def _scalar(value: Delayed) -> da.Array:
     return da.from_delayed(value, (), dtype=np.float64)
 
 
-def _whole_image(model, canvas, content_target, terms, style_grams):
+def _whole_image(model, canvas, content_target, terms, style_grams, guide=None):
     """The only network task of its step: it may use every thread of its Dask worker, which
     otherwise runs torch on one thread per task."""
     try:
@@ -358,11 +312,14 @@ def _whole_image(model, canvas, content_target, terms, style_grams):
     except (ImportError, ValueError):  # not on a distributed worker
         threads = None
     with kernels.torch_threads(threads):
-        return kernels.whole_loss_and_grad(model, canvas, content_target, terms, style_grams)
+        return kernels.whole_loss_and_grad(model, canvas, content_target, terms, style_grams,
+                                           guide)  # fmt: skip
 
 
-def _with_model(function, spec, weights: Mapping, windows: list, *args):
-    return function(kernels.get_model(spec, weights), *(w.read() for w in windows), *args)
+def _with_model(function, spec, weights: Mapping, windows: list, *args, guide=None):
+    kwargs = {} if guide is None else {"guide": guide.read()}
+    return function(kernels.get_model(spec, weights), *(w.read() for w in windows), *args,
+                    **kwargs)  # fmt: skip
 
 
 def _core(tile: geometry.Tile) -> tuple[int, int, int, int]:
@@ -371,6 +328,16 @@ def _core(tile: geometry.Tile) -> tuple[int, int, int, int]:
 
 def _normalise(stats: kernels.Statistics, terms: kernels.LossTerms) -> dict[str, np.ndarray]:
     return {name: gram / terms.cells[name] for name, gram in stats.grams.items()}
+
+
+def _guided_normalise(stats: kernels.Statistics) -> dict[str, np.ndarray]:
+    """G / M of one guided region (the Grams of a style's part)."""
+    return {name: gram[0] / stats.masses[name][0] for name, gram in stats.grams.items()}
+
+
+def _stack(grams: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Each layer's targets of the regions, one per style, stacked (R, C, C)."""
+    return {name: np.stack([g[name] for g in grams]) for name in grams[0]}
 
 
 def _blend(grams: list[dict[str, np.ndarray]], weights: tuple[float, ...]):
@@ -383,7 +350,11 @@ def _blend(grams: list[dict[str, np.ndarray]], weights: tuple[float, ...]):
 
 
 def _errors(stats, style_grams, terms) -> dict[str, np.ndarray]:
-    """E_l = Ĝ_l(s) - Ĝ_l(p): the Gram errors held constant in the gradient pass."""
+    """E_l = Ĝ_l(s) - Ĝ_l(p): the Gram errors held constant in the gradient pass (under
+    region guides, one per region: :func:`daskstyle.engine.guides.region_errors`)."""
+    if stats.masses:
+        return {name: guides.region_errors(gram, stats.masses[name], style_grams[name])
+                for name, gram in stats.grams.items()}  # fmt: skip
     return {name: style_grams[name] - grams for name, grams in _normalise(stats, terms).items()}
 
 
@@ -391,7 +362,11 @@ def _total_loss(squared_error: float, tv_squares: float, stats, style_grams,
                 terms: kernels.LossTerms) -> float:  # fmt: skip
     """The loss from the tiles' summed squared content errors and pixel differences and the
     Gram pass's Grams."""
-    loss = terms.content(squared_error) + terms.style(_normalise(stats, terms), style_grams)
+    if stats.masses:
+        style = guides.region_style(terms, _errors(stats, style_grams, terms), stats.masses)
+    else:
+        style = terms.style(_normalise(stats, terms), style_grams)
+    loss = terms.content(squared_error) + style
     if terms.tv_weight:
         loss = loss + terms.tv(tv_squares)
     return float(loss)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from daskstyle.core import geometry
+from daskstyle.engine import guides
 from daskstyle.networks.catalog import Network, build_features, get_network, load_weights
 
 
@@ -165,33 +166,43 @@ def _flat(feature: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class Statistics:
-    """Sums over the cores of tiles: raw Grams ΦᵀΦ per style layer; summable."""
+    """Sums over the cores of tiles: raw Grams ΦᵀΦ per style layer, or under region guides
+    the raw Grams (R, C, C) and ``masses`` (R,) of each region (:mod:`.guides`); summable."""
 
     grams: dict[str, np.ndarray] = field(default_factory=dict)
+    masses: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __add__(self, other: Statistics) -> Statistics:
-        grams = (
-            {k: self.grams[k] + other.grams[k] for k in self.grams} if self.grams else other.grams
-        )
-        return Statistics(grams)
+        if not self.grams:
+            return other
+        grams = {k: self.grams[k] + other.grams[k] for k in self.grams}
+        return Statistics(grams, {k: self.masses[k] + other.masses[k] for k in self.masses})
 
 
 @torch.no_grad()
-def tile_statistics(
-    model: FeatureNet, tile: np.ndarray, origin: tuple[int, int], core, layers
-) -> Statistics:
-    """Partial Grams of the style ``layers`` over the core of one tile."""
-    return _core_statistics(model, model.compute(_to_torch(tile, model)), origin, core, layers)
+def tile_statistics(model: FeatureNet, tile: np.ndarray, origin: tuple[int, int], core, layers,
+                    guide: guides.Guide | None = None) -> Statistics:  # fmt: skip
+    """Partial Grams of the style ``layers`` over the core of one tile; with ``guide`` (the
+    padded tile's region guides), each region's guided Grams and masses."""
+    image = _to_torch(tile, model)
+    weights = guides.layer_guides(model.network, guide, model.mean, layers) if guide else None
+    return _core_statistics(model, model.compute(image), origin, core, layers, weights)
 
 
 @torch.no_grad()
-def _core_statistics(model, features, origin, core, layers) -> Statistics:
-    grams = {}
+def _core_statistics(model, features, origin, core, layers, weights=None) -> Statistics:
+    grams, masses = {}, {}
     for name in layers:  # the core's features in the model's dtype: Grams sum in it
-        core_features = _crop(features[name].detach(), model.network.scale(name), origin, core)
+        scale = model.network.scale(name)
+        core_features = _crop(features[name].detach(), scale, origin, core)
         phi = _flat(core_features.to(model.mean.dtype))
-        grams[name] = (phi.T @ phi).cpu().numpy()
-    return Statistics(grams)
+        if weights is None:
+            grams[name] = (phi.T @ phi).cpu().numpy()
+            continue
+        core_weights = guides.flat_weights(_crop(weights[name], scale, origin, core))
+        gram, mass = guides.guided_grams(phi, core_weights)
+        grams[name], masses[name] = gram.cpu().numpy(), mass.cpu().numpy()
+    return Statistics(grams, masses)
 
 
 @dataclass(frozen=True)
@@ -264,16 +275,18 @@ def _neighbour_squares(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
 
 
 def tile_gradient(model, canvas_tile, content_target, origin, core, terms: LossTerms, errors,
-                  with_statistics: bool = False):  # fmt: skip
+                  with_statistics: bool = False, guide: guides.Guide | None = None):  # fmt: skip
     """Gradient on the core of one tile, with the Gram errors E_l = Ĝ_l(s) - Ĝ_l(p) held
     constant; ``content_target`` holds φ_O(o) over the whole padded tile. Returns the gradient,
     the squared content error over the core and the summed squares of the pixel differences
     whose pair has its top or left pixel in the core (0.0 without total variation): summed
     over the tiles, they give the content and total variation losses. ``with_statistics``:
     also the core's partial Grams (:func:`tile_statistics`), from the same forward (the
-    gradient's halo holds the forward halo they need)."""
+    gradient's halo holds the forward halo they need). ``guide``: the padded tile's region
+    guides, with ``errors`` per region (R, C, C)."""
     image = _to_torch(canvas_tile, model).requires_grad_(True)
-    matrices = {name: _style_matrix(terms, name, errors[name], image) for name in errors}
+    weights = guides.layer_guides(model.network, guide, image, errors) if guide else None
+    matrices = {name: _style_matrix(terms, name, errors[name], image, weights) for name in errors}
     features = model.compute(image, taps=_taps(matrices, matrices))
     diff, squares = _backward(model, image, features, terms, matrices, content_target)
     scale = model.network.scale(terms.content_layer)
@@ -285,15 +298,19 @@ def tile_gradient(model, canvas_tile, content_target, origin, core, terms: LossT
         tv_squares = sum(square[owners].sum().item() for square in squares)
     result = (_grad_to_numpy(image, core, origin), squared_error, tv_squares)
     if with_statistics:
-        result += (_core_statistics(model, features, origin, core, tuple(terms.style_weights)),)
+        layers = tuple(terms.style_weights)
+        result += (_core_statistics(model, features, origin, core, layers, weights),)
     return result
 
 
-def _style_matrix(terms: LossTerms, name: str, error, like: torch.Tensor) -> torch.Tensor:
+def _style_matrix(terms: LossTerms, name: str, error, like: torch.Tensor, weights=None):
     """M_l = c_l (E_l + E_lᵀ): Φ_l M_l is the style term's gradient with respect to Φ_l
-    (d/dΦ Σ_x φ(x)ᵀ E φ(x) = Φ (E + Eᵀ), times the loss's coefficient c_l)."""
+    (d/dΦ Σ_x φ(x)ᵀ E φ(x) = Φ (E + Eᵀ), times the loss's coefficient c_l). Under region
+    ``weights`` (each layer's guides), one M per region, weighed per cell: a region's share
+    M^r / N_l over its mass M^r leaves c_l (docs/design.md)."""
     error = torch.as_tensor(error, device=like.device, dtype=like.dtype)
-    return terms.surrogate_coefficient(name) * (error + error.T)
+    matrix = terms.surrogate_coefficient(name) * (error + error.transpose(-1, -2))
+    return matrix if weights is None else guides.Guided(weights[name], matrix)
 
 
 def _taps(matrices: Mapping[str, torch.Tensor], names) -> dict[str, Callable]:
@@ -304,6 +321,8 @@ def _taps(matrices: Mapping[str, torch.Tensor], names) -> dict[str, Callable]:
 
 
 def _tap(matrices, name: str, feature: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    if isinstance(matrices[name], guides.Guided):
+        return guides.plus_guided_product(grad, feature.detach(), matrices[name])
     return plus_product(grad, feature.detach(), matrices[name])
 
 
@@ -318,7 +337,10 @@ def _backward(model: FeatureNet, image, features, terms: LossTerms, matrices, co
     if model.network.index(last) >= model.network.index(terms.content_layer):  # not tapped
         phi = _flat(features[last])
         roots.append(phi)
-        root_grads.append(phi.detach() @ matrices[last].to(phi.dtype))
+        matrix = matrices[last]
+        root_grads.append(guides.guided_product(phi.detach(), matrix)
+                          if isinstance(matrix, guides.Guided)
+                          else phi.detach() @ matrix.to(phi.dtype))  # fmt: skip
     squares = None
     if terms.tv_weight:  # every pair of the padded tile: exact on the core behind a 1-px halo
         squares = _neighbour_squares(image)
@@ -327,22 +349,33 @@ def _backward(model: FeatureNet, image, features, terms: LossTerms, matrices, co
     return diff.detach(), squares
 
 
-def whole_loss_and_grad(model, canvas, content_target, terms: LossTerms, style_grams):
+def whole_loss_and_grad(model, canvas, content_target, terms: LossTerms, style_grams,
+                        guide: guides.Guide | None = None):  # fmt: skip
     """Loss and gradient on an untiled image: one forward and one backward. The forward's
     Grams give the Gram errors, and with them each style layer's gradient joins the backward
-    as in :func:`tile_gradient` (on the whole image that is the loss's own gradient)."""
+    as in :func:`tile_gradient` (on the whole image that is the loss's own gradient).
+    ``guide``: the image's region guides, with ``style_grams`` per region (R, C, C)."""
     image = _to_torch(canvas, model).requires_grad_(True)
     matrices = {}
     features = model.compute(image, taps=_taps(matrices, terms.style_weights))
     targets = {name: torch.as_tensor(style_grams[name], device=image.device, dtype=image.dtype)
                for name in terms.style_weights}  # fmt: skip
-    grams_hat = {}
-    for name in terms.style_weights:
+    layers = tuple(terms.style_weights)
+    weights = guides.layer_guides(model.network, guide, image, layers) if guide else None
+    grams_hat, errors, masses = {}, {}, {}
+    for name in layers:
         phi = _flat(features[name].detach().to(image.dtype))
-        grams_hat[name] = phi.T @ phi / terms.cells[name]
-        matrices[name] = _style_matrix(terms, name, targets[name] - grams_hat[name], image)
+        if weights is None:
+            grams_hat[name] = phi.T @ phi / terms.cells[name]
+            errors[name] = targets[name] - grams_hat[name]
+        else:
+            grams, masses[name] = guides.guided_grams(phi, guides.flat_weights(weights[name]))
+            errors[name] = guides.region_errors(grams, masses[name], targets[name])
+        matrices[name] = _style_matrix(terms, name, errors[name], image, weights)
     diff, squares = _backward(model, image, features, terms, matrices, content_target)
-    loss = terms.content(diff.square().sum()) + terms.style(grams_hat, targets)
+    style = (terms.style(grams_hat, targets) if weights is None
+             else guides.region_style(terms, errors, masses))  # fmt: skip
+    loss = terms.content(diff.square().sum()) + style
     if squares is not None:
         loss = loss + terms.tv(squares[0].sum() + squares[1].sum())
     height, width = canvas.shape[:2]
