@@ -5,9 +5,10 @@ for the credits): "LadyBird" (a photograph by Charles Barbin, 2560 x 1600) and
 "Elephants" (a painting by Wyng Stancikaite, 1920 x 1080). The package is downloaded with
 ``apt-get download``, its checksum and the two pictures' checksums are checked, and the
 sizes the pipelines read are written as PNG into pipelines/photos/ (not committed). The
-paper's 4K and 8K canvases (4096 x 2160 and 7680 x 4320) are larger than any photograph
-found in Debian's packages: those two are the photograph cropped to their aspect ratio about
-its centre and enlarged with Lanczos (1.6x and 3x), and say so in their names.
+paper's 4K and 8K canvases (4096 x 2160 and 7680 x 4320) and the scaling canvases (4096² and
+16,384²) are larger than any photograph found in Debian's packages: those are the photograph
+cropped to their aspect ratio about its centre and enlarged with Lanczos (1.6x to 10x), and
+say so in their names.
 
     python pipelines/fetch_photos.py            # about 10 s; nothing to do the second time
 """
@@ -21,6 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+import tifffile
 from PIL import Image
 
 PACKAGE = "mate-backgrounds=1.26.0-1"
@@ -40,6 +43,8 @@ SIZES = {
     "ladybird_square_1024.png": ("ladybird", 1024, "square"),
     "ladybird_4096x2160_upscaled.png": ("ladybird", 4096, (4096, 2160)),
     "ladybird_7680x4320_upscaled.png": ("ladybird", 7680, (7680, 4320)),
+    "ladybird_square_4096_upscaled.png": ("ladybird", 4096, (4096, 4096)),
+    "ladybird_square_16384_upscaled.tif": ("ladybird", 16384, (16384, 16384)),  # a tiled BigTIFF
     "elephants_1920.png": ("elephants", 1920, "whole"),
     "elephants_1024.png": ("elephants", 1024, "whole"),
     "elephants_512.png": ("elephants", 512, "whole"),
@@ -101,7 +106,10 @@ def main() -> None:
             source, side, shape = SIZES[name]
             picture = resized(sources[source], side, shape)
             partial = out / f".{name}.tmp"
-            picture.save(partial, format="PNG")
+            if name.endswith(".tif"):  # beyond what daskstyle reads from a PNG
+                tifffile.imwrite(partial, np.asarray(picture), bigtiff=True, tile=(512, 512))
+            else:
+                picture.save(partial, format="PNG")
             partial.replace(out / name)
             print(f"{out / name}: {picture.size[0]}x{picture.size[1]}")
 

@@ -18,12 +18,14 @@ import argparse
 import csv
 import os
 import statistics
+import sys
 import threading
 import time
 from pathlib import Path
 
 import psutil
 
+from daskstyle.frontends import terminal
 from daskstyle.frontends.pipeline import load
 from daskstyle.frontends.pipeline.production import run_production
 from daskstyle.run import rundir
@@ -86,7 +88,8 @@ def paint(config, stem: Path) -> None:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        run_production(config, echo)
+        with terminal.signals_stop():  # Ctrl-C, SIGTERM: the part ends, its figures are kept
+            run_production(config, echo)
     finally:
         done.set()
         sampler.join()
@@ -117,6 +120,8 @@ def level_walls(log: list[dict]) -> dict[int, float]:
             current = None
         if line.startswith("level ") and "/" in line.split(":")[0]:
             current = (int(line.split()[1].split("/")[0]), at)
+    if current:  # the last part was killed, or still runs: its last line so far ends it
+        walls[current[0]] = walls.get(current[0], 0.0) + float(previous["time"]) - current[1]
     return walls
 
 
@@ -126,7 +131,7 @@ def table(config, stem: Path) -> list[dict]:
     workdir = config.workdir or rundir.default_workdir(config.output)
     steps: dict[int, list[float]] = {}
     for row in _rows(workdir / "loss.csv"):
-        steps.setdefault(int(row["level"]) + 1, []).append(float(row["seconds"]))
+        steps.setdefault(int(row["level"]), []).append(float(row["seconds"]))  # 1-based
     log, samples = _rows(Path(f"{stem}-log.csv")), _rows(Path(f"{stem}-samples.csv"))
     walls = level_walls(log)
     sizes = {}
@@ -142,7 +147,7 @@ def table(config, stem: Path) -> list[dict]:
                      "s_per_step": round(statistics.median(seconds[1:] or seconds), 2)})  # fmt: skip
     gib = 2**30
     rows.append({"level": "all", "size": "", "steps": sum(len(s) for s in steps.values()),
-                 "wall_s": round(sum(walls.values()), 1), "s_per_step": "",
+                 "wall_s": round(sum(row["wall_s"] for row in rows), 1), "s_per_step": "",
                  "peak_rss_gib": round(max((int(r["rss_bytes"]) for r in samples), default=0) / gib, 2),
                  "peak_disk_gib": round(max((int(r["disk_bytes"]) for r in samples), default=0) / gib, 2),
                  "parts": len({r["part"] for r in log})})  # fmt: skip
@@ -168,7 +173,10 @@ def main() -> None:
     config = load(args.file)
     stem = config.output.with_suffix("").with_suffix("")
     if not args.table:
-        paint(config, stem)
+        try:
+            paint(config, stem)
+        except terminal.Stopped:
+            print(f"stopped; `python {' '.join(sys.argv)}` continues it")
     write_table(table(config, stem), Path(f"{stem}-levels.csv"))
 
 

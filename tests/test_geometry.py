@@ -113,3 +113,31 @@ def test_concurrent_tiles_follow_the_measured_memory_of_a_tile():
     assert geometry.concurrent_tiles(10 * per_tile, 512, 160) == 10
     assert geometry.concurrent_tiles(10 * per_tile, 512, 160, itemsize=8) == 5
     assert geometry.concurrent_tiles(per_tile / 3, 512, 160) == 1  # never none
+
+
+def _read_per_window(plan: geometry.TilePlan, depth: int, chunk: int) -> float:
+    """Bytes of the whole chunks that the tiles' windows touch, over the windows' own."""
+    sizes = [chunk] * (-(-plan.shape[0] // chunk))
+    touched = needed = 0
+    for tile in plan:
+        rows, cols = tile.padded(depth, plan.shape)
+        row_chunks, _ = geometry.block_cuts(sizes, rows.start, rows.stop)
+        col_chunks, _ = geometry.block_cuts(sizes, cols.start, cols.stop)
+        touched += len(row_chunks) * len(col_chunks) * chunk * chunk
+        needed += (rows.stop - rows.start) * (cols.stop - cols.start)
+    return touched / needed
+
+
+@pytest.mark.parametrize("tile, depth", [(1376, 128), (2048, 160), (512, 160)])
+def test_content_target_chunks_keep_what_windows_read_near_their_size(tile, depth):
+    plan = geometry.TilePlan((4 * tile, 4 * tile), tile)
+    assert _read_per_window(plan, depth, tile) > 2.5  # a chunk per tile: mostly waste
+    assert _read_per_window(plan, depth, geometry.target_chunk(tile, 64)) < 1.45
+
+
+@pytest.mark.parametrize("cells, channels, side", [(172, 512, 23), (2048, 64, 256), (16, 512, 16),
+                                                   (256, 64, 64), (64, 512, 23)])  # fmt: skip
+def test_content_target_chunks_are_an_eighth_of_a_tile_but_at_least_a_mib(cells, channels, side):
+    assert geometry.target_chunk(cells, channels) == side
+    if side < cells:
+        assert side**2 * channels * 4 >= geometry.TARGET_CHUNK_BYTES

@@ -241,7 +241,7 @@ def test_a_run_too_large_for_its_disk_stops_before_it_starts(
             "--weights", str(weights_file), "--cluster", "threads"]  # fmt: skip
     assert cli.main(argv) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "needs 0.9 MB on the disk of" in err and "0.1 MB is free" in err
+    assert err.count("\n") == 1 and "needs 1.0 MB on the disk of" in err and "0.1 MB is free" in err
     assert list(tmp_path.iterdir()) == []
     assert cli.main([*argv, "--dry-run"]) == 1  # the plan, then the same error
     printed = capsys.readouterr()

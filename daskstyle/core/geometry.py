@@ -169,6 +169,22 @@ def block_cuts(sizes: Sequence[int], start: int, stop: int) -> tuple[range, list
     ]
 
 
+#: Chunks of a level's content target per tile side. A tile's window (its core and halo) reads
+#: each chunk it touches whole: with one chunk per tile, a window touches up to 3 x 3 chunks and
+#: reads up to 6 times its own bytes (1,376-px tiles, 128-px halos); with 8 per side, about 1.3.
+TARGET_CHUNKS_PER_TILE = 8
+#: ... but no chunk smaller than this, nor one file per handful of cells (small tiles).
+TARGET_CHUNK_BYTES = 2**20
+
+
+def target_chunk(tile_cells: int, channels: int, itemsize: int = 4) -> int:
+    """The side, in cells, of the content target's chunks for tiles of ``tile_cells`` cells of
+    ``channels`` channels: an eighth of the tile, at least :data:`TARGET_CHUNK_BYTES`, at most
+    the tile."""
+    smallest = math.isqrt(-(-TARGET_CHUNK_BYTES // (channels * itemsize)) - 1) + 1
+    return min(tile_cells, max(-(-tile_cells // TARGET_CHUNKS_PER_TILE), smallest))
+
+
 #: Peak bytes per padded pixel of one float32 gradient tile (VGG-19 to relu5_1 with its
 #: backward pass; about 1.7 GB for a 512-px core with a 160-px halo, as measured).
 TILE_BYTES_PER_PIXEL = 2.5e3

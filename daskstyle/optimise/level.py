@@ -23,7 +23,7 @@ from dask.delayed import Delayed
 
 from daskstyle.compute.executor import share
 from daskstyle.core.errors import NotFiniteError
-from daskstyle.core.geometry import TilePlan
+from daskstyle.core.geometry import TilePlan, target_chunk
 from daskstyle.engine.graph import StyleGraph
 from daskstyle.engine.kernels import Statistics
 from daskstyle.optimise.adam import advance
@@ -179,14 +179,16 @@ def open_level(
 
 def content_target(path: Path, graph: StyleGraph, state: LevelState, plan: TilePlan) -> zarr.Array:
     """φ_O of the level's content, computed once per level and kept on disk (written under a
-    temporary name and renamed when complete); tile tasks read their windows of it. The
-    level's content image is deleted then: nothing else reads it."""
+    temporary name and renamed when complete) in chunks of :func:`target_chunk`; tile tasks
+    read their windows of it. The level's content image is deleted then: nothing else reads
+    it."""
     if not path.is_dir():
         state.check()
         features = graph.content_features(state.content(), plan)
         tmp = path.with_name(path.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        array = create_array(tmp, features.shape, features.chunksize, features.dtype)
+        side = target_chunk(features.chunksize[0], features.shape[2], features.dtype.itemsize)
+        array = create_array(tmp, features.shape, (side, side, features.shape[2]), features.dtype)
         store_with_checksums([features], [array])
         os.replace(tmp, path)
     state.drop_content()

@@ -39,7 +39,7 @@ def run_tile(settings: Settings, graph: StyleGraph, workdir: Path, resume: bool,
         where = f"the workers of --cluster {cluster} run on other machines"
         reason = f"tiles auto: up to {ELSEWHERE_TILE} px ({where}: set --tile for their memory)"
         return settings, ELSEWHERE_TILE, reason
-    tile, reason = hardware.auto_tile(graph.halo.align, settings.dtype)
+    tile, reason = hardware.auto_tile(graph.halo.align, settings.dtype, settings.precision)
     return settings, tile, f"tiles auto: up to {tile} px, {reason}"
 
 

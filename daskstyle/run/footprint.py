@@ -1,12 +1,14 @@
 """What a run occupies on disk, and whether its disks have room, known before it starts.
 
 A level's state is uncompressed zarr (:class:`daskstyle.optimise.state.LevelState`, edge chunks
-stored whole) plus its content target; a finished level keeps only its final canvas. So the
-bytes are exact, and a run that would fill its disk stops in one line before any work.
+stored whole) plus its content target and overview (:mod:`daskstyle.optimise.overview`); a
+finished level keeps only its final canvas and overview. So the bytes are exact, and a run
+that would fill its disk stops in one line before any work.
 """
 
 from __future__ import annotations
 
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ from daskstyle.core import geometry
 from daskstyle.core.errors import InputError
 from daskstyle.core.text import readable
 from daskstyle.io import files
+from daskstyle.optimise import overview
 from daskstyle.optimise.state import CRC_BYTES, LevelState
 from daskstyle.run import rundir
 
@@ -46,18 +49,21 @@ def level_sizes(
     for shape in geometry.level_shapes(content_shape, r0):
         side = geometry.balanced_tile(shape, tile, multiple) if balanced else tile
         plan = level_plan(shape, side, graph.halo.align)
-        kept = LevelState.nbytes(plan, dtype, released=True)
+        kept = LevelState.nbytes(plan, dtype, released=True) + overview.nbytes(shape)
         sizes.append(LevelSize(shape, len(plan), running_bytes(plan, dtype, graph), kept, side))
     return sizes
 
 
 def running_bytes(plan: geometry.TilePlan, dtype, graph) -> int:
-    """Bytes on disk of a level of ``plan`` while it runs: its state and content target."""
+    """Bytes on disk of a level of ``plan`` while it runs: its state, content target and
+    overview."""
     scale = graph.network.scale(graph.content_layer)
     channels = graph.network.channels(graph.content_layer)
-    rows, cols = next(iter(plan)).cells(scale)  # the largest tile: the content target's chunk
-    target = len(plan) * (rows * cols * channels * np.dtype(dtype).itemsize + CRC_BYTES)
-    return LevelState.nbytes(plan, dtype) + target
+    itemsize = np.dtype(dtype).itemsize
+    side = geometry.target_chunk(next(iter(plan)).cells(scale)[0], channels, itemsize)
+    chunks = math.prod(-(-geometry.feature_size(n, scale) // side) for n in plan.shape)
+    target = chunks * (side * side * channels * itemsize + CRC_BYTES)
+    return LevelState.nbytes(plan, dtype) + target + overview.nbytes(plan.shape)
 
 
 def disk_needed(sizes: list[LevelSize]) -> int:

@@ -10,7 +10,7 @@ run's id (``"run"``) and each file's size and SHA-256 (``"files"``: a preview on
 ``loss.csv`` once the run has finished), and each level's ``zarr.json`` carries the id
 (:data:`MARKER`). A new run deletes only the files of a finished run that are as recorded
 and the level folders that carry its id; any other file under a name it writes, a symbolic
-link under a run's name, or a record daskstyle could not have written (:class:`RunRecord`)
+link under a run's name, or a record daskstyle could not have written (:mod:`~daskstyle.run.record`)
 stops it in one line before any work. A run begun before these records is resumed as
 before (its names are its own while unfinished); once finished, none of its files is
 deleted: a new run stops at the first one it would replace.
@@ -28,44 +28,16 @@ import shutil
 import stat
 import uuid
 from pathlib import Path
-from typing import Annotated, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from daskstyle.core.errors import DamagedStateError, DaskstyleError, InputError
 from daskstyle.io import files
 from daskstyle.optimise.state import LevelState, open_array
+from daskstyle.run.record import RECORD, read_record, refuse_link
 
-FORMAT = 1  # the "daskstyle" key of a run record
-RECORD = "run.json"
 LOSS_CSV = "loss.csv"
 COMPARED = ("settings", "network", "weights_digest", "content", "style", "experiment", "levels")
 MARKER = "daskstyle_run"  # the attribute of a level's zarr.json: the id of the run that made it
-MAX_LEVELS = 64  # each level doubles the long side: far beyond any picture
 _UNRECORDED = f" (its {RECORD} is an earlier daskstyle's, which recorded no checksums)"
-
-
-class Written(BaseModel):
-    """A file daskstyle wrote, as it was then."""
-
-    model_config = ConfigDict(strict=True, extra="forbid")
-    bytes: int = Field(ge=0)
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-
-
-class RunRecord(BaseModel):
-    """What daskstyle reads of a run record, as it writes it (other keys are compared, not
-    read): a record that breaks it was not written by daskstyle, or was edited since."""
-
-    model_config = ConfigDict(strict=True, extra="allow")
-    daskstyle: Literal[1]
-    levels: int = Field(ge=1, le=MAX_LEVELS)
-    finished: bool = False  # missing: not finished, so nothing of it is deleted
-    settings: dict = {}
-    inputs: dict[str, dict] = {}
-    tile_px: int | None = Field(None, ge=1)
-    run: str | None = Field(None, pattern=r"^[0-9a-f]{32}$")  # None: begun before it was kept
-    files: dict[Annotated[str, Field(pattern=r"^(loss\.csv|level[1-9][0-9]?\.png)$")], Written] = {}
 
 
 def default_workdir(output: Path) -> Path:
@@ -132,35 +104,6 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def read_record(workdir: Path) -> dict | None:
-    """The record of the run in ``workdir`` (None: there is none), or a one-line error when
-    ``run.json`` is damaged, not daskstyle's or not a record daskstyle could have written."""
-    path = workdir / RECORD
-    _refuse_link(path)
-    if not path.exists():
-        return None
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DamagedStateError(
-            f"{path} is damaged ({type(err).__name__}): its run cannot continue; start again "
-            "in a new run directory (--workdir)"
-        ) from None
-    if not isinstance(record, dict) or record.get("daskstyle") != FORMAT:
-        raise InputError(
-            f"{path} was not written by this daskstyle: choose another run directory (--workdir)"
-        )
-    try:
-        return RunRecord.model_validate(record).model_dump()
-    except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(map(str, first["loc"])) or "the record"
-        raise DamagedStateError(
-            f"{path} is not a record daskstyle writes ({where}: {first['msg'].lower()}): put "
-            "back the run.json daskstyle wrote, or start again in a new run directory (--workdir)"
-        ) from None
-
-
 def unfinished(workdir: Path) -> bool:
     """Whether ``workdir`` holds the record of a run that has not finished (a damaged record,
     or one not daskstyle's, is not one: resuming would refuse it)."""
@@ -194,7 +137,7 @@ def check(workdir: Path, record: dict, resume: bool) -> dict | None:
         )
     earlier_names = run_names(earlier["levels"]) if earlier else []
     for name in [*run_names(record["levels"]), *earlier_names]:
-        _refuse_link(workdir / name)
+        refuse_link(workdir / name)
     ours = set(owned(workdir, earlier)) if earlier else set()
     for name in run_names(record["levels"]):
         if name not in ours and os.path.lexists(workdir / name):
@@ -204,14 +147,6 @@ def check(workdir: Path, record: dict, resume: bool) -> dict | None:
                 "it: move it, or choose another run directory (--workdir)"
             )
     return earlier
-
-
-def _refuse_link(path: Path) -> None:
-    if path.is_symlink():
-        raise InputError(
-            f"{path} is a symbolic link, and daskstyle follows none out of a run directory: "
-            "remove the link, or choose another run directory (--workdir)"
-        )
 
 
 def owned(workdir: Path, earlier: dict) -> list[str]:
@@ -275,7 +210,7 @@ def _check_resumable(workdir: Path, earlier: dict) -> None:
     levels, run, kept = earlier["levels"], earlier["run"], earlier["files"]
     for name in run_names(levels):
         path = workdir / name
-        _refuse_link(path)
+        refuse_link(path)
         if not os.path.lexists(path):
             continue
         if name in file_names(levels):

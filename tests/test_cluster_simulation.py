@@ -1,0 +1,75 @@
+"""``daskstyle bench cluster --simulate``: the engine's own step graphs on the real scheduler,
+with workers that sleep for each tile's projected GPU time."""
+
+import pytest
+
+from daskstyle.core import geometry
+from daskstyle.frontends import cli
+from daskstyle.frontends.cluster_simulation import (
+    ADAM_BYTES_PER_PIXEL,
+    Configuration,
+    Machines,
+    build,
+    forward_flops_per_pixel,
+    simulate,
+)
+from daskstyle.networks.catalog import get_network
+
+#: Machines so fast that every sleep is a few microseconds: the tests measure structure.
+INSTANT = Machines(tflops=1e9, disk_gbps=1e9, memory_gbps=1e9, link_gbps=10.0)
+
+
+def test_flops_count_each_convolution_at_its_scale():
+    vgg19 = get_network("vgg19")
+    assert forward_flops_per_pixel(vgg19, "relu1_1") == 2 * 9 * 3 * 64
+    conv2_1 = 2 * 9 * 64 * 128 / 4  # after one pooling: a cell covers 4 pixels
+    expected = 2 * 9 * 3 * 64 + 2 * 9 * 64 * 64 + conv2_1
+    assert forward_flops_per_pixel(vgg19, "relu2_1") == expected
+    # VGG-19 to relu5_1: 0.72 MFLOP per pixel forward; a step (a forward, then a forward and a
+    # backward) with 2048-px tiles' halos is docs/performance.md's "about 3 MFLOP per pixel"
+    assert forward_flops_per_pixel(vgg19, "relu5_1") == pytest.approx(0.722e6, rel=1e-3)
+
+
+def test_a_tiles_sleep_is_its_flops_over_the_throughput():
+    machines = Machines(tflops=100.0, efficiency=0.5)
+    assert machines.seconds(5e13) == pytest.approx(1.0)
+    graph, plan = build(Configuration(1024, 256, 2, held=False), machines)
+    assert len(plan) == 16 and graph.halo.total == 160
+    assert graph.gradient == 2 * forward_flops_per_pixel(graph.network, "relu5_1")
+
+
+def test_the_simulation_runs_the_engines_graphs_and_counts_their_bytes():
+    rows = simulate([512], [128], [2], INSTANT, echo=lambda line: None)
+    on_disk, held = rows
+    assert on_disk["state"] == "on disk" and held["state"].startswith("held")
+    assert on_disk["tiles"] == held["tiles"] == 16
+    plan = geometry.TilePlan((512, 512), 128)
+    adam = ADAM_BYTES_PER_PIXEL * 512 * 512
+    # on disk: Adam's state, the canvas read by both passes and the content target, per step
+    assert on_disk["run_dir_gb"] * 1e9 > adam
+    # held: only the content target and a tenth of a checkpoint
+    assert held["run_dir_gb"] < on_disk["run_dir_gb"] - adam / 1e9 * 0.9
+    # held tiles read their neighbours' halos from other workers; on disk they read the store
+    assert held["between_workers_gb"] > 0
+    assert held["projected_step_s"] >= held["step_s"] and len(plan) == 16
+    for row in rows:
+        assert row["bottleneck"] in ("compute", "scheduler", "network", "disk")
+        assert row["step_s"] > 0 and row["scheduler_s"] > 0
+
+
+def test_the_command_asks_for_simulate(capsys):
+    assert cli.main(["bench", "cluster", "--size", "512", "--tile", "128"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    said = "daskstyle: error: daskstyle bench cluster simulates its workers: give --simulate"
+    assert err == [said]
+
+
+def test_the_command_prints_and_writes_its_table(tmp_path, capsys):
+    out = tmp_path / "cluster.csv"
+    argv = ["bench", "cluster", "--simulate", "--workers", "2", "--size", "256", "--tile", "128",
+            "--tflops", "1e9", "--disk-gbps", "1e9", "--csv", str(out)]  # fmt: skip
+    assert cli.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("simulated GPUs: 1e+09 TFLOP/s at 30%")
+    assert len(lines) == 3 and all("bottleneck" in line for line in lines[1:])
+    assert out.read_text().splitlines()[0].startswith("size,tile,workers,state,tiles,step_s")
