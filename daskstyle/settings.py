@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from daskstyle.controls.colors import COLORS
 from daskstyle.core.errors import SettingError
 from daskstyle.core.geometry import TILE_MULTIPLE
+from daskstyle.io.writers import DEFAULT_DPI
 from daskstyle.networks.catalog import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, POOLINGS
 
 DTYPES = ("float32", "float64")
@@ -44,7 +45,10 @@ class Settings:
     the network's arithmetic, ``auto`` (the default: bf16 where the tiles run on a machine
     that has it natively, else exact), ``exact``, ``tf32`` or ``bf16``; ``gram``:
     ``exact`` (a Gram pass, then a gradient pass) or ``lagged`` (one pass, the Gram errors of
-    the previous step's canvas).
+    the previous step's canvas); ``regions``: a label image whose label k takes the k-th
+    style, ``region_feather`` its borders' softness (px on the finished picture),
+    ``region_guides`` how its guides reach the layers, ``style_regions`` per style a label
+    image of the part region k takes from style k ("" for the whole style; docs/controls.md).
     """
 
     r0: int = 512
@@ -70,6 +74,11 @@ class Settings:
     style_layer_weights: tuple[float, ...] | None = None
     pooling: str = "max"
     bit_depth: int = 8
+    regions: str | None = None
+    region_feather: float = 0.0
+    region_guides: str = "resize"
+    style_regions: tuple[str, ...] | None = None
+    dpi: int = DEFAULT_DPI
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -81,6 +90,7 @@ class Settings:
         if self.style_weight * max(layer_weights) > MAX_LOSS_WEIGHT:
             raise SettingError("style_layer_weights", f"times the style weight ({self.style_weight:g}) "
                                f"must be at most {MAX_LOSS_WEIGHT:g}{_OVERFLOW}", layer_weights)  # fmt: skip
+        _check_regions(self)
 
 
 def _is_whole(value) -> bool:
@@ -231,6 +241,42 @@ def _bit_depth(name, value):
         raise SettingError(name, "must be 8 or 16", value)
 
 
+def _dpi(name, value):
+    """The print resolution of the output: a whole number a JPEG's header can hold too."""
+    if not _is_whole(value) or not 1 <= value <= 65535:
+        raise SettingError(name, "must be a whole number of dots per inch from 1 to 65535", value)
+
+
+def _regions(name, value):
+    if value is not None and (not isinstance(value, str) or not value):
+        raise SettingError(name, "must be a label picture's path", value)
+
+
+def _style_regions(name, value):
+    if value is not None and not all(isinstance(v, str) for v in value):
+        raise SettingError(name, 'must be label pictures\' paths ("" for a whole style)', value)
+
+
+def _region_guides(name, value):
+    from daskstyle.engine.guides import GUIDE_PROPAGATIONS
+
+    _choice(name, value, GUIDE_PROPAGATIONS)
+
+
+def _check_regions(settings: Settings) -> None:
+    """What regions need of the other settings: exact Grams, no blend, labels of their own."""
+    if settings.regions is None:
+        if settings.style_regions is not None:
+            raise SettingError("style_regions", "need regions (a label picture)",
+                               settings.style_regions)  # fmt: skip
+        return
+    if settings.gram != "exact":
+        raise SettingError("gram", "must be exact with regions", settings.gram)
+    if settings.style_blend is not None:
+        raise SettingError("style_blend", "does not mix with regions: each takes its own style",
+                           settings.style_blend)  # fmt: skip
+
+
 _RULES = {
     "r0": _positive_whole,
     "tile": _tile,
@@ -255,4 +301,9 @@ _RULES = {
     "style_layer_weights": _weights,
     "pooling": lambda name, value: _choice(name, value, POOLINGS),
     "bit_depth": _bit_depth,
+    "regions": _regions,
+    "region_feather": check_number,
+    "region_guides": _region_guides,
+    "style_regions": _style_regions,
+    "dpi": _dpi,
 }

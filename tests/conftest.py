@@ -168,3 +168,36 @@ def killed_before_commit(commit: str, at_step: int):
         yield
     finally:
         LevelState.commit = real_commit
+
+
+@pytest.fixture(scope="session")
+def finished_run(pictures, weights_file, tmp_path_factory):
+    """A small finished run (:data:`SMALL_RUN_OPTIONS` on threads) with a .tif output written
+    with ``--pyramid``: (output, run directory)."""
+    from daskstyle.frontends import cli
+
+    out = tmp_path_factory.mktemp("finished") / "painting.tif"
+    argv = ["run", *map(str, pictures), "-o", str(out), *SMALL_RUN_OPTIONS, "--weights",
+            str(weights_file), "--cluster", "threads", "--pyramid"]  # fmt: skip
+    assert cli.main(argv) == 0
+    return out, out.with_name(out.name + ".daskstyle")
+
+
+@pytest.fixture
+def synthetic_run(tmp_path):
+    """A run directory whose level 1 of 700 x 1000 px (160-px chunks, random values on
+    -3..258) has its overview: (run directory, level state, canvas)."""
+    import dask.array as da
+
+    from daskstyle.api import level_plan
+    from daskstyle.optimise import overview
+    from daskstyle.optimise.state import LevelState
+
+    workdir = tmp_path / "synthetic.daskstyle"
+    workdir.mkdir()
+    (workdir / "run.json").write_text('{"daskstyle": 1, "levels": 2}')
+    canvas = np.random.default_rng(0).uniform(-3, 258, (700, 1000, 3)).astype(np.float32)
+    array = da.from_array(canvas, chunks=(160, 160, 3))
+    state = LevelState.create(workdir / "level1", array, array, level_plan((700, 1000), 160, 16))
+    overview.keep_up(state)
+    return workdir, state, canvas

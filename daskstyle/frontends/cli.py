@@ -14,6 +14,7 @@ def _run(args: argparse.Namespace) -> None:
     from daskstyle.compute.cluster import check_sizes
     from daskstyle.compute.executor import Executor
     from daskstyle.frontends.progress import BATCH_EVERY, Progress
+    from daskstyle.frontends.view.server import beside_run
     from daskstyle.run import painting
     from daskstyle.settings import Settings
 
@@ -47,9 +48,11 @@ def _run(args: argparse.Namespace) -> None:
     executor = Executor(args.cluster, workers=args.workers, jobs=args.jobs,
                         config=args.slurm_config, tls=args.tls, dashboard=args.dashboard,
                         tile=plan.tile, dtype=settings.dtype)  # fmt: skip
-    with executor.open() as session:
+    with executor.open() as session, beside_run(plan.workdir, args.view) as viewer:
         for line in session.lines:
             print(line)
+        if viewer is not None:
+            print(f"view the run at {viewer.url}", flush=True)
         batch = not sys.stderr.isatty()  # a SLURM log, CI: plain lines, no bar
         progress = Progress(bars=not batch, every=BATCH_EVERY if batch else 0.0)
         try:
@@ -65,11 +68,33 @@ def _bench(args: argparse.Namespace) -> None:
         bench.print_gradient(args.size, args.tiles, args.dtype, args.network)
     elif args.kind == "networks":
         bench.print_networks(args.size, args.networks)
+    elif args.kind == "cluster":
+        from daskstyle.frontends import cluster_simulation
+
+        cluster_simulation.run_from_arguments(args)
     elif args.kind == "iteration":
         bench.print_iteration(args.size, args.tile, args.network, args.steps, args.precision,
                               args.gram, args.checkpoint_every)  # fmt: skip
     else:
         bench.print_precision(args.size, args.network)
+
+
+def _view(args: argparse.Namespace) -> None:
+    import webbrowser
+
+    from daskstyle.frontends.view.server import Viewer
+    from daskstyle.frontends.view.sources import open_source
+
+    viewer = Viewer(open_source(args.path), port=args.port)
+    print(f"daskstyle view: {viewer.url}", flush=True)
+    if not args.no_browser:
+        webbrowser.open(viewer.url)
+    try:
+        viewer.serve_forever()
+    except KeyboardInterrupt:  # Ctrl-C is how a viewer ends
+        pass
+    finally:
+        viewer.close()
 
 
 def _pipeline(args: argparse.Namespace) -> None:
@@ -159,8 +184,25 @@ def parser() -> argparse.ArgumentParser:
     precision.add_argument(
         "--network", choices=names, default="hed-vgg16", help="network (real weights where present)"
     )
-    for kind in (gradient, networks, iteration, precision):
+    cluster = kinds.add_parser(
+        "cluster", help="a level's step graphs on simulated GPU workers: scheduler, transfers, "
+        "disk, projected step", **shared
+    )  # fmt: skip
+    options.add_simulation_options(cluster)
+    for kind in (gradient, networks, iteration, precision, cluster):
         kind.set_defaults(run=_bench)
+
+    view = commands.add_parser(
+        "view", parents=[common], help="watch a run, or look at a painting, in the browser"
+    )
+    view.add_argument(
+        "path", help="a run directory (live while it paints) or a painting: .tif or .ome.zarr"
+    )
+    view.add_argument(
+        "--port", type=int, default=0, help="port on 127.0.0.1 (default: any free one)"
+    )
+    view.add_argument("--no-browser", action="store_true", help="only print the page's URL")
+    view.set_defaults(run=_view)
 
     weights = commands.add_parser("weights", help="list or download network weights")
     actions = weights.add_subparsers(dest="action", required=True)

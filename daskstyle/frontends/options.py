@@ -14,7 +14,10 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("content", nargs="?", help="content image (PNG, JPEG, TIFF/BigTIFF)")
     run.add_argument("style", nargs="*", help="style image(s), any size")
     run.add_argument(
-        "-o", "--output", required=True, help="result: .tif (tiled BigTIFF), .png or .jpg"
+        "-o",
+        "--output",
+        required=True,
+        help="result: .tif (tiled BigTIFF), .png, .jpg or .ome.zarr (OME-Zarr, multiscale)",
     )
     run.add_argument("--example", action="store_true", help="use the built-in example pictures")
     numbers = [  # option, type, default, meaning
@@ -48,6 +51,12 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
         "--pyramid",
         action="store_true",
         help="add reduced resolutions to a TIFF output for viewers",
+    )
+    run.add_argument(
+        "--dpi",
+        type=int,
+        default=d.dpi,
+        help=f"print resolution the output carries, with its sRGB profile (default {d.dpi})",
     )
     run.add_argument(
         "--workdir",
@@ -84,6 +93,12 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
         help="a cluster started here (local, slurm) speaks TLS with credentials only this run "
         "holds (default); --no-tls: plain TCP, which any user who reaches it can run code on: "
         "only on a machine nobody else uses, to attach other Dask clients",
+    )
+    run.add_argument(
+        "--view",
+        action="store_true",
+        help="serve a page on 127.0.0.1 that shows the canvas (any zoom), the loss, the "
+        "previews and the ETA while the run paints; its URL, printed, holds a token",
     )
     run.add_argument(
         "--dashboard",
@@ -168,7 +183,39 @@ def add_control_options(run: argparse.ArgumentParser, d) -> None:
         ("--style-layer-weights", _numbers, None, "a weight per style layer (default 1 each)"),
         ("--pooling", str, d.pooling, "the network's pooling: max or avg"),
         ("--bit-depth", int, d.bit_depth, "bits per sample of a .tif or .png output: 8 or 16"),
+        ("--regions", str, None, "a label picture (8-bit gray or palette) with the content's "
+                                 "aspect ratio: label k takes the k-th style"),
+        ("--region-feather", float, d.region_feather, "softness of the regions' borders: a "
+                                                      "Gaussian's standard deviation in px"),
+        ("--region-guides", str, d.region_guides, "how the regions reach the network's layers: "
+                                                  "resize, all or inside"),
+        ("--style-regions", _names, None, "per style, a label picture of the part region k "
+                                          "takes from style k, separated by commas (empty: "
+                                          "the whole style)"),
     ]  # fmt: skip
     for option, kind, default, meaning in controls:
         shown = "" if default is None else f" (default {default})"
         run.add_argument(option, type=kind, default=default, help=meaning + shown)
+
+
+def add_simulation_options(parser: argparse.ArgumentParser) -> None:
+    """``daskstyle bench cluster``: the configurations and the machines it simulates."""
+    parser.add_argument("--simulate", action="store_true",
+                        help="simulate GPU workers as threads that sleep for each tile's "
+                             "projected time (the only way, for now)")  # fmt: skip
+    parser.add_argument("--workers", type=int, nargs="+", default=[8], help="GPU workers")
+    parser.add_argument("--size", type=int, nargs="+", default=[30000], help="level side in px")
+    parser.add_argument("--tile", type=int, nargs="+", default=[2048], help="core tile side in px")
+    parser.add_argument("--network", default="vgg19", help="layer list (the paper's layers)")
+    numbers = [  # option, default, meaning
+        ("--tflops", 989.0, "a GPU's dense bf16 throughput in TFLOP/s (an H100 SXM's)"),
+        ("--efficiency", 0.3, "the share of it that the network's convolutions reach"),
+        ("--memory-gbps", 3350.0, "a GPU's memory bandwidth in GB/s (Adam on held state)"),
+        ("--disk-gbps", 10.0, "the shared filesystem's bandwidth in GB/s, all workers together"),
+        ("--link-gbps", 25.0, "each worker's network link in GB/s"),
+    ]  # fmt: skip
+    for option, default, meaning in numbers:
+        parser.add_argument(option, type=float, default=default, help=meaning)
+    parser.add_argument("--checkpoint-every", type=int, default=10,
+                        help="steps between checkpoints of the state held in memory")  # fmt: skip
+    parser.add_argument("--csv", help="also write the table to this CSV file")

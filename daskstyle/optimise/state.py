@@ -292,10 +292,11 @@ class LevelState(StepAttributes):
         shutil.rmtree(self.path / "content", ignore_errors=True)
 
     def release(self) -> None:
-        """Delete all but the current canvas and the attributes (also anything stored beside
-        the arrays, such as a content target): what a finished level keeps. Works on files,
-        so that a repeat after a kill also removes arrays that were half deleted."""
-        keep = {"zarr.json", f"canvas{self.attrs['current']}"}
+        """Delete all but the current canvas, its overview and the attributes (also anything
+        stored beside the arrays, such as a content target): what a finished level keeps.
+        Works on files, so that a repeat after a kill also removes arrays that were half
+        deleted."""
+        keep = {"zarr.json", f"canvas{self.attrs['current']}", OVERVIEW}
         for entry in self.path.iterdir():
             if entry.is_dir() and entry.name not in keep:
                 shutil.rmtree(entry)
@@ -329,6 +330,10 @@ GRAMS_STEP = "step"
 
 #: The array of a level state that holds the level's content target.
 CONTENT_TARGET = "content_target"
+
+#: The group of a level state that holds its canvas halved for viewers
+#: (:mod:`daskstyle.optimise.overview`), kept with the final canvas.
+OVERVIEW = "overview"
 
 
 def keep_grams(path: Path, step: int, grams: dict[str, np.ndarray], saved_step: int) -> None:

@@ -31,28 +31,27 @@ import dask.array as da
 
 from daskstyle.api import level_plan, style_graph
 from daskstyle.compute import hardware
-from daskstyle.compute.executor import THIS_MACHINE_SPECS, compute_settings, tiles_in_memory
+from daskstyle.compute.executor import THIS_MACHINE_SPECS, compute_settings
 from daskstyle.controls import colors, start
 from daskstyle.core import geometry
 from daskstyle.core.data import DATA_DIR
 from daskstyle.core.errors import DamagedStateError, InputError, NotFiniteError
-from daskstyle.core.text import counted, readable
 from daskstyle.engine.graph import StyleGraph
 from daskstyle.io import files, images, resize
 from daskstyle.networks.catalog import (
-    DEFAULT_CONTENT_LAYER,
-    DEFAULT_STYLE_LAYERS,
     random_weights,
     resolve_weights,
 )
 from daskstyle.networks.weights import planned_network
+from daskstyle.optimise import overview
 from daskstyle.optimise.adam import AdamSettings
 from daskstyle.optimise.held import Checkpoints, held_memory_line
 from daskstyle.optimise.level import open_level
 from daskstyle.optimise.state import LevelState
-from daskstyle.run import describe, footprint, rundir
+from daskstyle.run import describe, footprint, regional, rundir
 from daskstyle.run.auto_settings import run_precision, run_tile
 from daskstyle.run.events import Event, Finished, LevelFinished, LevelStarted, Stepped
+from daskstyle.run.record import FORMAT
 from daskstyle.run.rundir import default_workdir
 from daskstyle.settings import Settings, blend_weights, check_style_scale
 
@@ -82,33 +81,11 @@ class RunPlan:
     checkpoint_every: Checkpoints = Checkpoints(steps=1)  # how often state goes to disk
     arithmetic: str | None = None  # the network's arithmetic and, under auto, why (first line)
     download: str | None = None  # a dry run's plan: the weights a run would download first
+    regions: regional.RunRegions | None = None  # the labels of a run with regions
 
     def describe(self) -> Iterator[str]:
-        """The plan as lines to print: network and halo, each level's pixels, tiles and disk
-        space, the run directory's peak, and the tiles this machine's memory holds."""
-        halo, settings = self.graph.halo, self.settings
-        if self.arithmetic is not None:
-            yield self.arithmetic
-        yield from filter(None, (self.download,))
-        yield (f"network {self.graph.network.name}, {settings.dtype}: halo {halo.total} px "
-               f"({halo.forward} forward + {halo.backward} backward), tile origins on "
-               f"{halo.align} px")  # fmt: skip
-        default_halo = self.graph.network.halo((DEFAULT_CONTENT_LAYER, *DEFAULT_STYLE_LAYERS))
-        if halo.total != default_halo.total:
-            yield (f"layers {', '.join(self.graph.spec.layers)}: halo {halo.total} px instead "
-                   f"of the default layers' {default_halo.total} px, so each tile reads "
-                   f"{'less' if halo.total < default_halo.total else 'more'}")  # fmt: skip
-        yield from describe.control_lines(settings, self.record, self.blend)
-        yield from filter(None, (self.tile_reason, self.memory_line))
-        for level, size in enumerate(self.sizes):
-            (h, w), tile = size.shape, min(size.tile, max(size.shape))
-            yield (f"level {level + 1}/{len(self.sizes)}: {w}x{h} px, "
-                   f"{counted(size.tiles, 'tile')} of {tile} px, "
-                   f"{readable(size.running_bytes)} on disk while it runs")  # fmt: skip
-        most = readable(footprint.disk_needed(self.sizes))
-        yield f"run directory {self.workdir}: at most {most} at once"
-        slots = tiles_in_memory(self.tile, settings.dtype)
-        yield f"memory of this machine holds {counted(slots, 'tile')} of {self.tile} px at once"
+        """The plan as lines to print (:func:`daskstyle.run.describe.plan_lines`)."""
+        return describe.plan_lines(self)
 
     def check(self) -> None:
         """Raise, before any work, what would stop the run: too little disk, a run directory
@@ -142,7 +119,7 @@ class RunPlan:
         record = rundir.finish(self.workdir)  # with each of its files' size and SHA-256
         images.write_image(self.output, self._picture(state.canvas()),
                            pyramid=self.settings.pyramid, description=json.dumps(record),
-                           bit_depth=self.settings.bit_depth)  # fmt: skip
+                           bit_depth=self.settings.bit_depth, dpi=self.settings.dpi)  # fmt: skip
         rundir.write_record(self.workdir, record)
         on_event(Finished(self.output, self.workdir))
         return self.output
@@ -177,13 +154,18 @@ class RunPlan:
         on_event(LevelStarted(level, levels, shape, len(plan), state.step, settings.max_iters))
         with _about_level(level, levels, path):
             if not state.done:
-                styles = [self.level_style(style, shape, graph) for style in inputs[1]]
+                if self.regions is not None:
+                    graph = self.regions.level_graph(graph, settings, shape, plan.tile, path)
+                styles = [self.level_style(style, shape, graph, number)
+                          for number, style in enumerate(inputs[1])]  # fmt: skip
                 level_loop = open_level(graph, state, plan, styles, self.blend, settings.gram,
                                         checkpoint_every=self.checkpoint_every)  # fmt: skip
                 for step in level_loop.steps():
                     on_event(Stepped(level, step.step, step.loss, step.max_change,
                                      step.mean_change, step.lr, step.seconds))  # fmt: skip
                     rundir.write_loss_csv(self.workdir, level)
+                    overview.keep_up(state)  # for viewers: the canvas halved, at checkpoints
+            overview.keep_up(state)  # the level's last canvas (a resumed run's too)
             preview = rundir.preview_path(self.workdir, level)
             if not preview.is_file():
                 state.check()
@@ -193,13 +175,17 @@ class RunPlan:
         on_event(LevelFinished(level, preview))
         return state
 
-    def level_style(self, style: da.Array, shape: tuple[int, int], graph: StyleGraph):
-        """A style at a level of ``shape``, with its tile plan (resized chunk by chunk)."""
+    def level_style(self, style: da.Array, shape: tuple[int, int], graph: StyleGraph,
+                    number: int = 0):  # fmt: skip
+        """A style at a level of ``shape``, with its tile plan (resized chunk by chunk), and
+        under regions the part of it that region ``number`` takes, where not the whole."""
         side = geometry.style_shape(tuple(style.shape[:2]), max(shape), graph.halo.align,
                                     self.settings.style_scale)  # fmt: skip
         tile = next(size.tile for size in self.sizes if size.shape == shape)
         style_plan = level_plan(side, tile, graph.halo.align)
-        return resize.resize(style, side, chunks=style_plan.tile), style_plan
+        part = self.regions and self.regions.style_part(number, side, self.settings.dtype)
+        resized = resize.resize(style, side, chunks=style_plan.tile)
+        return (resized, style_plan) if part is None else (resized, style_plan, part)
 
     def _open_or_create_level(self, level, path, plan, previous, content, run) -> LevelState:
         """The level's state as the run ``run`` (its id) left it, else made anew; marked as
@@ -276,6 +262,7 @@ def plan(
     if set(experiment) - {"halo", "gram_scope"}:
         raise InputError(f"experiment switches are halo and gram_scope, not {sorted(experiment)}")
     workdir = Path(workdir) if workdir else default_workdir(output)
+    settings = regional.resolved(settings)
     settings, precision_reason = run_precision(settings, workdir, resume, cluster)
     content_image = images.read_image(content)
     style_images = [images.read_image(path) for path in style_paths]
@@ -294,6 +281,7 @@ def plan(
     sources = {"content": Path(content)}
     for number, path in enumerate(style_paths, start=1):
         sources["style" if len(style_paths) == 1 else f"style {number}"] = Path(path)
+    run_regions = regional.plan_regions(settings, shape, style_images, sources)
     pictures = zip(sources, (first, *(image.shape[:2] for image in style_images)))
     for name, (h, w) in pictures:
         if min(h, w) < graph.halo.align:
@@ -308,7 +296,7 @@ def plan(
         check_style_scale(settings.style_scale, image.shape[:2], sizes[0].shape, name)
     styles_named = [str(Path(path).resolve()) for path in style_paths]
     record = {
-        "daskstyle": rundir.FORMAT,
+        "daskstyle": FORMAT,
         "settings": dataclasses.asdict(settings),
         "network": graph.network.name,
         "weights_digest": graph.spec.weights_token,
@@ -335,7 +323,7 @@ def plan(
     arithmetic = precision_reason or hardware.precision_line(settings.precision)
     return RunPlan(output, workdir, settings, resume, content_image, style_images, blend, graph,
                    sizes, record, largest, tile_reason, held_line, every,
-                   arithmetic, download)  # fmt: skip
+                   arithmetic, download, run_regions)  # fmt: skip
 
 
 def transfer(

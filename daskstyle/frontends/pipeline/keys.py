@@ -58,6 +58,15 @@ def _start_relative_to_file(value, info: ValidationInfo):
     return str(path) if isinstance(path, Path) else path
 
 
+def _labels_relative_to_file(value, info: ValidationInfo):
+    """``regions``, ``style_regions``: label pictures' paths as text, relative to the TOML
+    file ("" in ``style_regions``: a whole style)."""
+    if isinstance(value, list):
+        return [_labels_relative_to_file(item, info) if item else item for item in value]
+    path = _relative_to_file(value, info)
+    return str(path) if isinstance(path, Path) else path
+
+
 def _one_or_more(value):
     """A style key: one picture, or a list of them (blended by ``style_blend``)."""
     return value if isinstance(value, list) else [value]
@@ -109,6 +118,14 @@ Start = Annotated[
     BeforeValidator(_start_relative_to_file),
     Field(description="content, noise, gray or a picture file"),
 ]
+Labels = Annotated[
+    str | None, BeforeValidator(_labels_relative_to_file), Field(description="a label picture")
+]
+StyleLabels = Annotated[
+    list[str] | None,
+    BeforeValidator(_labels_relative_to_file),
+    Field(description='a list of label pictures ("" for a whole style)'),
+]
 ClusterSpec = Annotated[
     str,
     Field(
@@ -148,6 +165,8 @@ class _PaintingKeys(Table):
     resume: Switch = False
     weights: Weights = None
     init: Start = "content"
+    regions: Labels = None
+    style_regions: StyleLabels = None
     cluster: Annotated[Cluster, Field(description="a table")] = Cluster()
 
     @property
