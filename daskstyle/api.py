@@ -208,7 +208,7 @@ def loss_and_grad(
         raise InputError(f"canvas {shape} and content {tuple(content.shape[:2])} differ in size")
     plan = make_plan(shape, tile, graph.halo.align)
     style_grams = graph.style_target(*_styles(style, style_blend, tile, graph.halo.align))
-    content_target = graph.content_features(as_tiled(content, plan), plan)
+    content_target = graph.content_target(as_tiled(content, plan), plan)
     loss, grad = graph.loss_and_grad(as_tiled(canvas, plan), content_target, plan, style_grams)
     with compute_settings(graph.resources):
         loss, grad = dask.compute(loss, grad)

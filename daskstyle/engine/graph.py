@@ -234,6 +234,22 @@ class StyleGraph:
             tv_weight=self.tv_weight,
         )
 
+    @property
+    def remakes_content_target(self) -> bool:
+        """Whether the gradient pass remakes the content target from the content image in each
+        tile instead of reading it: where the content layer lies before the first pooling. Its
+        features there hold 64 values per pixel, 21 times the picture's 3 (a 16,384² canvas's
+        target at relu1_1 is 69 GB in float32), and cost one or two convolutions to remake."""
+        return self.network.scale(self.content_layer) == 1
+
+    def content_target(self, content, plan: geometry.TilePlan):
+        """What the gradient pass reads as the content target of a content image: its
+        features (:meth:`content_features`), or where :attr:`remakes_content_target`, the
+        content image itself."""
+        if self.remakes_content_target:
+            return content
+        return self.content_features(content, plan)
+
     def content_features(self, content, plan: geometry.TilePlan) -> da.Array:
         """φ_O(o), the content target, over the whole image: (H_O, W_O, C_O), one chunk per
         tile (forward only, exact through the forward halo). Compute it once per level."""
@@ -250,7 +266,7 @@ class StyleGraph:
 
     def loss_and_grad(self, canvas, content_target, plan: geometry.TilePlan, style_grams):
         """Loss (a 0-d Dask array) and gradient (chunked like ``plan``) of a canvas, given
-        the content target ``content_target`` (:meth:`content_features`) and the style target
+        the content target ``content_target`` (:meth:`content_target`) and the style target
         ``style_grams`` (:meth:`style_target`).
 
         ``canvas`` and ``content_target`` are Dask, NumPy or zarr arrays (tiles read zarr directly).
@@ -267,7 +283,8 @@ class StyleGraph:
         )
         if len(plan) == 1:
             windows = [x.window(*(slice(0, n) for n in x.shape)) for x in (canvas, content_target)]
-            result = self._model_call(_whole_image, windows, terms, style_grams)
+            result = self._model_call(_whole_image, windows, terms, style_grams,
+                                      self.remakes_content_target)  # fmt: skip
             grad = da.from_delayed(result[1], (*plan.shape, 3), dtype=self.spec.dtype)
             return _scalar(result[0]), grad.rechunk((*plan.chunks, 3))
         if self.gram_scope == "tile":
@@ -312,8 +329,12 @@ class StyleGraph:
     def _gradient_pass(self, canvas: Blocks | Store, content_target: Blocks | Store,
                        plan: geometry.TilePlan, scopes, statistics: bool = False):  # fmt: skip
         """Each tile's (delayed) :func:`daskstyle.engine.kernels.tile_gradient` result under its
-        scope's terms and Gram errors, and the gradient assembled from them."""
+        scope's terms and Gram errors, and the gradient assembled from them. A remade content
+        target is remade from the content over the canvas's window (the content layer's scale
+        is 1: the same slices)."""
         scale = self.network.scale(self.content_layer)
+        kernel = (kernels.tile_gradient_remaking_target if self.remakes_content_target
+                  else kernels.tile_gradient)  # fmt: skip
         rows: list[list[da.Array]] = [[] for _ in range(plan.grid[0])]
         results = []
         tiles = padded_tiles(canvas, plan, self.halo.total)
@@ -321,7 +342,7 @@ class StyleGraph:
             rows_px, cols_px = tile.padded(self.halo.total, plan.shape)
             cells = [slice(px.start // scale, px.stop // scale) for px in (rows_px, cols_px)]
             content_window = content_target.window(*cells)
-            result = self._model_call(kernels.tile_gradient, [canvas_window, content_window],
+            result = self._model_call(kernel, [canvas_window, content_window],
                                       origin, _core(tile), tile_terms, errors, statistics)  # fmt: skip
             shape = (tile.y1 - tile.y0, tile.x1 - tile.x0, 3)
             rows[tile.row].append(da.from_delayed(result[0], shape, dtype=self.spec.dtype))
@@ -348,7 +369,7 @@ def _scalar(value: Delayed) -> da.Array:
     return da.from_delayed(value, (), dtype=np.float64)
 
 
-def _whole_image(model, canvas, content_target, terms, style_grams):
+def _whole_image(model, canvas, content_target, terms, style_grams, remake: bool):
     """The only network task of its step: it may use every thread of its Dask worker, which
     otherwise runs torch on one thread per task."""
     try:
@@ -358,7 +379,8 @@ def _whole_image(model, canvas, content_target, terms, style_grams):
     except (ImportError, ValueError):  # not on a distributed worker
         threads = None
     with kernels.torch_threads(threads):
-        return kernels.whole_loss_and_grad(model, canvas, content_target, terms, style_grams)
+        return kernels.whole_loss_and_grad(model, canvas, content_target, terms, style_grams,
+                                           remake)  # fmt: skip
 
 
 def _with_model(function, spec, weights: Mapping, windows: list, *args):

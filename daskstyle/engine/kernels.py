@@ -248,7 +248,25 @@ def tile_content_features(
     )
 
 
-def _as_torch(array: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+@torch.no_grad()
+def _remade_target(model: FeatureNet, content: np.ndarray, layer: str) -> torch.Tensor:
+    """φ_O(o) over a whole window of the content, as (1, C, h, w): exact wherever the same
+    window's canvas features are, which is all the gradient on its core reads."""
+    return model(_to_torch(content, model), until=layer)[layer]
+
+
+def tile_gradient_remaking_target(model, canvas_tile, content_tile, origin, core,
+                                  terms: LossTerms, errors, with_statistics: bool = False):  # fmt: skip
+    """:func:`tile_gradient` with the content target remade from ``content_tile``, the
+    content over the same window as ``canvas_tile``, instead of read."""
+    target = _remade_target(model, content_tile, terms.content_layer)
+    return tile_gradient(model, canvas_tile, target, origin, core, terms, errors, with_statistics)
+
+
+def _as_torch(array: np.ndarray | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(H, W, C) NumPy as (1, C, H, W) torch like ``like``; a remade target is that already."""
+    if isinstance(array, torch.Tensor):
+        return array.to(like.dtype)
     return torch.as_tensor(
         np.ascontiguousarray(array), device=like.device, dtype=like.dtype
     ).permute(2, 0, 1)[None]
@@ -327,10 +345,14 @@ def _backward(model: FeatureNet, image, features, terms: LossTerms, matrices, co
     return diff.detach(), squares
 
 
-def whole_loss_and_grad(model, canvas, content_target, terms: LossTerms, style_grams):
+def whole_loss_and_grad(model, canvas, content_target, terms: LossTerms, style_grams,
+                        remake: bool = False):  # fmt: skip
     """Loss and gradient on an untiled image: one forward and one backward. The forward's
     Grams give the Gram errors, and with them each style layer's gradient joins the backward
-    as in :func:`tile_gradient` (on the whole image that is the loss's own gradient)."""
+    as in :func:`tile_gradient` (on the whole image that is the loss's own gradient).
+    ``remake``: ``content_target`` is the content image, whose target is remade here."""
+    if remake:
+        content_target = _remade_target(model, content_target, terms.content_layer)
     image = _to_torch(canvas, model).requires_grad_(True)
     matrices = {}
     features = model.compute(image, taps=_taps(matrices, terms.style_weights))

@@ -52,11 +52,14 @@ def level_sizes(
 
 
 def running_bytes(plan: geometry.TilePlan, dtype, graph) -> int:
-    """Bytes on disk of a level of ``plan`` while it runs: its state and content target."""
+    """Bytes on disk of a level of ``plan`` while it runs: its state and content target (or
+    the content image, where the tiles remake the target from it)."""
     scale = graph.network.scale(graph.content_layer)
     channels = graph.network.channels(graph.content_layer)
     rows, cols = next(iter(plan)).cells(scale)  # the largest tile: the content target's chunk
     target = len(plan) * (rows * cols * channels * np.dtype(dtype).itemsize + CRC_BYTES)
+    if graph.remakes_content_target:  # the content image stays instead, chunked like the canvas
+        target = len(plan) * (plan.tile**2 * 3 * np.dtype(dtype).itemsize + CRC_BYTES)
     return LevelState.nbytes(plan, dtype) + target
 
 

@@ -1,0 +1,306 @@
+"""``daskstyle bench cluster --simulate``: one level's real step graphs on the real Dask
+scheduler, with simulated GPU workers.
+
+The Gram pass, the gradient pass and their tree sums are built by the engine's own
+:class:`daskstyle.engine.graph.StyleGraph`; only the network tasks are replaced. Each tile
+task sleeps for its projected GPU time (the FLOPs of its padded tile over a stated throughput
+at a stated efficiency) plus, with the state on a shared filesystem, the time its reads take at
+the worker's share of the filesystem's bandwidth. Each task's result is a :class:`Payload` that
+Dask counts at the real size of the data it stands for, so the scheduler places tasks and moves
+data between workers as it would for the real arrays. One chunked Adam task per tile follows,
+as in a run. The workers are threads of this process (``processes=False``), one task at a time
+each, as one GPU runs one tile at a time.
+
+Per configuration the simulation reports the measured step time, the critical path and the
+compute bound, the scheduler's share (what is left of the step once the compute is counted),
+the bytes moved between workers and to and from the run directory, and the step projected with
+the state on the filesystem (every step reads and writes it) and held in the workers' memory
+(``--checkpoint-every``: written once every N steps).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import dask
+import numpy as np
+from dask.sizeof import sizeof
+
+from daskstyle.core import geometry
+from daskstyle.engine import kernels
+from daskstyle.engine.graph import Blocks, StyleGraph
+from daskstyle.networks.catalog import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, get_network
+
+#: Bytes of the state per pixel a step on disk moves: Adam reads the canvas and both moments
+#: and writes them again (3 arrays of 3 float32 samples, each way).
+ADAM_BYTES_PER_PIXEL = 2 * 3 * 3 * 4
+#: An H100 SXM's dense bf16 throughput (TFLOP/s) and its memory bandwidth (GB/s).
+H100_TFLOPS, H100_MEMORY_GBPS = 989.0, 3350.0
+
+
+@dataclass(frozen=True)
+class Machines:
+    """What a simulated worker and its cluster do per second: the GPU's throughput
+    (``tflops`` at ``efficiency``) and memory bandwidth, the shared filesystem's bandwidth for
+    all workers together, and each worker's network link."""
+
+    tflops: float = H100_TFLOPS
+    efficiency: float = 0.3
+    memory_gbps: float = H100_MEMORY_GBPS
+    disk_gbps: float = 10.0
+    link_gbps: float = 25.0
+
+    def seconds(self, flops: float) -> float:
+        return flops / (self.tflops * 1e12 * self.efficiency)
+
+
+class Payload:
+    """Stands for an array of ``nbytes`` without holding it: Dask counts it at that size."""
+
+    __slots__ = ("nbytes",)
+
+    def __init__(self, nbytes: int):
+        self.nbytes = int(nbytes)
+
+
+sizeof.register(Payload, lambda payload: payload.nbytes)
+
+
+def forward_flops_per_pixel(network, deepest: str) -> float:
+    """FLOPs per input pixel of the network's convolutions up to layer ``deepest`` (3x3
+    kernels: 2 · 9 · C_in · C_out per cell, a cell of a layer at scale s covering s² pixels)."""
+    flops, scale, channels = 0.0, 1, 3
+    names, kinds = network.layer_names, network.layer_kinds
+    widths = iter(c for c in network.cfg if c != "M")
+    for name, kind in zip(names[: network.index(deepest) + 1], kinds):
+        if kind == geometry.CONV:
+            width = next(widths)
+            flops += 2 * 9 * channels * width / scale**2
+            channels = width
+        elif kind == geometry.POOL:
+            scale *= 2
+    return flops
+
+
+@dataclass(frozen=True)
+class StoredWindow:
+    """A window a task reads from the run directory: its pixels and bytes."""
+
+    pixels: int
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class SimulatedStore:
+    """A (H, W, C) float32 array in the run directory that tasks read windows of: its shape."""
+
+    shape: tuple[int, int]
+    channels: int
+
+    def window(self, rows: slice, cols: slice) -> StoredWindow:
+        pixels = (rows.stop - rows.start) * (cols.stop - cols.start)
+        return StoredWindow(pixels, pixels * self.channels * 4)
+
+
+def _pixels(window) -> int:
+    """Pixels of a tile's window, read from the run directory or from held chunks."""
+    if isinstance(window, StoredWindow):
+        return window.pixels
+    rows = sum(cut.stop - cut.start for cut in window.row_cuts)
+    return rows * sum(cut.stop - cut.start for cut in window.col_cuts)
+
+
+@dataclass(frozen=True)
+class SimulatedGraph(StyleGraph):
+    """The engine's graphs with each network task replaced by a sleep of its projected time:
+    ``forward`` and ``gradient`` FLOPs per padded pixel (a Gram pass's forward; a gradient
+    pass's forward and backward), reads at ``disk_share`` bytes per second (one worker's share
+    of the filesystem)."""
+
+    machines: Machines = Machines()
+    disk_share: float = 1.0
+    forward: float = 0.0
+    gradient: float = 0.0
+    sleeps: bool = True  # False: every task returns at once (what the scheduler alone costs)
+
+    def _model_call(self, function, windows: list, *args, **options):
+        flops = self.forward if function is kernels.tile_statistics else self.gradient
+        read = sum(w.nbytes for w in windows if isinstance(w, StoredWindow))
+        seconds = self.machines.seconds(flops * _pixels(windows[0])) + read / self.disk_share
+        seconds *= self.sleeps
+        layers = {name: self.network.channels(name) for name in self.style_weights}
+        return dask.delayed(_simulated_tile)(function is kernels.tile_statistics, seconds,
+                                             layers, windows, args[1])  # fmt: skip
+
+    def _inputs(self, canvas, content_target, plan, style_grams):
+        return self.terms(plan.shape), canvas, content_target, dask.delayed(style_grams)
+
+
+def _simulated_tile(statistics: bool, seconds: float, layers: dict, windows, core):
+    """Sleep for the tile's projected time; return what its kernel would, at the real size."""
+    time.sleep(seconds)
+    if statistics:
+        return kernels.Statistics({name: np.zeros((c, c)) for name, c in layers.items()})
+    y0, y1, x0, x1 = core
+    return Payload((y1 - y0) * (x1 - x0) * 3 * 4), 0.0, 0.0
+
+
+def _adam(grad: Payload, held, seconds: float) -> None:
+    """One tile's Adam update after ``seconds``: its canvas and moments are updated where they
+    are held (the worker holding ``held``), or read and written in the run directory."""
+    time.sleep(seconds)
+
+
+def _canvas(state):
+    return state[0]
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """One simulated level: ``size``² px in ``tile``-px tiles on ``workers`` GPUs, its state
+    held in memory (``held``) or on the filesystem."""
+
+    size: int
+    tile: int
+    workers: int
+    held: bool
+    network: str = "vgg19"
+    checkpoint_every: int = 10
+
+
+def build(config: Configuration, machines: Machines,
+          sleeps: bool = True) -> tuple[SimulatedGraph, geometry.TilePlan]:  # fmt: skip
+    """The simulated graph of ``config``'s level and its tile plan (``sleeps``: see
+    :class:`SimulatedGraph`)."""
+    network = get_network(config.network)
+    layers = (DEFAULT_CONTENT_LAYER, *DEFAULT_STYLE_LAYERS)
+    deepest = max(layers, key=network.index)
+    spec = kernels.ModelSpec(network.name, layers, "float32", "simulated", "bf16")
+    graph = SimulatedGraph(
+        network=network, content_layer=DEFAULT_CONTENT_LAYER, content_weight=1.0,
+        style_weights=dict.fromkeys(DEFAULT_STYLE_LAYERS, 1.0), spec=spec,
+        weights=dask.delayed({}), halo=network.halo(layers), machines=machines,
+        disk_share=machines.disk_gbps * 1e9 / config.workers,
+        forward=forward_flops_per_pixel(network, DEFAULT_STYLE_LAYERS[-1]),
+        gradient=2 * forward_flops_per_pixel(network, deepest),  # the backward ≈ the forward
+        sleeps=sleeps,
+    )  # fmt: skip
+    return graph, geometry.TilePlan((config.size, config.size), config.tile)
+
+
+def step(client, config: Configuration, machines: Machines) -> dict:
+    """Simulate one step of ``config`` on ``client``'s workers; its figures. It runs twice: first
+    with no sleeps (what the scheduler and Dask cost alone; it also warms the workers), then with
+    the projected times, measured."""
+    held = None
+    if config.held:  # each tile's canvas and moments, somewhere on the workers
+        plan = build(config, machines)[1]
+        held = [[dask.delayed(tuple)([Payload(12 * (t.y1 - t.y0) * (t.x1 - t.x0))] * 3)
+                 for t in plan if t.row == row] for row in range(plan.grid[0])]  # fmt: skip
+        (held,) = dask.persist(held)
+    began = time.perf_counter()
+    dask.compute(*_step_graph(config, build(config, machines, sleeps=False), held, machines))
+    scheduler = time.perf_counter() - began
+    graph, plan, target, tasks = _step_graph(config, build(config, machines), held, machines)
+    sent = _bytes_sent(client)
+    began = time.perf_counter()
+    dask.compute(*tasks)
+    wall = time.perf_counter() - began
+    between = _bytes_sent(client) - sent
+    return _figures(config, machines, graph, plan, target, wall, between, scheduler)
+
+
+def _step_graph(config: Configuration, built, held, machines: Machines):
+    """The graph, plan, content target and the tasks of one step (its loss and Adam's)."""
+    graph, plan = built
+    scale = graph.network.scale(DEFAULT_CONTENT_LAYER)
+    cells = math.ceil(config.size / scale)
+    target = SimulatedStore((cells, cells), graph.network.channels(DEFAULT_CONTENT_LAYER))
+    if held is None:
+        canvas = SimulatedStore(plan.shape, 3)
+    else:
+        grid = tuple(tuple(dask.delayed(_canvas)(state) for state in row) for row in held)
+        canvas = Blocks(grid, *plan.chunks)
+    style = {name: np.zeros((graph.network.channels(name),) * 2) for name in graph.style_weights}
+    loss, grad = graph.loss_and_grad(canvas, target, plan, style)
+    updates = []
+    for tile, chunk in zip(plan, grad.to_delayed().ravel()):
+        pixels = (tile.y1 - tile.y0) * (tile.x1 - tile.x0)
+        if held is None:
+            seconds, state = ADAM_BYTES_PER_PIXEL * pixels / graph.disk_share, None
+        else:  # read and write canvas and moments in GPU memory
+            seconds = ADAM_BYTES_PER_PIXEL * pixels / (machines.memory_gbps * 1e9)
+            state = held[tile.row][tile.col]
+        updates.append(dask.delayed(_adam)(chunk, state, seconds * graph.sleeps))
+    return graph, plan, target, [loss, *updates]
+
+
+def _bytes_sent(client) -> int:
+    return sum(w.transfer_outgoing_bytes_total for w in client.cluster.workers.values())
+
+
+def _figures(config: Configuration, machines: Machines, graph: SimulatedGraph,
+             plan: geometry.TilePlan, target: SimulatedStore, wall: float, between: int,
+             scheduler: float) -> dict:  # fmt: skip
+    """A step's figures: measured (``wall``, bytes ``between`` workers, the ``scheduler``'s
+    seconds with no sleeps), counted from the plan (the tasks' times as
+    :meth:`SimulatedGraph._model_call` sets them) and projected. The bottleneck is the largest
+    of compute, disk, network (each spread over the workers) and the scheduler."""
+    halo, scale, share = graph.halo, graph.network.scale(DEFAULT_CONTENT_LAYER), graph.disk_share
+    canvas_bytes = 0 if config.held else 12  # the canvas read from the run directory per pixel
+    gram, grad, adam, flops, disk = [], [], [], 0.0, 0.0
+    for tile in plan:
+        forward, total = (_padded(tile, depth, plan.shape) for depth in (halo.forward, halo.total))
+        rows, cols = tile.padded(halo.total, plan.shape)
+        content = target.window(*(slice(px.start // scale, px.stop // scale) for px in (rows, cols)))
+        pixels = (tile.y1 - tile.y0) * (tile.x1 - tile.x0)
+        state = 36 * pixels / config.checkpoint_every if config.held else ADAM_BYTES_PER_PIXEL * pixels
+        flops += graph.forward * forward + graph.gradient * total
+        gram.append(machines.seconds(graph.forward * forward) + canvas_bytes * forward / share)
+        grad.append(machines.seconds(graph.gradient * total)
+                    + (canvas_bytes * total + content.nbytes) / share)  # fmt: skip
+        adam.append(ADAM_BYTES_PER_PIXEL * pixels
+                    / (machines.memory_gbps * 1e9 if config.held else share))  # fmt: skip
+        disk += canvas_bytes * (forward + total) + content.nbytes + state
+    critical = max(gram) + max(grad) + max(adam)
+    bound = max(critical, (sum(gram) + sum(grad) + sum(adam)) / config.workers)
+    network = between / (config.workers * machines.link_gbps * 1e9)
+    checkpoint = 36 * plan.shape[0] * plan.shape[1] / (machines.disk_gbps * 1e9) if config.held else 0.0
+    parts = {"compute": machines.seconds(flops) / config.workers, "scheduler": scheduler,
+             "network": network,
+             "disk": disk / (machines.disk_gbps * 1e9)}  # fmt: skip
+    return {
+        "size": config.size, "tile": plan.tile, "workers": config.workers,
+        "state": f"held, checkpoint every {config.checkpoint_every}" if config.held else "on disk",
+        "tiles": len(plan), "step_s": round(wall, 2), "critical_path_s": round(critical, 3),
+        "compute_s": round(parts["compute"], 3), "scheduler_s": round(scheduler, 2),
+        "idle_s": round(max(0.0, wall - bound), 2),
+        "between_workers_gb": round(between / 1e9, 2), "run_dir_gb": round(disk / 1e9, 2),
+        "projected_step_s": round(wall + network + checkpoint / config.checkpoint_every, 2),
+        "bottleneck": max(parts, key=parts.get),
+    }  # fmt: skip
+
+
+def _padded(tile: geometry.Tile, depth: int, shape: tuple[int, int]) -> int:
+    rows, cols = tile.padded(depth, shape)
+    return (rows.stop - rows.start) * (cols.stop - cols.start)
+
+
+def simulate(sizes, tiles, workers, machines: Machines = Machines(), network: str = "vgg19",
+             checkpoint_every: int = 10, echo=print) -> list[dict]:  # fmt: skip
+    """Every configuration's figures, each worker count on a fresh cluster of threads."""
+    from distributed import Client, LocalCluster
+
+    rows = []
+    for count in workers:
+        with LocalCluster(n_workers=count, threads_per_worker=1, processes=False,
+                          dashboard_address=None, memory_limit=0) as cluster, Client(cluster) as client:  # fmt: skip
+            for size in sizes:
+                for tile in tiles:
+                    for held in (False, True):
+                        config = Configuration(size, tile, count, held, network, checkpoint_every)
+                        rows.append(step(client, config, machines))
+                        echo(", ".join(f"{k} {v}" for k, v in rows[-1].items()))
+    return rows
