@@ -269,7 +269,7 @@ def loss_and_grad(
                                       propagation=region_guides, style_regions=style_regions,
                                       dtype=graph.spec.dtype)  # fmt: skip
     style_grams = graph.style_target(styles, blend)
-    content_target = graph.content_features(as_tiled(content, plan), plan)
+    content_target = graph.content_target(as_tiled(content, plan), plan)
     loss, grad = graph.loss_and_grad(as_tiled(canvas, plan), content_target, plan, style_grams)
     with compute_settings(graph.resources):
         loss, grad = dask.compute(loss, grad)

@@ -114,7 +114,7 @@ def test_a_scaling_study_too_large_for_its_disk_stops_before_it_starts(tmp_path,
     usage = collections.namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 10**6, 10**6))
     path = shipped("scaling_small.toml", tmp_path)
-    with pytest.raises(InputError, match=r"needs 14.2 MB on the disk of .* 1.0 MB is free"):
+    with pytest.raises(InputError, match=r"needs 5.5 MB on the disk of .* 1.0 MB is free"):
         run_pipeline(path, echo=lambda line: None)
     assert list(tmp_path.iterdir()) == [path]
 

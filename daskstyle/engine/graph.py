@@ -23,7 +23,7 @@ from dask.delayed import Delayed
 from daskstyle.compute.executor import persist
 from daskstyle.core import geometry
 from daskstyle.core.errors import InputError
-from daskstyle.engine import guides, kernels
+from daskstyle.engine import guides, kernels, remade
 from daskstyle.engine.tiles import Blocks, Store, as_tiled, padded_tiles, source, tree_sum
 from daskstyle.networks.catalog import Network
 
@@ -181,6 +181,22 @@ class StyleGraph:
             tv_weight=self.tv_weight,
         )
 
+    @property
+    def remakes_content_target(self) -> bool:
+        """Whether the gradient pass remakes the content target from the content image in each
+        tile instead of reading it: where the content layer lies before the first pooling. Its
+        features there hold 64 values per pixel, 21 times the picture's 3 (a 16,384² canvas's
+        target at relu1_1 is 69 GB in float32), and cost one or two convolutions to remake."""
+        return self.network.scale(self.content_layer) == 1
+
+    def content_target(self, content, plan: geometry.TilePlan):
+        """What the gradient pass reads as the content target of a content image: its
+        features (:meth:`content_features`), or where :attr:`remakes_content_target`, the
+        content image itself."""
+        if self.remakes_content_target:
+            return content
+        return self.content_features(content, plan)
+
     def content_features(self, content, plan: geometry.TilePlan) -> da.Array:
         """φ_O(o), the content target, over the whole image: (H_O, W_O, C_O), one chunk per
         tile (forward only, exact through the forward halo). Compute it once per level."""
@@ -197,7 +213,7 @@ class StyleGraph:
 
     def loss_and_grad(self, canvas, content_target, plan: geometry.TilePlan, style_grams):
         """Loss (a 0-d Dask array) and gradient (chunked like ``plan``) of a canvas, given
-        the content target ``content_target`` (:meth:`content_features`) and the style target
+        the content target ``content_target`` (:meth:`content_target`) and the style target
         ``style_grams`` (:meth:`style_target`).
 
         ``canvas`` and ``content_target`` are Dask, NumPy or zarr arrays (tiles read zarr directly).
@@ -216,7 +232,8 @@ class StyleGraph:
         if len(plan) == 1:
             windows = [x.window(*(slice(0, n) for n in x.shape)) for x in (canvas, content_target)]
             (guide_window,) = self._guide_windows(guide, plan, 0)
-            result = self._model_call(_whole_image, windows, terms, style_grams, guide=guide_window)
+            result = self._model_call(_whole_image, windows, terms, style_grams,
+                                      self.remakes_content_target, guide=guide_window)  # fmt: skip
             grad = da.from_delayed(result[1], (*plan.shape, 3), dtype=self.spec.dtype)
             return _scalar(result[0]), grad.rechunk((*plan.chunks, 3))
         if self.gram_scope == "tile":
@@ -262,8 +279,12 @@ class StyleGraph:
     def _gradient_pass(self, canvas: Blocks | Store, content_target: Blocks | Store,
                        plan: geometry.TilePlan, scopes, statistics: bool = False):  # fmt: skip
         """Each tile's (delayed) :func:`daskstyle.engine.kernels.tile_gradient` result under its
-        scope's terms and Gram errors, and the gradient assembled from them."""
+        scope's terms and Gram errors, and the gradient assembled from them. A remade content
+        target is remade from the content over the canvas's window (the content layer's scale
+        is 1: the same slices)."""
         scale = self.network.scale(self.content_layer)
+        kernel = (remade.tile_gradient_remaking_target if self.remakes_content_target
+                  else kernels.tile_gradient)  # fmt: skip
         rows: list[list[da.Array]] = [[] for _ in range(plan.grid[0])]
         results = []
         tiles = padded_tiles(canvas, plan, self.halo.total)
@@ -274,7 +295,7 @@ class StyleGraph:
             rows_px, cols_px = tile.padded(self.halo.total, plan.shape)
             cells = [slice(px.start // scale, px.stop // scale) for px in (rows_px, cols_px)]
             content_window = content_target.window(*cells)
-            result = self._model_call(kernels.tile_gradient, [canvas_window, content_window],
+            result = self._model_call(kernel, [canvas_window, content_window],
                                       origin, _core(tile), tile_terms, errors, statistics,
                                       guide=guide)  # fmt: skip
             shape = (tile.y1 - tile.y0, tile.x1 - tile.x0, 3)
@@ -302,9 +323,10 @@ def _scalar(value: Delayed) -> da.Array:
     return da.from_delayed(value, (), dtype=np.float64)
 
 
-def _whole_image(model, canvas, content_target, terms, style_grams, guide=None):
+def _whole_image(model, canvas, content_target, terms, style_grams, remake: bool, guide=None):
     """The only network task of its step: it may use every thread of its Dask worker, which
-    otherwise runs torch on one thread per task."""
+    otherwise runs torch on one thread per task. ``remake``: ``content_target`` is the content
+    image, whose target is remade first."""
     try:
         from distributed import get_worker
 
@@ -312,6 +334,8 @@ def _whole_image(model, canvas, content_target, terms, style_grams, guide=None):
     except (ImportError, ValueError):  # not on a distributed worker
         threads = None
     with kernels.torch_threads(threads):
+        if remake:
+            content_target = remade.remade_target(model, content_target, terms.content_layer)
         return kernels.whole_loss_and_grad(model, canvas, content_target, terms, style_grams,
                                            guide)  # fmt: skip
 

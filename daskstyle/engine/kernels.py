@@ -259,7 +259,11 @@ def tile_content_features(
     )
 
 
-def _as_torch(array: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+def _as_torch(array: np.ndarray | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(H, W, C) NumPy as (1, C, H, W) torch like ``like``; a remade target
+    (:mod:`daskstyle.engine.remade`) is that already."""
+    if isinstance(array, torch.Tensor):
+        return array.to(like.dtype)
     return torch.as_tensor(
         np.ascontiguousarray(array), device=like.device, dtype=like.dtype
     ).permute(2, 0, 1)[None]

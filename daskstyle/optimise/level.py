@@ -181,7 +181,11 @@ def content_target(path: Path, graph: StyleGraph, state: LevelState, plan: TileP
     """φ_O of the level's content, computed once per level and kept on disk (written under a
     temporary name and renamed when complete) in chunks of :func:`target_chunk`; tile tasks
     read their windows of it. The level's content image is deleted then: nothing else reads
-    it."""
+    it. Where the graph remakes the target in each tile
+    (:attr:`StyleGraph.remakes_content_target`), the content image, kept (a target a run began
+    with is read as it was)."""
+    if graph.remakes_content_target and not path.is_dir():
+        return state.content_store()
     if not path.is_dir():
         state.check()
         features = graph.content_features(state.content(), plan)

@@ -286,6 +286,10 @@ class LevelState(StepAttributes):
         """p_t as its zarr array, for tasks that read their own windows of it."""
         return self.group[f"canvas{self.attrs['current']}"]
 
+    def content_store(self) -> zarr.Array:
+        """The content image as its zarr array, for tasks that read their own windows of it."""
+        return self.group["content"]
+
     def drop_content(self) -> None:
         """Delete the content image, once what is computed from it (the content target) is on
         disk and nothing reads it any more; :meth:`content` fails afterwards."""

@@ -55,14 +55,17 @@ def level_sizes(
 
 
 def running_bytes(plan: geometry.TilePlan, dtype, graph) -> int:
-    """Bytes on disk of a level of ``plan`` while it runs: its state, content target and
-    overview."""
-    scale = graph.network.scale(graph.content_layer)
-    channels = graph.network.channels(graph.content_layer)
+    """Bytes on disk of a level of ``plan`` while it runs: its state, content target (or the
+    content image, where the tiles remake the target from it) and overview."""
     itemsize = np.dtype(dtype).itemsize
-    side = geometry.target_chunk(next(iter(plan)).cells(scale)[0], channels, itemsize)
-    chunks = math.prod(-(-geometry.feature_size(n, scale) // side) for n in plan.shape)
-    target = chunks * (side * side * channels * itemsize + CRC_BYTES)
+    if graph.remakes_content_target:  # the content image stays instead, chunked like the canvas
+        target = len(plan) * (plan.tile**2 * 3 * itemsize + CRC_BYTES)
+    else:
+        scale = graph.network.scale(graph.content_layer)
+        channels = graph.network.channels(graph.content_layer)
+        side = geometry.target_chunk(next(iter(plan)).cells(scale)[0], channels, itemsize)
+        chunks = math.prod(-(-geometry.feature_size(n, scale) // side) for n in plan.shape)
+        target = chunks * (side * side * channels * itemsize + CRC_BYTES)
     return LevelState.nbytes(plan, dtype) + target + overview.nbytes(plan.shape)
 
 
