@@ -9,7 +9,9 @@ part are kept.
 Beside the output (``results/paper_4k.tif``) it writes ``paper_4k-log.csv`` (each line of the
 run with its time and part), ``paper_4k-samples.csv`` (RSS and disk every few seconds) and
 ``paper_4k-levels.csv``, the table of the README (also printed), from those two and the run's
-loss.csv. Give ``--table`` to write and print the table only.
+loss.csv, and ``paper_4k-stages.csv``: each level's stages besides the steps (its state made,
+style Grams, content target, overview, preview, output) and its median step, in seconds and
+seconds per megapixel. Give ``--table`` to write and print the tables only.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import re
 import statistics
 import sys
 import threading
@@ -154,9 +157,40 @@ def table(config, stem: Path) -> list[dict]:
     return rows
 
 
+STAGE = re.compile(r"^level (\d+): (.+) in ([\d.]+) s$")
+
+
+def stage_table(config, stem: Path) -> list[dict]:
+    """Per level and stage (its state made, style Grams, content target, steps, overview,
+    preview, output): seconds and seconds per megapixel of the level; for the steps, the
+    median step's. A stage that ran in several parts (resumed) adds up."""
+    log = _rows(Path(f"{stem}-log.csv"))
+    workdir = config.workdir or rundir.default_workdir(config.output)
+    pixels, seconds = {}, {}
+    for row in log:
+        words = row["line"].split()
+        if row["line"].startswith("level ") and "/" in words[1]:
+            width, height = words[2].split("x")
+            pixels[int(words[1].split("/")[0])] = int(width) * int(height)
+        elif found := STAGE.match(row["line"]):
+            key = (int(found[1]), found[2])
+            seconds[key] = seconds.get(key, 0.0) + float(found[3])
+    steps: dict[int, list[float]] = {}
+    for row in _rows(workdir / "loss.csv"):
+        steps.setdefault(int(row["level"]), []).append(float(row["seconds"]))
+    for level, times in steps.items():
+        seconds[(level, "step (median)")] = statistics.median(times[1:] or times)
+    rows = []
+    for (level, stage), spent in sorted(seconds.items()):
+        megapixels = pixels.get(level, 0) / 1e6
+        rows.append({"level": level, "megapixels": round(megapixels, 2), "stage": stage,
+                     "seconds": round(spent, 2),
+                     "s_per_mp": round(spent / megapixels, 3) if megapixels else ""})  # fmt: skip
+    return rows
+
+
 def write_table(rows: list[dict], path: Path) -> None:
-    fields = ["level", "size", "steps", "wall_s", "s_per_step", "peak_rss_gib", "peak_disk_gib",
-              "parts"]  # fmt: skip
+    fields = list(dict.fromkeys(key for row in rows for key in row))
     with path.open("w", newline="") as file:
         writer = csv.DictWriter(file, fields)
         writer.writeheader()
@@ -178,6 +212,7 @@ def main() -> None:
         except terminal.Stopped:
             print(f"stopped; `python {' '.join(sys.argv)}` continues it")
     write_table(table(config, stem), Path(f"{stem}-levels.csv"))
+    write_table(stage_table(config, stem), Path(f"{stem}-stages.csv"))
 
 
 if __name__ == "__main__":

@@ -61,3 +61,12 @@ def test_step_lines_keep_their_distance_and_say_the_most_time_left():
                                                       "level 1 step 7"]  # fmt: skip
     assert steps[0].endswith("4.00 s, level done in at most 7 min")  # 99 steps of 4 s
     assert lines[-1] == "level 1 done: preview level1.png"
+
+
+def test_each_stage_besides_the_steps_says_how_long_it_took(pictures, weights_file, tmp_path,
+                                                            capsys):  # fmt: skip
+    lines = _run(pictures, weights_file, tmp_path / "out.png", capsys).out.splitlines()
+    stages = [m.groups() for m in map(re.compile(r"^level (\d): (.+) in \d+\.\d\d s$").match, lines)
+              if m]  # fmt: skip
+    per_level = ["state", "style Grams", "content target", "overview", "preview"]
+    assert stages == [("1", s) for s in per_level] + [("2", s) for s in per_level] + [("2", "output")]

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from daskstyle.core.text import counted, duration
-from daskstyle.run.events import Event, Finished, LevelFinished, LevelStarted, Stepped
+from daskstyle.run.events import Event, Finished, LevelFinished, LevelStarted, Staged, Stepped
 
 BATCH_EVERY = 10.0  # seconds: the fewest between two step lines where there is no terminal
 
@@ -31,6 +31,8 @@ def describe(event: Event) -> str:
         return f"level {event.level + 1} done: preview {event.preview}"
     if isinstance(event, Finished):
         return f"wrote {event.output} (run directory {event.workdir}, loss history in loss.csv)"
+    if isinstance(event, Staged):
+        return f"level {event.level + 1}: {event.stage} in {event.seconds:.2f} s"
     raise TypeError(f"not a run event: {event!r}")
 
 
@@ -66,6 +68,8 @@ class Progress:
             if len(self.seconds) == 1 or now - self.said_at >= self.every:
                 self.said_at = now
                 self.echo(f"{describe(event)}{self._left(event)}")
+        elif self.bar is not None and isinstance(event, Staged):
+            self.bar.write(describe(event))  # above the bar, which stays
         else:
             if isinstance(event, LevelFinished):
                 self.close()

@@ -11,7 +11,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dask
@@ -76,6 +76,7 @@ class Level:
     target_grams: dict[str, np.ndarray]
     gram: str = "exact"
     lag_below: float = LAG_BELOW
+    seconds: dict[str, float] = field(default_factory=dict)  # its targets took: style, content
 
     def steps(self) -> Iterator[Step]:
         """Steps to the stop test, each yielded once committed. Before a step reads, its
@@ -168,13 +169,16 @@ def open_level(
     see :data:`LAG_BELOW` (``math.inf``: every step after the first lags);
     ``checkpoint_every``: other than 1 (step), the steps hold the state in memory and write
     it to disk that often, in steps or minutes (:class:`daskstyle.optimise.held.Checkpoints`)."""
+    began = time.perf_counter()
     (grams,) = dask.compute(graph.style_target(styles, blend))
     shared = share(grams, f"daskstyle-style-grams-{tokenize(grams)}")
+    made = time.perf_counter()
     target = content_target(state.path / CONTENT_TARGET, graph, state, plan)
+    seconds = {"style Grams": made - began, "content target": time.perf_counter() - made}
     every = Checkpoints.of(checkpoint_every)
     if every.held:
         state = HeldState(state, every)
-    return Level(state, plan, graph, target, shared, grams, gram, lag_below)
+    return Level(state, plan, graph, target, shared, grams, gram, lag_below, seconds)
 
 
 def content_target(path: Path, graph: StyleGraph, state: LevelState, plan: TilePlan) -> zarr.Array:

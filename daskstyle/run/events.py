@@ -3,6 +3,9 @@ never prints)."""
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,4 +43,23 @@ class Finished:
     workdir: Path
 
 
-Event = LevelStarted | Stepped | LevelFinished | Finished
+@dataclass(frozen=True)
+class Staged:
+    """A stage of a level besides its steps took ``seconds``: its state made (content resized,
+    the previous canvas upsampled), the style Grams, the content target, the overview, the
+    preview, or (after the last level) the output."""
+
+    level: int
+    stage: str
+    seconds: float
+
+
+Event = LevelStarted | Stepped | LevelFinished | Finished | Staged
+
+
+@contextlib.contextmanager
+def timed(on_event: Callable[[Event], None], level: int, stage: str) -> Iterator[None]:
+    """Tell ``on_event`` how long the block took, as the ``stage`` of ``level``."""
+    began = time.perf_counter()
+    yield
+    on_event(Staged(level, stage, time.perf_counter() - began))

@@ -38,10 +38,7 @@ from daskstyle.core.data import DATA_DIR
 from daskstyle.core.errors import DamagedStateError, InputError, NotFiniteError
 from daskstyle.engine.graph import StyleGraph
 from daskstyle.io import files, images, resize
-from daskstyle.networks.catalog import (
-    random_weights,
-    resolve_weights,
-)
+from daskstyle.networks.catalog import random_weights, resolve_weights
 from daskstyle.networks.weights import planned_network
 from daskstyle.optimise import overview
 from daskstyle.optimise.adam import AdamSettings
@@ -50,7 +47,15 @@ from daskstyle.optimise.level import open_level
 from daskstyle.optimise.state import LevelState
 from daskstyle.run import describe, footprint, regional, rundir
 from daskstyle.run.auto_settings import run_precision, run_tile
-from daskstyle.run.events import Event, Finished, LevelFinished, LevelStarted, Stepped
+from daskstyle.run.events import (
+    Event,
+    Finished,
+    LevelFinished,
+    LevelStarted,
+    Staged,
+    Stepped,
+    timed,
+)
 from daskstyle.run.record import FORMAT
 from daskstyle.run.rundir import default_workdir
 from daskstyle.settings import Settings, blend_weights, check_style_scale
@@ -117,9 +122,10 @@ class RunPlan:
         with _about_level(len(self.sizes) - 1, len(self.sizes), state.path):
             state.check()
         record = rundir.finish(self.workdir)  # with each of its files' size and SHA-256
-        images.write_image(self.output, self._picture(state.canvas()),
-                           pyramid=self.settings.pyramid, description=json.dumps(record),
-                           bit_depth=self.settings.bit_depth, dpi=self.settings.dpi)  # fmt: skip
+        with timed(on_event, len(self.sizes) - 1, "output"):
+            images.write_image(self.output, self._picture(state.canvas()),
+                               pyramid=self.settings.pyramid, description=json.dumps(record),
+                               bit_depth=self.settings.bit_depth, dpi=self.settings.dpi)  # fmt: skip
         rundir.write_record(self.workdir, record)
         on_event(Finished(self.output, self.workdir))
         return self.output
@@ -150,7 +156,8 @@ class RunPlan:
         settings, levels, shape = self.settings, len(self.sizes), self.sizes[level].shape
         plan = level_plan(shape, self.sizes[level].tile, graph.halo.align)
         path = rundir.level_dir(self.workdir, level)
-        state = self._open_or_create_level(level, path, plan, previous, inputs[0], run)
+        with timed(on_event, level, "state"):
+            state = self._open_or_create_level(level, path, plan, previous, inputs[0], run)
         on_event(LevelStarted(level, levels, shape, len(plan), state.step, settings.max_iters))
         with _about_level(level, levels, path):
             if not state.done:
@@ -160,16 +167,20 @@ class RunPlan:
                           for number, style in enumerate(inputs[1])]  # fmt: skip
                 level_loop = open_level(graph, state, plan, styles, self.blend, settings.gram,
                                         checkpoint_every=self.checkpoint_every)  # fmt: skip
+                for stage, seconds in level_loop.seconds.items():
+                    on_event(Staged(level, stage, seconds))
                 for step in level_loop.steps():
                     on_event(Stepped(level, step.step, step.loss, step.max_change,
                                      step.mean_change, step.lr, step.seconds))  # fmt: skip
                     rundir.write_loss_csv(self.workdir, level)
                     overview.keep_up(state)  # for viewers: the canvas halved, at checkpoints
-            overview.keep_up(state)  # the level's last canvas (a resumed run's too)
+            with timed(on_event, level, "overview"):
+                overview.keep_up(state)  # the level's last canvas (a resumed run's too)
             preview = rundir.preview_path(self.workdir, level)
             if not preview.is_file():
                 state.check()
-                images.write_image(preview, _preview(self._picture(state.canvas()), shape))
+                with timed(on_event, level, "preview"):
+                    images.write_image(preview, _preview(self._picture(state.canvas()), shape))
                 rundir.record_file(self.workdir, preview.name)
         state.release()
         on_event(LevelFinished(level, preview))
