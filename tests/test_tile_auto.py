@@ -18,7 +18,8 @@ from daskstyle.settings import Settings
 
 from .conftest import SHALLOW_RUN, SHALLOW_RUN_OPTIONS, final_canvas
 
-SMALL = dict(r0=48, max_iters=3, style_weight=10.0, network="vgg19", **SHALLOW_RUN)
+SMALL = dict(r0=48, max_iters=3, style_weight=10.0, network="vgg19", precision="exact",
+             **SHALLOW_RUN)  # fmt: skip
 #: Memory in which a gradient tile of 48 px (with the largest halo, 160 px) fits, 64 px not.
 MEMORY_OF_48 = geometry.TILE_BYTES_PER_PIXEL * (48 + 2 * 160 + 8) ** 2
 
@@ -89,7 +90,8 @@ def test_auto_tiles_paint_as_the_tile_they_choose_and_resume_with_it(
     monkeypatch.setattr(hardware, "tile_memory", lambda: (MEMORY_OF_48, "the test's memory"))
     out = tmp_path / "auto.png"
     argv = ["run", *map(str, pictures), "-o", str(out), "--r0", "48", "--network", "vgg19",
-            "--weights", str(weights_file), "--tile", "auto", "--dry-run"]  # fmt: skip
+            "--weights", str(weights_file), "--tile", "auto", "--precision", "exact",
+            "--dry-run"]  # fmt: skip
     assert cli.main(argv) == 0
     lines = capsys.readouterr().out
     assert "tiles auto: up to 48 px, the largest whose gradient tile" in lines
@@ -153,6 +155,20 @@ def test_auto_tiles_on_this_machine_fit_its_memory(
                     weights=weights_file, cluster=cluster)  # fmt: skip
     assert plan.record["tile_px"] == 48
     assert plan.tile_reason.startswith("tiles auto: up to 48 px, the largest whose gradient")
+
+
+def test_bf16_tiles_are_planned_with_bf16s_bytes(pictures, weights_file, tmp_path, monkeypatch):
+    """bf16 needs 0.82 of float32's bytes per pixel (measured): in the memory where a float32
+    gradient tile of 48 px fits, a bf16 one of 80 px does, and 96 px does not."""
+    monkeypatch.setattr(hardware, "tile_memory", lambda: (MEMORY_OF_48, "the test's memory"))
+    settings = Settings(**{**SMALL, "precision": "bf16"})
+    plan = painting.plan(*pictures, tmp_path / "out.png", settings=settings,
+                         weights=weights_file, cluster="threads")  # fmt: skip
+    assert plan.record["tile_px"] == 80
+    assert "the largest whose bf16 gradient tile" in plan.tile_reason
+    share = hardware.PRECISION_MEMORY_SHARE["bf16"]
+    needs = [share * geometry.TILE_BYTES_PER_PIXEL * (side + 2 * 160) ** 2 for side in (80, 96)]
+    assert needs[0] <= MEMORY_OF_48 < needs[1]
 
 
 def test_a_run_begun_at_512_px_resumes_without_tile(pictures, weights_file, tmp_path, capsys):

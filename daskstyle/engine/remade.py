@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from daskstyle.engine import guides
-from daskstyle.engine.kernels import LossTerms, _to_torch, tile_gradient
+from daskstyle.engine import guides, kernels
+from daskstyle.engine.kernels import LossTerms, _to_torch
 
 
 @torch.no_grad()
@@ -23,5 +23,5 @@ def tile_gradient_remaking_target(model, canvas_tile, content_tile, origin, core
     """:func:`daskstyle.engine.kernels.tile_gradient` with the content target remade from
     ``content_tile``, the content over the same window as ``canvas_tile``, instead of read."""
     target = remade_target(model, content_tile, terms.content_layer)
-    return tile_gradient(model, canvas_tile, target, origin, core, terms, errors,
-                         with_statistics, guide)  # fmt: skip
+    return kernels.tile_gradient(model, canvas_tile, target, origin, core, terms, errors,
+                                 with_statistics, guide)  # fmt: skip
