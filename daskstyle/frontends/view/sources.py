@@ -128,10 +128,35 @@ class RunDirectory:
         return self.folder.read_bytes(rundir.LOSS_CSV)
 
 
-class TiffPainting:
-    """A finished painting in a TIFF: its first image and the halved levels beside it."""
+class _Painting:
+    """A finished painting: one image, ``output``, and its levels halved as Deep Zoom halves."""
 
     kind = "painting"
+    _levels: Levels
+    version: str
+
+    def image_names(self) -> list[str]:
+        return ["output"]
+
+    def pyramid(self, name: str) -> tuple[Levels, str]:
+        if name != "output":
+            raise NotServed(name)
+        return self._levels, self.version
+
+
+def _halved(shape: tuple[int, int], levels: list[tuple[tuple[int, ...], object]]) -> list:
+    """The regions of ``levels`` (each with its (height, width)) from the first on, while each
+    is the one before halved as Deep Zoom halves, rounding up."""
+    kept = []
+    for k, (level_shape, region) in enumerate(levels):
+        if tuple(level_shape) != tuple(-(-n // 2**k) for n in shape):
+            break
+        kept.append(region)
+    return kept
+
+
+class TiffPainting(_Painting):
+    """A finished painting in a TIFF: its first image and the halved levels beside it."""
 
     def __init__(self, path):
         self.path = Path(path).resolve()
@@ -149,24 +174,13 @@ class TiffPainting:
             or series.dtype not in (np.uint8, np.uint16)
         ):
             raise InputError(f"{path} is not an 8- or 16-bit RGB picture: daskstyle shows its own")
-        shape, kept = series.shape[:2], []
-        for k, array in enumerate(arrays):  # halved as Deep Zoom halves, rounding up
-            if tuple(array.shape[:2]) != tuple(-(-n // 2**k) for n in shape):
-                break
-            kept.append(_TiffRegion(array, self._lock))
+        shape = series.shape[:2]
+        kept = _halved(shape, [(a.shape[:2], _TiffRegion(a, self._lock)) for a in arrays])
         if len(kept) == 1 and shape[0] * shape[1] > MOST_HALVED_PIXELS:
             raise InputError(f"{path} holds no reduced resolutions: write it with --pyramid "
                              "to view it")  # fmt: skip
         self._levels = Levels(kept)
         self.version = str(self.path.stat().st_mtime_ns)
-
-    def image_names(self) -> list[str]:
-        return ["output"]
-
-    def pyramid(self, name: str) -> tuple[Levels, str]:
-        if name != "output":
-            raise NotServed(name)
-        return self._levels, self.version
 
 
 @dataclass
@@ -186,11 +200,9 @@ class _TiffRegion:
         return pixels
 
 
-class OmeZarrPainting:
+class OmeZarrPainting(_Painting):
     """A finished painting in an OME-Zarr (NGFF 0.4 or 0.5): its multiscale levels, axes
     ``c``, ``y``, ``x`` in any order (others of size 1), read inside its folder only."""
-
-    kind = "painting"
 
     def __init__(self, path):
         self.folder = Folder(path)
@@ -204,26 +216,16 @@ class OmeZarrPainting:
             raise InputError(f"{path} is not an OME-Zarr image daskstyle can show") from None
         if not {"c", "y", "x"} <= set(axes) or arrays[0].shape[axes.index("c")] != 3:
             raise InputError(f"{path} is not an RGB OME-Zarr image (axes {axes})")
-        shape = tuple(arrays[0].shape[axes.index(a)] for a in "yx")
-        kept = []
-        for k, (name, array) in enumerate(zip(names, arrays)):  # halved as Deep Zoom halves
-            if tuple(array.shape[axes.index(a)] for a in "yx") != tuple(
-                -(-n // 2**k) for n in shape
-            ):
-                break
-            kept.append(_OmeRegion(self.folder, name, array, axes))
+        def yx(array) -> tuple[int, int]:
+            return tuple(array.shape[axes.index(a)] for a in "yx")
+
+        shape = yx(arrays[0])
+        kept = _halved(shape, [(yx(array), _OmeRegion(self.folder, name, array, axes))
+                               for name, array in zip(names, arrays)])  # fmt: skip
         if len(kept) == 1 and shape[0] * shape[1] > MOST_HALVED_PIXELS:
             raise InputError(f"{path} holds no reduced resolutions to view it by")
         self._levels = Levels(kept)
         self.version = str(self.folder.check("zarr.json").stat().st_mtime_ns)
-
-    def image_names(self) -> list[str]:
-        return ["output"]
-
-    def pyramid(self, name: str) -> tuple[Levels, str]:
-        if name != "output":
-            raise NotServed(name)
-        return self._levels, self.version
 
 
 @dataclass
