@@ -13,7 +13,7 @@ from daskstyle.compute.executor import compute_settings, current_resources, shar
 from daskstyle.controls import regions as region_labels
 from daskstyle.core import geometry
 from daskstyle.core.errors import InputError
-from daskstyle.engine import kernels
+from daskstyle.engine import featurenet
 from daskstyle.engine.graph import GRAM_SCOPES, Regions, StyleGraph, as_tiled
 from daskstyle.engine.guides import GUIDE_PROPAGATIONS
 from daskstyle.networks.catalog import (
@@ -154,7 +154,7 @@ def style_graph(
     (:data:`daskstyle.networks.catalog.POOLINGS`). ``halo`` overrides the gradient pass's halo
     depth K (for experiments: a smaller K gives inexact gradients; 0: no halo in either
     pass). ``precision``: ``exact``, ``tf32`` or ``bf16``
-    (:data:`daskstyle.engine.kernels.PRECISIONS`).
+    (:data:`daskstyle.engine.featurenet.PRECISIONS`).
     ``resources``: what each network task asks of a distributed scheduler, e.g. ``{"GPU": 1}``.
     ``gram_scope``: ``image`` (exact) or, for the tiling ablation only, ``tile``: each tile
     styled with its own core's Grams (:meth:`daskstyle.engine.graph.StyleGraph.loss_and_grad`).
@@ -162,7 +162,7 @@ def style_graph(
     content_weight = check_weight("content_weight", content_weight)
     style_weight = check_weight("style_weight", style_weight)
     tv_weight = check_weight("tv_weight", tv_weight)
-    for name, value, choices in (("precision", precision, kernels.PRECISIONS),
+    for name, value, choices in (("precision", precision, featurenet.PRECISIONS),
                                  ("pooling", pooling, POOLINGS),
                                  ("gram_scope", gram_scope, GRAM_SCOPES)):  # fmt: skip
         if value not in choices:
@@ -191,7 +191,7 @@ def style_graph(
         content_layer=content_layer,
         content_weight=content_weight,
         style_weights=style_weights,
-        spec=kernels.ModelSpec(net.name, layers, dtype_name, token, precision, pooling),
+        spec=featurenet.ModelSpec(net.name, layers, dtype_name, token, precision, pooling),
         weights=share(state, f"daskstyle-weights-{token}"),
         halo=exact,
         split_every=split_every,

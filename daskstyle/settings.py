@@ -193,7 +193,7 @@ def _network(name, value):
 
 
 def _precision(name, value):
-    from daskstyle.engine.kernels import PRECISIONS
+    from daskstyle.engine.featurenet import PRECISIONS
 
     _choice(name, value, ("auto", *PRECISIONS))
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from daskstyle.api import make_plan, style_graph
 from daskstyle.compute.executor import Executor
-from daskstyle.engine import kernels
+from daskstyle.engine import featurenet, kernels
 from daskstyle.networks.catalog import random_weights
 from daskstyle.optimise.adam import AdamSettings
 from daskstyle.optimise.level import open_level
@@ -72,7 +72,7 @@ def tile_seconds(core: int) -> tuple[float, float, int]:
 
     torch.set_num_threads(1)
     graph = style_graph(network=NETWORK, weights=random_weights(NETWORK, 0))
-    model = kernels.get_model(graph.spec, graph.weights.compute())
+    model = featurenet.get_model(graph.spec, graph.weights.compute())
     halo = graph.halo
     terms = graph.terms((4 * core, 4 * core))
     rng = np.random.default_rng(0)

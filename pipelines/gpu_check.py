@@ -208,7 +208,7 @@ def check_exactness(echo, args) -> bool:
     import torch
 
     from daskstyle.api import loss_and_grad
-    from daskstyle.engine import kernels
+    from daskstyle.engine import featurenet
     from daskstyle.networks.catalog import random_weights
 
     images, weights = _noise(*EXACT_SHAPE), random_weights("vgg19")
@@ -220,8 +220,8 @@ def check_exactness(echo, args) -> bool:
         error = relative_error(cuda, whole)
         ok &= error < bound and abs(loss - whole_loss) <= bound * abs(whole_loss)
         echo(f"CUDA {np.dtype(dtype).name}: {EXACT_TILE}-px tiles vs untiled, gradient {error:.1e}")
-    kernels.device = lambda: torch.device("cpu")
-    kernels._models.clear()
+    featurenet.device = lambda: torch.device("cpu")
+    featurenet._models.clear()
     error = relative_error(cuda, evaluate(dtype=np.float64, tile=EXACT_TILE)[1])
     echo(f"float64 CUDA vs CPU gradient {error:.1e}")
     return ok and error < 1e-9

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from daskstyle.core.errors import WeightsError
-from daskstyle.engine.kernels import FeatureNet
+from daskstyle.engine.featurenet import FeatureNet
 from daskstyle.networks import hed
 from daskstyle.networks.catalog import (
     default_weights_path,

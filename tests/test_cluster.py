@@ -291,16 +291,16 @@ def test_unreachable_scheduler():
 def test_network_tasks_run_only_on_workers_with_a_gpu(vgg19_state, images, monkeypatch):
     """With a GPU worker in the cluster, every tile task asks for it (and fusion keeps that)."""
     import daskstyle
-    from daskstyle.engine import kernels
+    from daskstyle.engine import featurenet
 
     ran_on = []
-    original = kernels.get_model
+    original = featurenet.get_model
 
     def spy(spec, state):
         ran_on.append(distributed.get_worker().name)
         return original(spec, state)
 
-    monkeypatch.setattr(kernels, "get_model", spy)
+    monkeypatch.setattr(featurenet, "get_model", spy)
     workers = {
         "gpu": {"cls": distributed.Worker, "options": {"nthreads": 1, "resources": {"GPU": 1}}},
         "cpu": {"cls": distributed.Worker, "options": {"nthreads": 2}},

@@ -106,3 +106,32 @@ def test_a_run_keeps_its_content_instead_of_a_target_and_its_disk_estimate_holds
     graph = painting.style_graph(network="vgg19", weights=weights_file, **layers)
     sizes = footprint.level_sizes((96, 80), graph, r0=48, tile=32, dtype="float32")
     assert [s.running_bytes for s in sizes] == running
+
+
+@pytest.mark.parametrize(
+    "content_layer, style_layers, dtype, bound",
+    [
+        ("relu1_1", ("relu1_1",), np.float64, 1e-9),  # content and style at the root, one addmm
+        ("relu1_1", ("relu1_1",), np.float32, 1e-4),
+        ("relu3_1", ("relu1_1",), np.float64, 1e-9),  # the content at the root, a style below
+    ],
+)
+@pytest.mark.parametrize("tile", [None, 48, 16])  # 16 px: smaller than relu3_1's 20
+def test_the_content_term_joins_the_backward_as_a_gradient(
+    vgg19, vgg19_state, images, content_layer, style_layers, dtype, bound, tile
+):
+    """The content term's gradient is handed to the backward as a gradient (with the style's
+    Φ M where the layer has both), not differentiated from a scalar: exact against autograd."""
+    canvas, content, style = images(72, 56)
+    indices = {"relu1_1": 1, "relu3_1": 11}
+    weights = dict(content_weight=2.0, style_weight=30.0)
+    loss, grad = daskstyle.loss_and_grad(canvas, content, style, tile=tile, weights=vgg19_state,
+                                         dtype=dtype, content_layer=content_layer,
+                                         style_layers=style_layers, **weights)  # fmt: skip
+    ref_loss, ref_grad = reference.loss_and_grad(
+        vgg19.features, canvas, content, style, content_index=indices[content_layer],
+        style_indices=tuple(indices[name] for name in style_layers),
+        dtype=torch.float64 if dtype == np.float64 else torch.float32, **weights,
+    )  # fmt: skip
+    assert relative_error(grad, ref_grad) < bound
+    assert loss == pytest.approx(ref_loss, rel=bound)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import daskstyle
-from daskstyle.engine import kernels
+from daskstyle.engine import featurenet, kernels
 
 from . import reference
 from .conftest import two_process_client
@@ -130,15 +130,15 @@ def test_tree_reduced_gram_equals_whole_gram(vgg19, vgg19_state, images, count_t
 
 def test_one_model_per_process_not_per_task(vgg19_state, images, monkeypatch):
     built = []
-    original = kernels.FeatureNet
+    original = featurenet.FeatureNet
 
     class Counting(original):
         def __init__(self, *args):
             built.append(1)
             super().__init__(*args)
 
-    monkeypatch.setattr(kernels, "FeatureNet", Counting)
-    monkeypatch.setattr(kernels, "_models", {})
+    monkeypatch.setattr(featurenet, "FeatureNet", Counting)
+    monkeypatch.setattr(featurenet, "_models", {})
     canvas, content, style = images(64, 80)
     with dask.config.set(scheduler="threads"):
         daskstyle.loss_and_grad(canvas, content, style, tile=16, weights=vgg19_state, **SHALLOW)
@@ -154,7 +154,9 @@ def test_same_numbers_on_synchronous_threads_and_two_process_cluster(vgg19_state
             results[scheduler] = daskstyle.loss_and_grad(canvas, content, style, **kw)
     with two_process_client() as client:
         results["cluster"] = daskstyle.loss_and_grad(canvas, content, style, **kw)
-        ran_on = client.run(lambda: len(__import__("daskstyle.engine.kernels").engine.kernels._models))
+        ran_on = client.run(
+            lambda: len(__import__("daskstyle.engine.featurenet").engine.featurenet._models)
+        )
     assert sum(ran_on.values()) >= 1
     loss0, grad0 = results["synchronous"]
     for loss, grad in results.values():
@@ -163,7 +165,7 @@ def test_same_numbers_on_synchronous_threads_and_two_process_cluster(vgg19_state
 
 
 def test_a_float64_model_keeps_its_normalisation_constants_exact():
-    from daskstyle.engine.kernels import FeatureNet
+    from daskstyle.engine.featurenet import FeatureNet
     from daskstyle.networks.catalog import get_network, random_weights
 
     network = get_network("vgg19")

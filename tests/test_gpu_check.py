@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from daskstyle.engine import kernels
+from daskstyle.engine import featurenet
 from daskstyle.networks.catalog import random_weights
 from daskstyle.optimise import adam
 
@@ -36,7 +36,7 @@ def gpu_check():
 
 def fake_cupy(full=np.full):
     """A CuPy that sees one device and computes with NumPy; ``full`` may fail like a CuPy
-    that cannot compile its kernels."""
+    that cannot compile its featurenet."""
     runtime = types.SimpleNamespace(getDeviceCount=lambda: 1)
     return types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=runtime), full=full,
                                  stack=np.stack, asarray=np.asarray, get_array_module=lambda *a: np,
@@ -91,22 +91,22 @@ def test_tf32_flags_follow_the_model_in_use():
     """An exact model reused after a TF32 one has run computes without TF32 (flags are
     process-wide; they used to be set only when a model was built)."""
     state = random_weights("vgg19")
-    specs = {p: kernels.ModelSpec("vgg19", ("relu1_1",), "float32", "tf32-test", p)
+    specs = {p: featurenet.ModelSpec("vgg19", ("relu1_1",), "float32", "tf32-test", p)
              for p in ("exact", "tf32")}  # fmt: skip
-    image = torch.zeros(1, 3, 16, 16, device=kernels.device())
+    image = torch.zeros(1, 3, 16, 16, device=featurenet.device())
     before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     try:
-        exact = kernels.get_model(specs["exact"], state)
-        kernels.get_model(specs["tf32"], state)(image)
+        exact = featurenet.get_model(specs["exact"], state)
+        featurenet.get_model(specs["tf32"], state)(image)
         assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
-        assert kernels.get_model(specs["exact"], state) is exact  # reused, not rebuilt
+        assert featurenet.get_model(specs["exact"], state) is exact  # reused, not rebuilt
         exact(image)
         assert not (torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32)
     finally:
-        kernels.set_tf32(False)
+        featurenet.set_tf32(False)
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
         for spec in specs.values():
-            kernels._models.pop(spec, None)
+            featurenet._models.pop(spec, None)
 
 
 def test_a_section_that_raises_leaves_its_figures_and_traceback(gpu_check, tmp_path):
@@ -208,7 +208,9 @@ def test_the_adam_comparison_runs(gpu_check, monkeypatch):
 def tiny(gpu_check, monkeypatch):
     monkeypatch.setattr(gpu_check, "EXACT_SHAPE", (48, 80))
     monkeypatch.setattr(gpu_check, "EXACT_TILE", 32)
-    monkeypatch.setattr(kernels, "device", kernels.device)  # the exactness section replaces it
+    monkeypatch.setattr(
+        featurenet, "device", featurenet.device
+    )  # the exactness section replaces it
     return gpu_check
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from daskstyle.core.errors import WeightsError
-from daskstyle.engine.kernels import FeatureNet
+from daskstyle.engine.featurenet import FeatureNet
 from daskstyle.networks.catalog import build_features, get_network
 
 from .hed_edges import HEDEdges, edges

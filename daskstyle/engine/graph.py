@@ -23,7 +23,7 @@ from dask.delayed import Delayed
 from daskstyle.compute.executor import persist
 from daskstyle.core import geometry
 from daskstyle.core.errors import InputError
-from daskstyle.engine import guides, kernels, remade
+from daskstyle.engine import featurenet, guides, kernels, remade
 from daskstyle.engine.tiles import Blocks, Store, as_tiled, padded_tiles, source, tree_sum
 from daskstyle.networks.catalog import Network
 
@@ -68,7 +68,7 @@ class StyleGraph:
     content_layer: str
     content_weight: float
     style_weights: dict[str, float]
-    spec: kernels.ModelSpec
+    spec: featurenet.ModelSpec
     weights: Delayed  # persisted on a cluster
     halo: geometry.Halo
     split_every: int = 8
@@ -333,7 +333,7 @@ def _whole_image(model, canvas, content_target, terms, style_grams, remake: bool
         threads = get_worker().state.nthreads
     except (ImportError, ValueError):  # not on a distributed worker
         threads = None
-    with kernels.torch_threads(threads):
+    with featurenet.torch_threads(threads):
         if remake:
             content_target = remade.remade_target(model, content_target, terms.content_layer)
         return kernels.whole_loss_and_grad(model, canvas, content_target, terms, style_grams,
@@ -342,7 +342,7 @@ def _whole_image(model, canvas, content_target, terms, style_grams, remake: bool
 
 def _with_model(function, spec, weights: Mapping, windows: list, *args, guide=None):
     kwargs = {} if guide is None else {"guide": guide.read()}
-    return function(kernels.get_model(spec, weights), *(w.read() for w in windows), *args,
+    return function(featurenet.get_model(spec, weights), *(w.read() for w in windows), *args,
                     **kwargs)  # fmt: skip
 
 

@@ -3,101 +3,22 @@
 Arrays come in and go out as NumPy (H, W, 3) on the 0-255 RGB scale. A tile is read from
 ``origin`` (its top-left pixel in the image) and its core is the rectangle ``core`` =
 (y0, y1, x0, x1) in image pixels; features are cropped to the core with
-:func:`daskstyle.core.geometry.feature_crop`.
+:func:`daskstyle.core.geometry.feature_crop`. The model is a
+:class:`daskstyle.engine.featurenet.FeatureNet`.
 """
 
 from __future__ import annotations
 
 import functools
-import threading
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch import nn
 
 from daskstyle.core import geometry
 from daskstyle.engine import guides
-from daskstyle.networks.catalog import Network, build_features, get_network, load_weights
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What a worker needs to build (and cache) the feature network: small and picklable."""
-
-    network: str
-    layers: tuple[str, ...]
-    dtype: str
-    weights_token: str
-    precision: str = "exact"
-    pooling: str = "max"
-
-
-#: Arithmetic of the network's convolutions: ``exact`` (the dtype's own), ``tf32`` (CUDA
-#: TensorFloat-32 for float32 convolutions and matmuls), ``bf16`` (bfloat16 autocast).
-PRECISIONS = ("exact", "tf32", "bf16")
-
-
-class FeatureNet(nn.Module):
-    """A frozen, truncated VGG ``features`` that returns the outputs of named layers."""
-
-    def __init__(self, network: Network, layers: tuple[str, ...], state: Mapping[str, torch.Tensor],
-                 precision: str = "exact", dtype: torch.dtype = torch.float32,
-                 pooling: str = "max"):  # fmt: skip
-        super().__init__()
-        self.network = network
-        self.precision = precision
-        self.wanted = {network.index(name): name for name in layers}
-        self.features = build_features(network, max(self.wanted), pooling, initialise=False)
-        load_weights(self.features, state, network, "the given weights")
-        self.features.to(dtype)
-        for name in ("mean", "std"):  # made in ``dtype``: a float64 model keeps them exact
-            value = torch.tensor(getattr(network, name), dtype=dtype)
-            self.register_buffer(name, value.view(1, 3, 1, 1))
-        self.requires_grad_(False).eval()
-
-    def forward(self, image: torch.Tensor, until: str | None = None) -> dict[str, torch.Tensor]:
-        """Features of ``image`` (1, 3, H, W), 0-255 RGB, in the model's dtype; stop after
-        layer ``until``."""
-        return {name: f.to(self.mean.dtype) for name, f in self.compute(image, until).items()}
-
-    def compute(self, image: torch.Tensor, until: str | None = None,
-                taps: Mapping[str, Callable] | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
-        """Features of ``image`` as the arithmetic leaves them (bfloat16 under bf16).
-        ``taps``: per layer, a function ``(feature, grad) -> grad`` that the backward pass
-        applies to the gradient reaching the layer's output from the layers above it (none
-        reaches the last layer computed: its gradient is a root of the backward pass)."""
-        set_tf32(self.precision == "tf32")
-        x = image.flip(1) if self.network.bgr else image
-        x = (x / self.network.value_range - self.mean) / self.std
-        last = self.network.index(until) if until else max(self.wanted)
-        out = {}
-        with torch.autocast(x.device.type, torch.bfloat16, enabled=self.precision == "bf16"):
-            for index, layer in enumerate(self.features[: last + 1]):
-                x = layer(x)
-                if index in self.wanted:
-                    name = self.wanted[index]
-                    if taps and name in taps and index < last:
-                        x = _Tap.apply(x, taps[name])
-                    out[name] = x
-        return out
-
-
-class _Tap(torch.autograd.Function):
-    """The identity, whose backward hands the arriving gradient to ``tap(feature, grad)``."""
-
-    @staticmethod
-    def forward(ctx, feature: torch.Tensor, tap: Callable) -> torch.Tensor:
-        ctx.tap = tap
-        ctx.save_for_backward(feature)
-        return feature.view_as(feature)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (feature,) = ctx.saved_tensors
-        return ctx.tap(feature, grad), None
+from daskstyle.engine.featurenet import FeatureNet, to_torch
 
 
 def plus_product(grad: torch.Tensor, feature: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
@@ -112,41 +33,6 @@ def plus_product(grad: torch.Tensor, feature: torch.Tensor, matrix: torch.Tensor
         return total.view(1, height, width, channels).permute(0, 3, 1, 2)
     grad = grad.contiguous()
     return torch.addmm(grad.view(grad.shape[1], -1), matrix.T, phi.T).view_as(grad)
-
-
-def set_tf32(on: bool) -> None:
-    """TF32 for CUDA float32 convolutions and matmuls, on or off. Process-wide flags (cuDNN's
-    own default is on), so each use of a model sets them: a model reused after a TF32 one
-    has been used computes exactly."""
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = on
-
-
-_models: dict[ModelSpec, FeatureNet] = {}
-_models_lock = threading.Lock()
-_MAX_MODELS = 2
-
-
-def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def get_model(spec: ModelSpec, state: Mapping[str, torch.Tensor]) -> FeatureNet:
-    """The process's model for ``spec``, built once (one per worker process, not per task)."""
-    with _models_lock:
-        model = _models.get(spec)
-        if model is None:
-            model = FeatureNet(get_network(spec.network), spec.layers, state, spec.precision,
-                               getattr(torch, spec.dtype), spec.pooling)  # fmt: skip
-            model = model.to(device=device(), memory_format=torch.channels_last)  # faster convs
-            while len(_models) >= _MAX_MODELS:
-                _models.pop(next(iter(_models)))
-            _models[spec] = model
-        return model
-
-
-def _to_torch(image: np.ndarray, model: FeatureNet) -> torch.Tensor:
-    tensor = torch.as_tensor(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
-    return tensor.to(device=model.mean.device, dtype=model.mean.dtype)
 
 
 def _crop(
@@ -184,7 +70,7 @@ def tile_statistics(model: FeatureNet, tile: np.ndarray, origin: tuple[int, int]
                     guide: guides.Guide | None = None) -> Statistics:  # fmt: skip
     """Partial Grams of the style ``layers`` over the core of one tile; with ``guide`` (the
     padded tile's region guides), each region's guided Grams and masses."""
-    image = _to_torch(tile, model)
+    image = to_torch(tile, model)
     weights = guides.layer_guides(model.network, guide, model.mean, layers) if guide else None
     return _core_statistics(model, model.compute(image), origin, core, layers, weights)
 
@@ -226,6 +112,12 @@ class LossTerms:
         n, c = self.cells[self.content_layer], self.channels[self.content_layer]
         return self.content_weight * squared_error / (2 * n * c)
 
+    def content_gradient(self, difference):
+        """The content loss's gradient with respect to the content features, from their
+        difference from the target."""
+        n, c = self.cells[self.content_layer], self.channels[self.content_layer]
+        return difference * (self.content_weight / (n * c))
+
     def style(self, grams_hat, style_grams):
         """Style loss from normalised Grams Ĝ(p) and the style's Ĝ(s) (NumPy or torch)."""
         return sum(
@@ -253,7 +145,7 @@ def tile_content_features(
     model: FeatureNet, tile: np.ndarray, origin, core, layer: str
 ) -> np.ndarray:
     """φ_O(o) on the core of one content tile, as (cells, cells, C): the content target."""
-    feature = model(_to_torch(tile, model), until=layer)[layer]
+    feature = model(to_torch(tile, model), until=layer)[layer]
     return (
         _crop(feature, model.network.scale(layer), origin, core)[0].permute(1, 2, 0).cpu().numpy()
     )
@@ -288,11 +180,14 @@ def tile_gradient(model, canvas_tile, content_target, origin, core, terms: LossT
     also the core's partial Grams (:func:`tile_statistics`), from the same forward (the
     gradient's halo holds the forward halo they need). ``guide``: the padded tile's region
     guides, with ``errors`` per region (R, C, C)."""
-    image = _to_torch(canvas_tile, model).requires_grad_(True)
+    image = to_torch(canvas_tile, model).requires_grad_(True)
     weights = guides.layer_guides(model.network, guide, image, errors) if guide else None
-    matrices = {name: _style_matrix(terms, name, errors[name], image, weights) for name in errors}
-    features = model.compute(image, taps=_taps(matrices, matrices))
-    diff, squares = _backward(model, image, features, terms, matrices, content_target)
+    joins = _Joins(
+        terms.content_layer,
+        {name: _style_matrix(terms, name, errors[name], image, weights) for name in errors},
+    )
+    features = model.compute(image, taps=joins.taps([*errors, terms.content_layer]))
+    diff, squares = _backward(model, image, features, terms, joins, content_target)
     scale = model.network.scale(terms.content_layer)
     squared_error = _crop(diff, scale, origin, core).square().sum().item()
     tv_squares = 0.0
@@ -317,40 +212,67 @@ def _style_matrix(terms: LossTerms, name: str, error, like: torch.Tensor, weight
     return matrix if weights is None else guides.Guided(weights[name], matrix)
 
 
-def _taps(matrices: Mapping[str, torch.Tensor], names) -> dict[str, Callable]:
-    """The taps of the style layers ``names``: each layer's Φ M joins the gradient arriving
-    at it (M read from ``matrices`` when the backward runs: it may be filled after the
-    forward)."""
-    return {name: functools.partial(_tap, matrices, name) for name in names}
+class _Joins:
+    """What joins the backward pass at each layer, known only after the forward: each style
+    layer's M (:func:`_style_matrix`) and the content layer's gradient w (φ - φ_O) / (N C).
+    The last layer computed takes them as its gradient (the backward's root); the layers
+    below add them to the gradient arriving from above, through their taps."""
+
+    def __init__(self, content_layer: str, matrices: dict | None = None):
+        self.content_layer = content_layer
+        self.matrices = {} if matrices is None else matrices
+        self.content_grad: torch.Tensor | None = None
+
+    def taps(self, names) -> dict[str, Callable]:
+        return {name: functools.partial(self.onto, name) for name in names}
+
+    def onto(self, name: str, feature: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:
+        """``grad`` (None at the root) with what joins at layer ``name``, laid out as
+        ``feature``; one pass over the layer's cells where only the content and one style
+        term join: the content's gradient is the sum's start."""
+        if name == self.content_layer:
+            content = self.content_grad.to(feature.dtype)
+            grad = content if grad is None else grad + content
+        matrix = self.matrices.get(name)
+        if matrix is None:
+            return grad
+        feature = feature.detach()
+        if isinstance(matrix, guides.Guided):
+            if grad is None:
+                grad = torch.zeros_like(feature)
+            return guides.plus_guided_product(grad, feature, matrix)
+        if grad is None:
+            return product(feature, matrix)
+        return plus_product(grad, feature, matrix)
 
 
-def _tap(matrices, name: str, feature: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    if isinstance(matrices[name], guides.Guided):
-        return guides.plus_guided_product(grad, feature.detach(), matrices[name])
-    return plus_product(grad, feature.detach(), matrices[name])
+def product(feature: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """Φ M for features of shape (1, C, H, W) and a (C, C) matrix, laid out as ``feature``."""
+    _, channels, height, width = feature.shape
+    if feature.is_contiguous(memory_format=torch.channels_last):
+        total = _flat(feature) @ matrix.to(feature.dtype)
+        return total.view(1, height, width, channels).permute(0, 3, 1, 2)
+    flat = feature.contiguous().view(channels, -1)
+    return (matrix.T.to(feature.dtype) @ flat).view_as(feature)
 
 
-def _backward(model: FeatureNet, image, features, terms: LossTerms, matrices, content_target):
-    """Back-propagate the content term (and the total variation) with each style layer's
-    Φ M: the last layer computed hands it over as a root, the others through their taps.
-    Returns the content features' difference from the target and, with total variation,
-    the pixel pairs' squares (:func:`_neighbour_squares`; else None)."""
-    diff = features[terms.content_layer].to(image.dtype) - _as_torch(content_target, image)
-    roots, root_grads = [terms.content(diff.square().sum())], [None]
-    last = max(matrices, key=model.network.index)
-    if model.network.index(last) >= model.network.index(terms.content_layer):  # not tapped
-        phi = _flat(features[last])
-        roots.append(phi)
-        matrix = matrices[last]
-        root_grads.append(guides.guided_product(phi.detach(), matrix)
-                          if isinstance(matrix, guides.Guided)
-                          else phi.detach() @ matrix.to(phi.dtype))  # fmt: skip
+def _backward(model: FeatureNet, image, features, terms: LossTerms, joins: _Joins,
+              content_target):  # fmt: skip
+    """Back-propagate the content term, each style layer's Φ M (both through ``joins``) and
+    the total variation. Returns the content features' difference from the target and, with
+    total variation, the pixel pairs' squares (:func:`_neighbour_squares`; else None)."""
+    content = features[terms.content_layer]
+    diff = content.detach().to(image.dtype) - _as_torch(content_target, image)
+    joins.content_grad = terms.content_gradient(diff)
+    top = max(features, key=model.network.index)  # the root: no tap of its own
+    roots, root_grads = [features[top]], [joins.onto(top, features[top], None)]
     squares = None
     if terms.tv_weight:  # every pair of the padded tile: exact on the core behind a 1-px halo
         squares = _neighbour_squares(image)
-        roots[0] = roots[0] + terms.tv(squares[0].sum() + squares[1].sum())
+        roots.append(terms.tv(squares[0].sum() + squares[1].sum()))
+        root_grads.append(None)
     torch.autograd.backward(roots, root_grads)
-    return diff.detach(), squares
+    return diff, squares
 
 
 def whole_loss_and_grad(model, canvas, content_target, terms: LossTerms, style_grams,
@@ -359,9 +281,9 @@ def whole_loss_and_grad(model, canvas, content_target, terms: LossTerms, style_g
     Grams give the Gram errors, and with them each style layer's gradient joins the backward
     as in :func:`tile_gradient` (on the whole image that is the loss's own gradient).
     ``guide``: the image's region guides, with ``style_grams`` per region (R, C, C)."""
-    image = _to_torch(canvas, model).requires_grad_(True)
-    matrices = {}
-    features = model.compute(image, taps=_taps(matrices, terms.style_weights))
+    image = to_torch(canvas, model).requires_grad_(True)
+    joins = _Joins(terms.content_layer)
+    features = model.compute(image, taps=joins.taps([*terms.style_weights, terms.content_layer]))
     targets = {name: torch.as_tensor(style_grams[name], device=image.device, dtype=image.dtype)
                for name in terms.style_weights}  # fmt: skip
     layers = tuple(terms.style_weights)
@@ -375,8 +297,8 @@ def whole_loss_and_grad(model, canvas, content_target, terms: LossTerms, style_g
         else:
             grams, masses[name] = guides.guided_grams(phi, guides.flat_weights(weights[name]))
             errors[name] = guides.region_errors(grams, masses[name], targets[name])
-        matrices[name] = _style_matrix(terms, name, errors[name], image, weights)
-    diff, squares = _backward(model, image, features, terms, matrices, content_target)
+        joins.matrices[name] = _style_matrix(terms, name, errors[name], image, weights)
+    diff, squares = _backward(model, image, features, terms, joins, content_target)
     style = (terms.style(grams_hat, targets) if weights is None
              else guides.region_style(terms, errors, masses))  # fmt: skip
     loss = terms.content(diff.square().sum()) + style
@@ -384,17 +306,3 @@ def whole_loss_and_grad(model, canvas, content_target, terms: LossTerms, style_g
         loss = loss + terms.tv(squares[0].sum() + squares[1].sum())
     height, width = canvas.shape[:2]
     return loss.item(), _grad_to_numpy(image, (0, height, 0, width), (0, 0))
-
-
-@contextmanager
-def torch_threads(count: int | None) -> Iterator[None]:
-    """Torch's intra-op threads set to ``count`` (None: unchanged) while the block runs."""
-    if count is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

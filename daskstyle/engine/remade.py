@@ -7,14 +7,15 @@ import numpy as np
 import torch
 
 from daskstyle.engine import guides, kernels
-from daskstyle.engine.kernels import LossTerms, _to_torch
+from daskstyle.engine.featurenet import to_torch
+from daskstyle.engine.kernels import LossTerms
 
 
 @torch.no_grad()
 def remade_target(model, content: np.ndarray, layer: str) -> torch.Tensor:
     """φ_O(o) over a whole window of the content, as (1, C, h, w): exact wherever the same
     window's canvas features are, which is all the gradient on its core reads."""
-    return model(_to_torch(content, model), until=layer)[layer]
+    return model(to_torch(content, model), until=layer)[layer]
 
 
 def tile_gradient_remaking_target(model, canvas_tile, content_tile, origin, core,

@@ -28,7 +28,7 @@ import numpy as np
 from dask.sizeof import sizeof
 
 from daskstyle.core import geometry
-from daskstyle.engine import kernels
+from daskstyle.engine import featurenet, kernels
 from daskstyle.engine.graph import Blocks, StyleGraph
 from daskstyle.networks.catalog import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, get_network
 
@@ -182,7 +182,7 @@ def build(config: Configuration, machines: Machines,
     network = get_network(config.network)
     layers = (DEFAULT_CONTENT_LAYER, *DEFAULT_STYLE_LAYERS)
     deepest = max(layers, key=network.index)
-    spec = kernels.ModelSpec(network.name, layers, "float32", "simulated", "bf16")
+    spec = featurenet.ModelSpec(network.name, layers, "float32", "simulated", "bf16")
     graph = SimulatedGraph(
         network=network, content_layer=DEFAULT_CONTENT_LAYER, content_weight=1.0,
         style_weights=dict.fromkeys(DEFAULT_STYLE_LAYERS, 1.0), spec=spec,

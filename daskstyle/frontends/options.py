@@ -112,7 +112,7 @@ def add_step_options(parser: argparse.ArgumentParser, tile, precision: str, gram
     """How each step runs, for ``daskstyle run`` and ``daskstyle bench iteration`` alike
     (with their own defaults; auto arithmetic for runs only): --tile, --precision, --gram and
     --checkpoint-every."""
-    from daskstyle.engine.kernels import PRECISIONS
+    from daskstyle.engine.featurenet import PRECISIONS
     from daskstyle.optimise.level import GRAM_SCHEDULES
 
     auto = precision not in PRECISIONS

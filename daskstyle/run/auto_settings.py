@@ -9,8 +9,8 @@ from pathlib import Path
 
 from daskstyle.compute import hardware
 from daskstyle.compute.executor import THIS_MACHINE_SPECS
+from daskstyle.engine.featurenet import PRECISIONS
 from daskstyle.engine.graph import StyleGraph
-from daskstyle.engine.kernels import PRECISIONS
 from daskstyle.run import rundir
 from daskstyle.settings import Settings
 
