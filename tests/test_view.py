@@ -246,13 +246,13 @@ def test_an_overview_takes_a_tenth_of_the_time_at_most(synthetic_run, monkeypatc
     written_at = overview.shown(state.path / OVERVIEW)["written_at"]
     state.commit(step=1, history=[[1.0, 1.0, 1.0, 0.1]])
     monkeypatch.setattr(overview.time, "time", lambda: written_at + 9 * took)
-    overview.keep_up(state)
+    assert not overview.keep_up(state)  # says whether it wrote one: the run times those
     assert overview.shown(state.path / OVERVIEW)["step"] == 0
     monkeypatch.setattr(overview.time, "time", lambda: written_at + 11 * took)
-    overview.keep_up(state)
+    assert overview.keep_up(state)
     assert overview.shown(state.path / OVERVIEW)["step"] == 1
     state.commit(step=2, history=[[1.0, 0.01, 1.0, 0.1]] * 2)  # the level's last step
-    overview.keep_up(state)
+    assert overview.keep_up(state) and not overview.keep_up(state)
     assert overview.shown(state.path / OVERVIEW)["step"] == 2
 
 

@@ -137,6 +137,18 @@ def current_client():
     return client if get_scheduler() == client.get else None
 
 
+def give_back_freed_memory() -> None:
+    """Each worker of the current client, or else this process, hands the memory it freed back
+    to the system (:func:`daskstyle.compute.allocator.give_back_freed_memory`)."""
+    from daskstyle.compute import allocator
+
+    client = current_client()
+    if client is None:
+        allocator.give_back_freed_memory()
+    else:
+        client.run(allocator.give_back_freed_memory)
+
+
 def current_resources() -> dict | None:
     """``{"GPU": 1}`` when the current client's workers declare GPUs, else None."""
     from daskstyle.compute.cluster import has_gpus

@@ -70,27 +70,28 @@ def nbytes(shape: tuple[int, int], smallest: int = SMALLEST) -> int:
     return sum(chunks) * (CHUNK * CHUNK * 3 + CRC_BYTES)
 
 
-def keep_up(state: LevelState, smallest: int = SMALLEST, most_share: float = MOST_SHARE) -> None:
+def keep_up(state: LevelState, smallest: int = SMALLEST, most_share: float = MOST_SHARE) -> bool:
     """Write the overview of ``state``'s current canvas unless the one there shows it (none
     for a canvas of at most ``smallest`` px, which a viewer halves itself), or was written so
     lately that writing it again would take more than ``most_share`` of the run's time since
-    (the level's last is always written)."""
+    (the level's last is always written). Whether it wrote one."""
     if not overview_shapes(state.canvas_store().shape[:2], smallest):
-        return
+        return False
     attrs = state.attrs
     showing = {"step": attrs["step"], "current": attrs["current"]}
     kept = shown(state.path / OVERVIEW) or {}
     if all(kept.get(key) == value for key, value in showing.items()):
-        return
+        return False
     since = time.time() - kept.get("written_at", -math.inf)
     if not state.done and since * most_share < kept.get("seconds", 0):
-        return
+        return False
     try:
         write(state.canvas(), state.path / OVERVIEW, {**showing, "run_id": attrs["run_id"]},
               smallest)  # fmt: skip
     except ValueError:  # a chunk failing its crc32c in a task: name it
         state.check()
         raise
+    return True
 
 
 def write(canvas: da.Array, path: Path, attributes: dict, smallest: int = SMALLEST) -> None:

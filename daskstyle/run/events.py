@@ -63,3 +63,12 @@ def timed(on_event: Callable[[Event], None], level: int, stage: str) -> Iterator
     began = time.perf_counter()
     yield
     on_event(Staged(level, stage, time.perf_counter() - began))
+
+
+def timed_when(on_event: Callable[[Event], None], level: int, stage: str,
+               action: Callable[[], bool]) -> None:  # fmt: skip
+    """Run ``action``; when it did something (returned True), tell ``on_event`` how long it
+    took, as the ``stage`` of ``level``."""
+    began = time.perf_counter()
+    if action():
+        on_event(Staged(level, stage, time.perf_counter() - began))

@@ -30,8 +30,7 @@ from pathlib import Path
 import dask.array as da
 
 from daskstyle.api import level_plan, style_graph
-from daskstyle.compute import hardware
-from daskstyle.compute.executor import THIS_MACHINE_SPECS, compute_settings
+from daskstyle.compute import executor, hardware
 from daskstyle.controls import colors, start
 from daskstyle.core import geometry
 from daskstyle.core.data import DATA_DIR
@@ -55,6 +54,7 @@ from daskstyle.run.events import (
     Staged,
     Stepped,
     timed,
+    timed_when,
 )
 from daskstyle.run.record import FORMAT
 from daskstyle.run.rundir import default_workdir
@@ -115,9 +115,10 @@ class RunPlan:
         run = rundir.prepare(self.workdir, self.record, self.resume)["run"]
         graph = self.graph.on_current_scheduler(resources)
         state = None
-        with compute_settings(resources):
+        with executor.compute_settings(resources):
             inputs = self.network_inputs()
             for level in range(len(self.sizes)):
+                executor.give_back_freed_memory()  # holes left by other tiles' sizes
                 state = self._run_level(level, state, graph, inputs, on_event, run)
         with _about_level(len(self.sizes) - 1, len(self.sizes), state.path):
             state.check()
@@ -173,9 +174,10 @@ class RunPlan:
                     on_event(Stepped(level, step.step, step.loss, step.max_change,
                                      step.mean_change, step.lr, step.seconds))  # fmt: skip
                     rundir.write_loss_csv(self.workdir, level)
-                    overview.keep_up(state)  # for viewers: the canvas halved, at checkpoints
-            with timed(on_event, level, "overview"):
-                overview.keep_up(state)  # the level's last canvas (a resumed run's too)
+                    # for viewers: the canvas halved, at checkpoints
+                    timed_when(on_event, level, "overview", lambda: overview.keep_up(state))
+            # the level's last canvas (a resumed run's too)
+            timed_when(on_event, level, "overview", lambda: overview.keep_up(state))
             preview = rundir.preview_path(self.workdir, level)
             if not preview.is_file():
                 state.check()
@@ -328,7 +330,7 @@ def plan(
         sources["init picture"] = Path(settings.init)
     rundir.check_paths(output, workdir, sources)
     largest = max(min(size.tile, max(size.shape)) for size in sizes)
-    memory = hardware.host_memory() if cluster in THIS_MACHINE_SPECS else None
+    memory = hardware.host_memory() if cluster in executor.THIS_MACHINE_SPECS else None
     held_line = (held_memory_line(sizes[-1].shape, settings.dtype, every, memory)
                  if every.held else None)  # fmt: skip
     arithmetic = precision_reason or hardware.precision_line(settings.precision)
