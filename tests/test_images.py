@@ -15,6 +15,7 @@ from PIL import Image
 from daskstyle.core.errors import DaskstyleError, InputError
 from daskstyle.io import images, writers
 from daskstyle.io.images import pyramid_shapes, read_image, write_image
+from daskstyle.io.resize import resize
 
 
 @pytest.fixture
@@ -127,6 +128,25 @@ def test_pyramid_levels_have_the_right_sizes(tmp_path, rgb8):
     assert pyramid_shapes((210, 180), 32) == [s[:2] for s in shapes]
     box = big.astype(np.float64).reshape(105, 2, 90, 2, 3).mean(axis=(1, 3))
     assert np.abs(half - box).max() <= 0.5 + 1e-9  # area average, rounded
+
+
+def test_each_deeper_level_is_the_one_above_as_stored_halved(tmp_path, rgb8, monkeypatch):
+    """The canvas is read for the first two levels only; each further level is made from the
+    level above it as written (kept in a scratch folder that is gone afterwards)."""
+    big = da.from_array(np.tile(rgb8, (4, 4, 1)).astype(np.float32), chunks=(64, 64, 3))
+    reads = []
+    monkeypatch.setattr(writers, "resize", lambda image, *a, **k: reads.append(image) or
+                        resize(image, *a, **k))  # fmt: skip
+    write_image(tmp_path / "p.tif", big, pyramid=True, tile=32)
+    assert sum(image is big for image in reads) == 1  # level 1 only; level 0 is the canvas
+    with tifffile.TiffFile(tmp_path / "p.tif") as tf:
+        levels = [level.asarray().astype(np.float64) for level in tf.series[0].levels]
+    assert [level.shape[:2] for level in levels] == pyramid_shapes((280, 360), 32)
+    for above, level in zip(levels[1:3], levels[2:4]):  # 140 x 180 -> 70 x 90 -> 35 x 45
+        h, w = level.shape[:2]
+        box = above.reshape(h, 2, w, 2, 3).mean(axis=(1, 3))
+        assert np.abs(level - box).max() <= 0.5 + 1e-9
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.tif"]
 
 
 def test_no_pyramid_without_asking(tmp_path, rgb8):

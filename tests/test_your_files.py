@@ -263,6 +263,8 @@ def test_a_picture_that_is_not_finite_is_never_written(tmp_path):
     for name in ("out.png", "out.tif"):
         with pytest.raises(DaskstyleError, match="rows 32-39 of the picture are not finite"):
             write_image(tmp_path / name, picture, tile=16 if name.endswith("tif") else 32)
+        with pytest.raises(DaskstyleError, match="rows 32-39 of the picture are not finite"):
+            write_image(tmp_path / name, picture, tile=16, pyramid=True)  # its scratch too
     assert list(tmp_path.iterdir()) == []
 
 

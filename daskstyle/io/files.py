@@ -56,6 +56,17 @@ def atomic(path: Path):
 
 
 @contextlib.contextmanager
+def owned_folder(path: Path):
+    """A new folder at ``path`` (an error if anything is there) for the block's scratch
+    files, removed with them when the block ends, however it ends."""
+    path.mkdir()
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def atomic_folder(path: Path):
     """A new folder beside ``path`` that replaces ``path`` (a folder the caller may replace, or
     nothing) once the block completes, its files flushed to disk first. Between the two

@@ -9,6 +9,7 @@ an OME-Zarr's pixels are ``1 / dpi`` inch (:mod:`daskstyle.io.ngff`).
 from __future__ import annotations
 
 import functools
+import shutil
 import zlib
 from pathlib import Path
 
@@ -16,13 +17,14 @@ import dask.array as da
 import imagecodecs
 import numpy as np
 import tifffile
+import zarr
 from PIL import Image, ImageCms, PngImagePlugin
 
 from daskstyle.core.errors import InputError
-from daskstyle.io import ngff
+from daskstyle.io import files, ngff
 from daskstyle.io.files import atomic, not_writable
 from daskstyle.io.resize import resize
-from daskstyle.io.samples import SAMPLE_TYPES, check_finite, to_samples
+from daskstyle.io.samples import SAMPLE_SCALE, SAMPLE_TYPES, check_finite, to_samples
 
 #: Largest image written through Pillow (PNG/JPEG, encoded whole in memory).
 MAX_PILLOW_PIXELS = 8192 * 8192
@@ -120,12 +122,26 @@ def srgb_profile() -> bytes:
 
 def _write_tiff(fh, image: da.Array, pyramid: bool, tile: int, compression, description,
                 dtype: np.dtype, dpi: int) -> None:  # fmt: skip
+    """The levels of ``shapes`` in order: the first and the second from ``image``, each
+    further one from the level above it as stored, halved (as OME-Zarr's are), which is kept
+    under ``fh``'s folder until the next is written: ``image`` is read twice, not once per
+    level."""
     shapes = pyramid_shapes(image.shape[:2], tile) if pyramid else [image.shape[:2]]
-    with tifffile.TiffWriter(fh, bigtiff=True) as tif:
+    scratch = Path(fh.name).with_suffix(".levels")
+    with tifffile.TiffWriter(fh, bigtiff=True) as tif, files.owned_folder(scratch):
+        above = None
         for level, shape in enumerate(shapes):
-            data = image if level == 0 else resize(image, shape, method="box", chunks=tile)
+            if level < 2:
+                data = image if level == 0 else resize(image, shape, method="box", chunks=tile)
+            else:
+                data = _samples_image(above, dtype)
+                data = resize(data, shape, method="box", chunks=tile)
+            keep = None
+            if 0 < level < len(shapes) - 1:  # the next level is made from this one
+                keep = zarr.create_array(scratch / str(level), shape=(*shape, 3),
+                                         chunks=(tile, tile, 3), dtype=dtype)  # fmt: skip
             tif.write(
-                _tiles(data, tile, dtype),
+                _tiles(data, tile, dtype, keep),
                 shape=(*shape, 3),
                 dtype=dtype,
                 tile=(tile, tile),
@@ -140,14 +156,24 @@ def _write_tiff(fh, image: da.Array, pyramid: bool, tile: int, compression, desc
                 resolution=(dpi * shape[1] / shapes[0][1], dpi * shape[0] / shapes[0][0]),
                 resolutionunit="INCH",
             )
+            if above is not None:
+                shutil.rmtree(above.store.root)
+            above = keep
 
 
-def _tiles(image: da.Array, tile: int, dtype: np.dtype):
+def _samples_image(stored: zarr.Array, dtype: np.dtype) -> da.Array:
+    """Stored samples of ``dtype`` as an (H, W, 3) image on 0-255."""
+    return da.from_zarr(stored).astype(np.float32) / np.float32(SAMPLE_SCALE[dtype])
+
+
+def _tiles(image: da.Array, tile: int, dtype: np.dtype, keep: zarr.Array | None = None):
     """Tiles of ``image`` as ``dtype`` samples in row-major order, zero-padded; one band in
-    memory."""
+    memory. ``keep``: a zarr array its samples are also stored in."""
     width = image.shape[1]
-    for band in _bands(image, tile):
+    for y0, band in _bands(image, tile):
         band = to_samples(band, dtype)
+        if keep is not None:
+            keep[y0 : y0 + len(band)] = band
         for x0 in range(0, width, tile):
             block = np.zeros((tile, tile, 3), dtype)
             part = band[:, x0 : x0 + tile]
@@ -156,15 +182,16 @@ def _tiles(image: da.Array, tile: int, dtype: np.dtype):
 
 
 def _bands(image: da.Array, rows: int):
-    """``image`` computed ``rows`` rows at a time, each band checked to be finite."""
+    """``image`` computed ``rows`` rows at a time, each band checked to be finite, with its
+    first row."""
     for y0 in range(0, image.shape[0], rows):
         band = np.asarray(image[y0 : y0 + rows].compute())
-        yield check_finite(band, f"rows {y0}-{y0 + len(band) - 1}")
+        yield y0, check_finite(band, f"rows {y0}-{y0 + len(band) - 1}")
 
 
 def _write_pillow(fh, image: da.Array, fmt: str, rows: int, description, dtype: np.dtype,
                   dpi: int) -> None:  # fmt: skip
-    pixels = np.concatenate([to_samples(band, dtype) for band in _bands(image, rows)])
+    pixels = np.concatenate([to_samples(band, dtype) for _, band in _bands(image, rows)])
     if dtype != np.uint8:
         fh.write(_png16(pixels, description, dpi))
         return

@@ -80,7 +80,8 @@ def check_disk(workdir: Path, output: Path, sizes: list[LevelSize], pyramid: boo
     disk is too small. What an earlier run wrote into the run directory counts as free: a
     resumed run reuses it, a new run deletes it."""
     h, w = sizes[-1].shape
-    image = h * w * 3 * (4 if pyramid else 3) // 3  # uint8 RGB (a pyramid adds < 1/3)
+    # uint8 RGB; a pyramid adds < 1/3, and its writer keeps < 1/3 more while it writes
+    image = h * w * 3 * (5 if pyramid else 3) // 3
     state = disk_needed(sizes)
     workdir_disk, output_disk = (
         files.nearest_existing(workdir),
