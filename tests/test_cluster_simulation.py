@@ -73,3 +73,10 @@ def test_the_command_prints_and_writes_its_table(tmp_path, capsys):
     assert lines[0].startswith("simulated GPUs: 1e+09 TFLOP/s at 30%")
     assert len(lines) == 3 and all("bottleneck" in line for line in lines[1:])
     assert out.read_text().splitlines()[0].startswith("size,tile,workers,state,tiles,step_s")
+
+
+def test_a_level_in_one_tile_is_simulated_as_one_image():
+    """The first levels of a production fit one tile: one whole-image task, held or on disk."""
+    rows = simulate([256], [512], [2], INSTANT, echo=lambda line: None, states=(True,))
+    assert [(row["tiles"], row["state"].split(",")[0]) for row in rows] == [(1, "held")]
+    assert rows[0]["step_s"] > 0 and rows[0]["projected_step_s"] >= rows[0]["step_s"]

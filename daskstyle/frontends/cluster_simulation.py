@@ -30,6 +30,7 @@ from dask.sizeof import sizeof
 from daskstyle.core import geometry
 from daskstyle.engine import featurenet, kernels
 from daskstyle.engine.graph import Blocks, StyleGraph
+from daskstyle.engine.graph import _whole_image as whole_image
 from daskstyle.networks.catalog import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, get_network
 
 #: Bytes of the state per pixel a step on disk moves: Adam reads the canvas and both moments
@@ -135,6 +136,8 @@ class SimulatedGraph(StyleGraph):
         read = sum(w.nbytes for w in windows if isinstance(w, StoredWindow))
         seconds = self.machines.seconds(flops * _pixels(windows[0])) + read / self.disk_share
         seconds *= self.sleeps
+        if function is whole_image:  # a level in one tile: one forward and one backward
+            return dask.delayed(_simulated_whole_image)(seconds, _pixels(windows[0]))
         layers = {name: self.network.channels(name) for name in self.style_weights}
         return dask.delayed(_simulated_tile)(function is kernels.tile_statistics, seconds,
                                              layers, windows, args[1])  # fmt: skip
@@ -150,6 +153,12 @@ def _simulated_tile(statistics: bool, seconds: float, layers: dict, windows, cor
         return kernels.Statistics({name: np.zeros((c, c)) for name, c in layers.items()})
     y0, y1, x0, x1 = core
     return Payload((y1 - y0) * (x1 - x0) * 3 * 4), 0.0, 0.0
+
+
+def _simulated_whole_image(seconds: float, pixels: int):
+    """Sleep for the image's projected time; return its loss and gradient, at the real size."""
+    time.sleep(seconds)
+    return 0.0, Payload(pixels * 3 * 4)
 
 
 def _adam(grad: Payload, held, seconds: float) -> None:
@@ -183,16 +192,18 @@ def build(config: Configuration, machines: Machines,
     layers = (DEFAULT_CONTENT_LAYER, *DEFAULT_STYLE_LAYERS)
     deepest = max(layers, key=network.index)
     spec = featurenet.ModelSpec(network.name, layers, "float32", "simulated", "bf16")
+    plan = geometry.TilePlan((config.size, config.size), config.tile)
+    readers = min(config.workers, len(plan))  # a level of fewer tiles leaves workers idle
     graph = SimulatedGraph(
         network=network, content_layer=DEFAULT_CONTENT_LAYER, content_weight=1.0,
         style_weights=dict.fromkeys(DEFAULT_STYLE_LAYERS, 1.0), spec=spec,
         weights=dask.delayed({}), halo=network.halo(layers), machines=machines,
-        disk_share=machines.disk_gbps * 1e9 / config.workers,
+        disk_share=machines.disk_gbps * 1e9 / readers,
         forward=forward_flops_per_pixel(network, DEFAULT_STYLE_LAYERS[-1]),
         gradient=2 * forward_flops_per_pixel(network, deepest),  # the backward ≈ the forward
         sleeps=sleeps,
     )  # fmt: skip
-    return graph, geometry.TilePlan((config.size, config.size), config.tile)
+    return graph, plan
 
 
 def step(client, config: Configuration, machines: Machines) -> dict:
@@ -275,10 +286,11 @@ def _figures(config: Configuration, machines: Machines, graph: SimulatedGraph,
                     / (machines.memory_gbps * 1e9 if config.held else share))  # fmt: skip
         disk += sum(reads) + content.nbytes + state
     critical = max(gram) + max(grad) + max(adam)
-    bound = max(critical, (sum(gram) + sum(grad) + sum(adam)) / config.workers)
+    busy = min(config.workers, len(plan))  # workers with a tile to run
+    bound = max(critical, (sum(gram) + sum(grad) + sum(adam)) / busy)
     network = between / (config.workers * machines.link_gbps * 1e9)
     checkpoint = config.held * 36 * plan.shape[0] * plan.shape[1] / (machines.disk_gbps * 1e9)
-    parts = {"compute": machines.seconds(flops) / config.workers, "scheduler": scheduler,
+    parts = {"compute": machines.seconds(flops) / busy, "scheduler": scheduler,
              "network": network,
              "disk": disk / (machines.disk_gbps * 1e9)}  # fmt: skip
     return {
@@ -300,10 +312,12 @@ def _padded(tile: geometry.Tile, depth: int, shape: tuple[int, int]) -> int:
 
 
 def simulate(sizes, tiles, workers, machines: Machines = Machines(), network: str = "vgg19",
-             checkpoint_every: int = 10, echo=print) -> list[dict]:  # fmt: skip
+             checkpoint_every: int = 10, echo=print,
+             states: tuple[bool, ...] = (False, True)) -> list[dict]:  # fmt: skip
     """Every configuration's figures, each worker count on a fresh cluster of threads in this
     process (in-process transports: nothing listens on the network but the scheduler's HTTP
-    health check, as on every cluster daskstyle starts without a dashboard)."""
+    health check, as on every cluster daskstyle starts without a dashboard). ``states``: the
+    state on disk (False), held in the workers' memory (True), or both."""
     from distributed import Client, LocalCluster
 
     from daskstyle.compute.security import http_settings
@@ -316,7 +330,7 @@ def simulate(sizes, tiles, workers, machines: Machines = Machines(), network: st
         with cluster, Client(cluster) as client:
             for size in sizes:
                 for tile in tiles:
-                    for held in (False, True):
+                    for held in states:
                         config = Configuration(size, tile, count, held, network, checkpoint_every)
                         rows.append(step(client, config, machines))
                         echo(", ".join(f"{k} {v}" for k, v in rows[-1].items()))
