@@ -9,7 +9,6 @@ an OME-Zarr's pixels are ``1 / dpi`` inch (:mod:`daskstyle.io.ngff`).
 from __future__ import annotations
 
 import functools
-import shutil
 import zlib
 from pathlib import Path
 
@@ -123,9 +122,9 @@ def srgb_profile() -> bytes:
 def _write_tiff(fh, image: da.Array, pyramid: bool, tile: int, compression, description,
                 dtype: np.dtype, dpi: int) -> None:  # fmt: skip
     """The levels of ``shapes`` in order: the first and the second from ``image``, each
-    further one from the level above it as stored, halved (as OME-Zarr's are), which is kept
-    under ``fh``'s folder until the next is written: ``image`` is read twice, not once per
-    level."""
+    further one from the level above it as stored, halved (as OME-Zarr's are), kept in a
+    scratch folder beside ``fh`` that only this call makes and removes (under a third of the
+    file's samples): ``image`` is read twice, not once per level."""
     shapes = pyramid_shapes(image.shape[:2], tile) if pyramid else [image.shape[:2]]
     scratch = Path(fh.name).with_suffix(".levels")
     with tifffile.TiffWriter(fh, bigtiff=True) as tif, files.owned_folder(scratch):
@@ -156,8 +155,6 @@ def _write_tiff(fh, image: da.Array, pyramid: bool, tile: int, compression, desc
                 resolution=(dpi * shape[1] / shapes[0][1], dpi * shape[0] / shapes[0][0]),
                 resolutionunit="INCH",
             )
-            if above is not None:
-                shutil.rmtree(above.store.root)
             above = keep
 
 
