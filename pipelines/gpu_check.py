@@ -186,7 +186,7 @@ def check_adam(echo, args) -> bool | None:
         seconds = []
         for _ in range(4):  # the first warms up
             start = time.perf_counter()
-            results[name] = adam._adam_block(param, grad, m, v, 3, 1.5, 0.9, 0.99, 1e-6)
+            results[name] = np.stack(adam.Update("step", 3, 1.5).apply(param, grad, m, v))
             seconds.append(time.perf_counter() - start)
         echo(f"Adam on one {ADAM_SIDE}² x 3 float32 chunk, host transfers included, {name}: "
              f"{min(seconds[1:]) * 1e3:.1f} ms")  # fmt: skip

@@ -14,6 +14,7 @@ import zarr
 
 from daskstyle.frontends import cli
 from daskstyle.io.images import read_image
+from daskstyle.optimise import chunks as chunks_module
 from daskstyle.optimise import level as level_module
 from daskstyle.optimise import state as state_module
 from daskstyle.optimise.state import LAGGED_GRAMS, LevelState
@@ -236,6 +237,7 @@ def stopped_before_checksums(pictures, weights_file, tmp_path, monkeypatch):
     monkeypatch.setattr(level_module, "create_array", old_create_array)
     monkeypatch.setattr(state_module, "store_with_checksums", without_checksums)
     monkeypatch.setattr(level_module, "store_with_checksums", without_checksums)
+    monkeypatch.setattr(chunks_module, "keep_checksums", lambda target, sums: None)
     stop_at(monkeypatch, 5)
     with pytest.raises(Stopped):
         paint(pictures, weights_file, out)

@@ -102,19 +102,6 @@ def _host(x):
     return x if isinstance(x, np.ndarray) else x.get()
 
 
-def _adam_block(param, grad, m, v, step, lr, beta1, beta2, eps):
-    xp = update_module()
-    arrays = [xp.asarray(a) for a in (param, grad, m, v)]
-    return _host(xp.stack(adam_chunk(*arrays, step, lr, beta1, beta2, eps)))
-
-
-def _moments_block(grad, m, v, beta1, beta2):
-    xp = update_module()
-    return _host(
-        xp.stack(moments_chunk(xp.asarray(grad), xp.asarray(m), xp.asarray(v), beta1, beta2))
-    )
-
-
 def _stacked(func, *arrays, n: int, **kwargs) -> da.Array:
     """``func`` over aligned (H, W, 3) arrays, returning ``n`` results stacked on a new axis 0."""
     first = arrays[0]
@@ -139,28 +126,76 @@ def change_stats(new: da.Array, old: da.Array) -> tuple[da.Array, da.Array]:
     return change.max(), change.mean(dtype=np.float64)
 
 
-def step_arrays(canvas, grad, m, v, *, step, lr, beta1=BETA1, beta2=BETA2, eps=EPS) -> dict:
-    """One fused Adam step over whole arrays: p_{t+1}, m_{t+1}, v_{t+1} (lazy, by name) from
-    Dask arrays of p_t, the gradient at p_t, m_t and v_t (same chunks)."""
-    new = _stacked(
-        _adam_block, canvas, grad, m, v, n=3, step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps
-    )
-    return {"canvas": new[0], "m": new[1], "v": new[2]}
+@dataclass(frozen=True)
+class Update:
+    """One pass of step ``step`` (1-based) over a level's state, chunk by chunk. ``kind``:
+    ``step``, the whole update (p, m, v from p, the gradient, m, v); ``moments``, m and v
+    alone (the first step of a level whose rate the ``tpc`` rule gives needs max ``|grad|``
+    before any pixel moves: writing the moments in the same pass spares a second gradient
+    evaluation); ``params``, then p from the moments written. Its figures: max ``|grad|``
+    (``moments``), or the max and mean pixel change."""
+
+    kind: str
+    step: int
+    lr: float | None = None
+    beta1: float = BETA1
+    beta2: float = BETA2
+    eps: float = EPS
+
+    INPUTS = {"step": ("canvas", "grad", "m", "v"), "moments": ("grad", "m", "v"),
+              "params": ("canvas", "m", "v")}  # fmt: skip
+    OUTPUTS = {"step": ("canvas", "m", "v"), "moments": ("m", "v"), "params": ("canvas",)}
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return self.INPUTS[self.kind]
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return self.OUTPUTS[self.kind]
+
+    def buffers(self, current: int, step: int) -> dict[str, int | None]:
+        """The buffer each state input is read from, given the ``current`` one and the
+        committed ``step``: ``params`` reads the moments just written into the other; None:
+        zeros (m_0 = v_0 = 0, never read from disk, where a lost chunk would read as NaN)."""
+        moments = 1 - current if self.kind == "params" else (None if step == 0 else current)
+        return {name: current if name == "canvas" else moments
+                for name in self.inputs if name != "grad"}  # fmt: skip
+
+    def apply(self, *chunks) -> list:
+        """The new chunks on the host, in the order of :attr:`outputs`, from chunks in the
+        order of :attr:`inputs`, updated with NumPy or CuPy (:func:`update_module`)."""
+        xp = update_module()
+        arrays = [xp.asarray(a) for a in chunks]
+        betas = (self.beta1, self.beta2)
+        if self.kind == "moments":
+            new = moments_chunk(*arrays, *betas)
+        elif self.kind == "params":
+            new = (param_chunk(*arrays, self.step, self.lr, *betas, self.eps),)
+        else:
+            new = adam_chunk(*arrays, self.step, self.lr, *betas, self.eps)
+        return [_host(x) for x in new]
+
+    def chunk_figures(self, chunks: list, new: list) -> tuple[float, ...]:
+        """This chunk's share of the figures: max ``|grad|`` (``moments``), or the max and the
+        sum of ``|new p - p|``."""
+        if self.kind == "moments":
+            return (float(np.abs(chunks[0]).max()),)
+        change = np.abs(new[0] - chunks[0])
+        return float(change.max()), float(change.sum(dtype=np.float64))
+
+    def arrays(self, *inputs: da.Array) -> tuple[dict[str, da.Array], tuple[da.Array, ...]]:
+        """The new arrays by name (lazy) from Dask arrays in the order of :attr:`inputs`
+        (same chunks), and the lazy figures."""
+        new = _stacked(_stacked_update, *inputs, n=len(self.outputs), update=self)
+        outputs = dict(zip(self.outputs, new))
+        if self.kind == "moments":
+            return outputs, (abs(inputs[0]).max(),)
+        return outputs, change_stats(outputs["canvas"], inputs[0])
 
 
-def moments_arrays(grad, m, v, *, beta1=BETA1, beta2=BETA2) -> dict:
-    """The next moments alone (lazy, by name). The first step of a level needs max ``|grad|``
-    for its learning rate before any pixel moves; writing the moments in the same pass spares
-    a second gradient evaluation."""
-    new = _stacked(_moments_block, grad, m, v, n=2, beta1=beta1, beta2=beta2)
-    return {"m": new[0], "v": new[1]}
-
-
-def param_array(canvas, m, v, *, step, lr, beta1=BETA1, beta2=BETA2, eps=EPS) -> da.Array:
-    """Parameters from moments already written for ``step`` (lazy)."""
-    hyper = {"step": step, "lr": lr, "beta1": beta1, "beta2": beta2, "eps": eps}
-    meta = np.empty((0, 0, 0), canvas.dtype)
-    return da.map_blocks(param_chunk, canvas, m, v, dtype=canvas.dtype, meta=meta, **hyper)
+def _stacked_update(*chunks, update: Update):
+    return np.stack(update.apply(*chunks))
 
 
 @dataclass(frozen=True)
@@ -186,32 +221,23 @@ def advance(state, grad: da.Array, loss=None, started: float | None = None
     level without a fixed ``lr`` first writes its moments with max ``|grad|`` and commits the
     rate the ``tpc`` rule gives. A step whose loss, gradient or pixel change is not finite
     raises :class:`NotFiniteError` uncommitted: it wrote only into the buffer that the
-    committed step does not name."""
+    committed step does not name. The state runs each :class:`Update` (``state.update``)."""
     started = time.perf_counter() if started is None else started
     attrs, s = state.attrs, state.settings
-    t, cur = attrs["step"], attrs["current"]
-    nxt = 1 - cur
-    canvas = state.read("canvas", cur)
-    if t == 0:  # m_0 = v_0 = 0: never read from disk, where a lost chunk would read as NaN
-        m = v = da.zeros_like(canvas)
-    else:
-        m, v = (state.read(b, cur) for b in ("m", "v"))
+    t, nxt = attrs["step"], 1 - attrs["current"]
+    betas = {"beta1": s.beta1, "beta2": s.beta2, "eps": s.eps}
     if attrs["lr"] is None:
-        moments = moments_arrays(grad, m, v, beta1=s.beta1, beta2=s.beta2)
-        max_grad, loss = state.write(nxt, moments, abs(grad).max(), loss)
+        (max_grad,), loss = state.update(nxt, Update("moments", t + 1, **betas), grad, loss)
         _require_finite(t + 1, gradient=max_grad, loss=loss)
         lr = first_step_lr(max_grad, s.tpc, s.eps)
         state.commit(lr=lr, pending={"loss": _float_or_none(loss)})
         attrs = state.attrs
-    hyper = {"step": t + 1, "lr": attrs["lr"], "beta1": s.beta1, "beta2": s.beta2, "eps": s.eps}
     if attrs["pending"] is not None:
-        m, v = (state.read(b, nxt) for b in ("m", "v"))
-        new = {"canvas": param_array(canvas, m, v, **hyper)}
-        largest, mean = state.write(nxt, new, *change_stats(new["canvas"], canvas))
+        largest, mean = state.update(nxt, Update("params", t + 1, attrs["lr"], **betas))[0]
         loss = attrs["pending"]["loss"]
     else:
-        new = step_arrays(canvas, grad, m, v, **hyper)
-        largest, mean, loss = state.write(nxt, new, *change_stats(new["canvas"], canvas), loss)
+        (largest, mean), loss = state.update(nxt, Update("step", t + 1, attrs["lr"], **betas),
+                                             grad, loss)  # fmt: skip
     _require_finite(t + 1, loss=loss, **{"pixel update": largest + mean})
     result = (largest, mean, _float_or_none(loss))
     entry = [*result, time.perf_counter() - started]

@@ -24,6 +24,7 @@ import zarr
 from daskstyle.compute.executor import MEMORY_SHARE
 from daskstyle.core.errors import InputError
 from daskstyle.core.text import readable
+from daskstyle.optimise.adam import Update
 from daskstyle.optimise.state import LevelState, StepAttributes
 
 #: ``--checkpoint-every`` in minutes: ``15min``, ``0.5 min`` (the number is the group).
@@ -111,6 +112,17 @@ class HeldState(StepAttributes):
 
     def lagged_grams(self, step: int) -> dict[str, np.ndarray]:
         return self.saved.lagged_grams(step)
+
+    def update(self, buffer: int, update: Update, grad: da.Array | None = None, *others):
+        """Run ``update`` with ``grad`` on the held arrays into ``buffer`` (persisted) and
+        compute ``others`` in the same pass; return its figures and the values of ``others``."""
+        attrs = self._attrs
+        zeros = da.zeros_like(self.canvas())
+        arrays = {name: zeros if b is None else self.read(name, b)
+                  for name, b in update.buffers(attrs["current"], attrs["step"]).items()}  # fmt: skip
+        new, figures = update.arrays(*(grad if n == "grad" else arrays[n] for n in update.inputs))
+        values = self.write(buffer, new, *figures, *others)
+        return values[: len(figures)], *values[len(figures) :]
 
     def write(self, buffer: int, arrays: dict[str, da.Array], *others):
         """Persist ``arrays`` (name: canvas, m, v) as ``buffer`` and compute ``others`` (Dask

@@ -14,7 +14,7 @@ written, a chunk file that goes missing reads as NaN (which no step commits), an
 :meth:`LevelState.check` names a missing or truncated chunk file before a step reads it.
 Each chunk file ends in the crc32c of its bytes (zarr's ``crc32c`` codec), which every read
 verifies, and each array's ``zarr.json`` keeps the crc32c of every chunk's data as it was
-written (:func:`store_with_checksums`): a chunk whose bytes changed fails the first, a whole
+written (:func:`store_with_checksums`; a step's update, :meth:`LevelState.update`): a chunk whose bytes changed fails the first, a whole
 chunk file swapped for another (a neighbour's, an older step's) the second.
 """
 
@@ -32,7 +32,6 @@ from pathlib import Path
 
 import dask
 import dask.array as da
-import google_crc32c  # zarr's own dependency, behind its crc32c codec
 import numpy as np
 import zarr
 from dask.base import tokenize
@@ -40,7 +39,8 @@ from zarr.codecs import Crc32cCodec
 
 from daskstyle.core.errors import DamagedStateError, InputError
 from daskstyle.core.geometry import TilePlan
-from daskstyle.optimise.adam import AdamSettings, should_stop
+from daskstyle.optimise.adam import AdamSettings, Update, should_stop
+from daskstyle.optimise.chunks import CHECKSUMS, checksum, keep_checksums, update_in_place
 
 
 def read_zarr(array: zarr.Array, *token) -> da.Array:
@@ -52,10 +52,6 @@ def read_zarr(array: zarr.Array, *token) -> da.Array:
 
 #: The bytes that zarr's crc32c codec adds to each chunk file.
 CRC_BYTES = 4
-
-#: Where an array's ``zarr.json`` keeps the crc32c of each chunk's data as written, in the
-#: C order of its chunk grid (arrays written before these checksums have none).
-CHECKSUMS = "checksums"
 
 
 def create_array(path, shape, chunks, dtype) -> zarr.Array:
@@ -72,17 +68,15 @@ def store_with_checksums(sources: list[da.Array], targets: list[zarr.Array], *ot
     of ``others``."""
     sources = [x.astype(t.dtype).rechunk(t.chunks) for x, t in zip(sources, targets)]
     stores = da.store(sources, targets, lock=False, compute=False)
-    sums = [x.map_blocks(_checksum, chunks=(1,) * x.ndim, dtype=np.uint32) for x in sources]
+    sums = [x.map_blocks(_checksum_block, chunks=(1,) * x.ndim, dtype=np.uint32) for x in sources]
     _, sums, *values = dask.compute(stores, sums, *others)
     for target, chunk_sums in zip(targets, sums):
-        target.attrs[CHECKSUMS] = chunk_sums.ravel().tolist()
+        keep_checksums(target, chunk_sums.ravel().tolist())
     return values
 
 
-def _checksum(block: np.ndarray) -> np.ndarray:
-    """The crc32c of a chunk's data, in C order, as a one-element block."""
-    crc = google_crc32c.value(np.ascontiguousarray(block).view(np.uint8))
-    return np.full((1,) * block.ndim, crc, dtype=np.uint32)
+def _checksum_block(block: np.ndarray) -> np.ndarray:
+    return np.full((1,) * block.ndim, checksum(block), dtype=np.uint32)
 
 
 def check_whole(array: zarr.Array, *, read: bool = True) -> None:
@@ -112,7 +106,7 @@ def _check_chunk(array: zarr.Array, index: tuple, chunk: Path, written: int | No
         block = array.blocks[index]
     except ValueError:  # the crc32c codec: the bytes differ from those it summed
         raise DamagedStateError(f"{chunk} fails its checksum (its bytes changed)") from None
-    if written is not None and int(_checksum(block).item()) != written:
+    if written is not None and checksum(block) != written:
         raise DamagedStateError(
             f"{chunk} holds other data than was written there (another chunk's, or an older step's)"
         )
@@ -273,6 +267,17 @@ class LevelState(StepAttributes):
         stores = [self.store(n, buffer) for n in names]
         values = store_with_checksums([arrays[n] for n in names], stores, *others)
         return tuple(None if x is None else float(x) for x in values)
+
+    def update(self, buffer: int, update: Update, grad: da.Array | None = None, *others):
+        """Run ``update`` with ``grad`` chunk by chunk in place, writing into ``buffer``
+        (:func:`daskstyle.optimise.chunks.update_in_place`), and compute ``others`` (Dask
+        arrays or None) in the same pass; return its figures and the values of ``others``."""
+        attrs = self.attrs
+        reads = {name: None if b is None else self.store(name, b)
+                 for name, b in update.buffers(attrs["current"], attrs["step"]).items()}  # fmt: skip
+        writes = {name: self.store(name, buffer) for name in update.outputs}
+        figures, *values = update_in_place(reads, writes, update, grad, *others)
+        return figures, *(None if x is None else float(x) for x in values)
 
     def content(self) -> da.Array:
         """The level's content image."""
