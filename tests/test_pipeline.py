@@ -108,6 +108,14 @@ def test_production_dry_run_prints_its_plan_and_writes_nothing(tmp_path):
         run_pipeline(shipped("scaling_small.toml", tmp_path), dry_run=True)
 
 
+def test_an_ome_zarr_production_may_ask_for_its_pyramid(tmp_path):
+    path = tmp_path / "p.toml"  # an OME-Zarr always holds its halved levels
+    path.write_text(GOOD_PRODUCTION.replace("o.tif", "o.ome.zarr") + "pyramid = true\n")
+    lines = []
+    assert run_pipeline(path, echo=lines.append, dry_run=True) == []
+    assert lines[-1] == "the disks are large enough; nothing was written"
+
+
 def test_a_scaling_study_too_large_for_its_disk_stops_before_it_starts(tmp_path, monkeypatch):
     import collections
 

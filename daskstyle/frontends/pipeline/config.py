@@ -126,8 +126,8 @@ def _check_painting(config, settings: Settings, styles: list[Path], output: Path
         )
     except InputError as err:
         raise InputError(f"output: {err}") from None
-    if settings.pyramid and writes != "TIFF":
-        raise InputError("pyramid = true needs a .tif output")
+    if settings.pyramid and writes not in ("TIFF", "OME-Zarr"):  # an OME-Zarr always has them
+        raise InputError("pyramid = true needs a .tif or .ome.zarr output")
 
 
 def _check_comparison(config: Comparison) -> None:
