@@ -227,12 +227,12 @@ def test_dry_run_says_which_controls_are_on(pictures, second_style, weights_file
             "--weights", weights_file, "--dry-run", "--style-blend", "3,1", "--colors",
             "content", "--style-scale", "2", "--init", "noise", "--seed", "7", "--tv-weight",
             "0.5", "--style-layers", "relu1_1,relu2_1", "--content-layer", "relu2_1",
-            "--bit-depth", "16", "--precision", "bf16"]  # fmt: skip
+            "--bit-depth", "16", "--dpi", "600", "--precision", "bf16"]  # fmt: skip
     assert cli.main(["run", *map(str, args)]) == 0
     out = capsys.readouterr().out
     for line in ("styles blended: style.png x0.75, stripes.png x0.25", "colours: the content's",
                  "strokes x2", "start: noise (seed 7)", "total variation weight 0.5",
-                 "instead of the default layers' 160 px", "16 bits per sample",
+                 "instead of the default layers' 160 px", "output: 16 bits per sample, 600 dpi",
                  "precision bf16: "):  # fmt: skip
         assert line in out, out
 

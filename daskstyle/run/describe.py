@@ -8,6 +8,7 @@ from pathlib import Path
 
 from daskstyle.compute.executor import tiles_in_memory
 from daskstyle.core.text import counted, readable
+from daskstyle.io.writers import DEFAULT_DPI
 from daskstyle.networks.catalog import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS
 from daskstyle.run import footprint
 from daskstyle.settings import Settings
@@ -79,7 +80,9 @@ def control_lines(settings: Settings, record: dict, blend) -> Iterator[str]:
         yield f"smoothness: total variation weight {settings.tv_weight:g}"
     if settings.pooling != "max":
         yield "pooling: average"
-    if settings.bit_depth != 8:
-        yield f"output: {settings.bit_depth} bits per sample"
+    output = [f"{settings.bit_depth} bits per sample"] * (settings.bit_depth != 8)
+    output += [f"{settings.dpi} dpi"] * (settings.dpi != DEFAULT_DPI)
+    if output:
+        yield "output: " + ", ".join(output)
     if settings.gram == "lagged":
         yield "Grams lagged: one pass per step, holding the previous step's Gram errors"
