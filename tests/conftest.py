@@ -3,6 +3,7 @@ import hashlib
 import os
 from pathlib import Path
 
+import dask
 import numpy as np
 import pytest
 import torch
@@ -50,6 +51,29 @@ def images():
         )
 
     return make
+
+
+@pytest.fixture
+def count_tiles(monkeypatch):
+    """Counts the network tasks of each kind that really ran (synchronous scheduler)."""
+    from daskstyle.engine import kernels, remade
+
+    names = ("tile_gradient", "tile_gradient_remaking_target", "tile_statistics",
+             "tile_content_features")  # fmt: skip
+    calls = dict.fromkeys(names, 0)
+
+    def counting(original):
+        def wrapper(*args, **kwargs):
+            calls[original.__name__] += 1
+            return original(*args, **kwargs)
+
+        return wrapper
+
+    for name in calls:
+        module = remade if name == "tile_gradient_remaking_target" else kernels
+        monkeypatch.setattr(module, name, counting(getattr(module, name)))
+    with dask.config.set(scheduler="synchronous"):
+        yield calls
 
 
 @pytest.fixture(scope="session")

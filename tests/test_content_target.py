@@ -2,39 +2,17 @@
 the content image in each tile instead of reading features 21 times the picture's size, and
 stays exact (against plain torch autograd on the whole image, and untiled)."""
 
-import dask
 import numpy as np
 import pytest
 import torch
 
 import daskstyle
-from daskstyle.engine import kernels, remade
 
 from . import reference
 from .reference import relative_error
 
 STYLE = dict(style_layers=("relu1_1", "relu3_1"))  # halo 10 + 10 px
 REFERENCE = {"relu1_1": 1, "relu1_2": 3}  # the layers' indices in VGG-19's features
-
-
-@pytest.fixture
-def count_tiles(monkeypatch):
-    """Counts the network tasks of each kind that really ran (synchronous scheduler)."""
-    names = ("tile_gradient_remaking_target", "tile_content_features", "tile_statistics")
-    calls = dict.fromkeys(names, 0)
-
-    def counting(original):
-        def wrapper(*args, **kwargs):
-            calls[original.__name__] += 1
-            return original(*args, **kwargs)
-
-        return wrapper
-
-    for name in calls:
-        module = remade if name == "tile_gradient_remaking_target" else kernels
-        monkeypatch.setattr(module, name, counting(getattr(module, name)))
-    with dask.config.set(scheduler="synchronous"):
-        yield calls
 
 
 @pytest.mark.parametrize("layer", ["relu1_1", "relu1_2"])

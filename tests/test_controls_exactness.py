@@ -10,12 +10,10 @@ import torch
 import daskstyle
 from daskstyle.core.errors import InputError
 
-from . import reference, test_exactness
+from . import reference
 from .conftest import random_image
 from .reference import relative_error
 from .test_exactness import SHALLOW, SHALLOW_REF
-
-count_tiles = test_exactness.count_tiles  # the fixture that counts the tiles that ran
 
 #: With seeded random weights the content and style terms are small; a TV weight of this size
 #: gives the total variation a gradient of the same order, so neither hides the other.

@@ -14,12 +14,10 @@ import daskstyle
 from daskstyle.controls import regions
 from daskstyle.core.errors import InputError
 
-from . import reference, test_exactness
+from . import reference
 from .reference import relative_error
 from .test_controls_exactness import second_style
 from .test_exactness import SHALLOW, SHALLOW_REF
-
-count_tiles = test_exactness.count_tiles  # the fixture that counts the tiles that ran
 
 
 def diagonal_labels(height, width, stripes=3):
