@@ -17,9 +17,9 @@ from daskstyle.frontends import cli
 DATA = Path(__file__).resolve().parents[1] / "daskstyle" / "data"
 CONTENT, STYLE, STYLE2 = (DATA / f"example_{name}.png" for name in ("content", "style", "style2"))
 
-#: name -> the options after `daskstyle run` (pictures given by their repository paths); the
-#: plain picture is the README's example, daskstyle/data/example_result.png
+#: name -> the options after `daskstyle run` (pictures given by their repository paths)
 CONTROLS = {
+    "plain": [CONTENT, STYLE],
     "colours_kept": [CONTENT, STYLE, "--colors", "content"],
     "two_styles": [CONTENT, STYLE, STYLE2, "--style-blend", "1,1"],
     "strokes_x2": [CONTENT, STYLE, "--style-scale", "2"],
