@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import dask.array as da
 import numpy as np
 
-from daskstyle.core.errors import InputError, NotFiniteError
+from daskstyle.core.errors import NotFiniteError
 
 BETA1, BETA2, EPS = 0.9, 0.99, 1e-6
 PIXEL_MAX = 255.0
@@ -102,30 +102,6 @@ def _host(x):
     return x if isinstance(x, np.ndarray) else x.get()
 
 
-def _stacked(func, *arrays, n: int, **kwargs) -> da.Array:
-    """``func`` over aligned (H, W, 3) arrays, returning ``n`` results stacked on a new axis 0."""
-    first = arrays[0]
-    if any(a.chunks != first.chunks for a in arrays):
-        raise InputError(
-            f"arrays of one Adam step must share chunks, got {[a.chunks for a in arrays]}"
-        )
-    return da.map_blocks(
-        func,
-        *arrays,
-        new_axis=0,
-        chunks=((n,), *first.chunks),
-        dtype=first.dtype,
-        meta=np.empty((0, 0, 0, 0), first.dtype),
-        **kwargs,
-    )
-
-
-def change_stats(new: da.Array, old: da.Array) -> tuple[da.Array, da.Array]:
-    """The lazy max and mean of ``|new - old|``."""
-    change = abs(new - old)
-    return change.max(), change.mean(dtype=np.float64)
-
-
 @dataclass(frozen=True)
 class Update:
     """One pass of step ``step`` (1-based) over a level's state, chunk by chunk. ``kind``:
@@ -153,6 +129,11 @@ class Update:
     @property
     def outputs(self) -> tuple[str, ...]:
         return self.OUTPUTS[self.kind]
+
+    @property
+    def figures(self) -> int:
+        """How many figures it gives (:meth:`chunk_figures`)."""
+        return 1 if self.kind == "moments" else 2
 
     def buffers(self, current: int, step: int) -> dict[str, int | None]:
         """The buffer each state input is read from, given the ``current`` one and the
@@ -183,19 +164,6 @@ class Update:
             return (float(np.abs(chunks[0]).max()),)
         change = np.abs(new[0] - chunks[0])
         return float(change.max()), float(change.sum(dtype=np.float64))
-
-    def arrays(self, *inputs: da.Array) -> tuple[dict[str, da.Array], tuple[da.Array, ...]]:
-        """The new arrays by name (lazy) from Dask arrays in the order of :attr:`inputs`
-        (same chunks), and the lazy figures."""
-        new = _stacked(_stacked_update, *inputs, n=len(self.outputs), update=self)
-        outputs = dict(zip(self.outputs, new))
-        if self.kind == "moments":
-            return outputs, (abs(inputs[0]).max(),)
-        return outputs, change_stats(outputs["canvas"], inputs[0])
-
-
-def _stacked_update(*chunks, update: Update):
-    return np.stack(update.apply(*chunks))
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from daskstyle.compute.executor import MEMORY_SHARE
 from daskstyle.core.errors import InputError
 from daskstyle.core.text import readable
 from daskstyle.optimise.adam import Update
+from daskstyle.optimise.chunks import update_held
 from daskstyle.optimise.state import LevelState, StepAttributes
 
 #: ``--checkpoint-every`` in minutes: ``15min``, ``0.5 min`` (the number is the group).
@@ -114,15 +115,20 @@ class HeldState(StepAttributes):
         return self.saved.lagged_grams(step)
 
     def update(self, buffer: int, update: Update, grad: da.Array | None = None, *others):
-        """Run ``update`` with ``grad`` on the held arrays into ``buffer`` (persisted) and
-        compute ``others`` in the same pass; return its figures and the values of ``others``."""
+        """Run ``update`` with ``grad`` chunk by chunk (:func:`daskstyle.optimise.chunks.update_held`)
+        into ``buffer``, persisted, and compute ``others`` in the same pass; return its figures
+        and the values of ``others``. Before the first write each task reads its own chunks
+        from disk."""
         attrs = self._attrs
-        zeros = da.zeros_like(self.canvas())
-        arrays = {name: zeros if b is None else self.read(name, b)
-                  for name, b in update.buffers(attrs["current"], attrs["step"]).items()}  # fmt: skip
-        new, figures = update.arrays(*(grad if n == "grad" else arrays[n] for n in update.inputs))
+        sources = {name: None if b is None else self._source(name, b)
+                   for name, b in update.buffers(attrs["current"], attrs["step"]).items()}  # fmt: skip
+        new, figures = update_held(sources, update, grad, like=self.canvas())
         values = self.write(buffer, new, *figures, *others)
         return values[: len(figures)], *values[len(figures) :]
+
+    def _source(self, name: str, buffer: int) -> da.Array | zarr.Array:
+        held = self._arrays.get((name, buffer))
+        return self.saved.store(name, buffer) if held is None else held
 
     def write(self, buffer: int, arrays: dict[str, da.Array], *others):
         """Persist ``arrays`` (name: canvas, m, v) as ``buffer`` and compute ``others`` (Dask

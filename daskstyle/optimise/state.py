@@ -273,10 +273,10 @@ class LevelState(StepAttributes):
         (:func:`daskstyle.optimise.chunks.update_in_place`), and compute ``others`` (Dask
         arrays or None) in the same pass; return its figures and the values of ``others``."""
         attrs = self.attrs
-        reads = {name: None if b is None else self.store(name, b)
-                 for name, b in update.buffers(attrs["current"], attrs["step"]).items()}  # fmt: skip
+        sources = {name: None if b is None else self.store(name, b)
+                   for name, b in update.buffers(attrs["current"], attrs["step"]).items()}  # fmt: skip
         writes = {name: self.store(name, buffer) for name in update.outputs}
-        figures, *values = update_in_place(reads, writes, update, grad, *others)
+        figures, *values = update_in_place(sources, writes, update, grad, *others)
         return figures, *(None if x is None else float(x) for x in values)
 
     def content(self) -> da.Array:
