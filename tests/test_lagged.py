@@ -234,3 +234,12 @@ def test_gram_drift_is_the_largest_relative_move_of_a_layer_error():
     # a: moved 0.5 per entry, error 0.5 left: 1.0; b: moved 0.1, error 0.9 left: 1/9
     assert gram_drift(older, newer, target, cells) == pytest.approx(1.0)
     assert gram_drift(older, older, target, cells) == 0.0
+
+
+@pytest.mark.parametrize("checkpoint_every", [1, 3])  # the state on disk, held in memory
+def test_an_exact_step_runs_each_tile_once_in_each_pass(vgg19_state, images, tmp_path,
+                                                        checkpoint_every):  # fmt: skip
+    level = _level(tmp_path / "exact", vgg19_state, images, "exact", steps=3, dtype=np.float32,
+                   checkpoint_every=checkpoint_every)  # fmt: skip
+    tiles = len(level.plan)
+    assert _passes(level)[1] == [{"tile_statistics": tiles, "tile_gradient": tiles}] * 3

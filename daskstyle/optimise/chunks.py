@@ -43,15 +43,17 @@ def update_in_place(sources: dict[str, Source], writes: dict[str, zarr.Array], u
                     grad: da.Array | None, *others) -> tuple:  # fmt: skip
     """Run ``update`` with the chunks of ``grad`` (chunked as the state) and of its inputs'
     ``sources`` (by name), write its outputs into ``writes`` (by name) with their checksums,
-    and compute ``others`` (Dask collections or None) in the same pass. Return the update's
+    and compute ``others`` (Dask arrays or None) in the same pass. Return the update's
     figures (NaN where a chunk's is) and the values of ``others``."""
     first = writes[update.outputs[0]]
     chunks = da.core.normalize_chunks(first.chunks, first.shape)
     tasks = _tasks(update, grad, sources, chunks, first.dtype, writes)
-    results, *values = dask.compute(tasks, *others)
+    table = _table(tasks, update.figures + len(update.outputs))
+    figures = _figures(update, table, first.size)
+    sums, *values = dask.compute(table[:, update.figures :], *figures, *others)
     for number, name in enumerate(update.outputs):
-        keep_checksums(writes[name], [sums[number] for sums, _ in results])
-    return tuple(map(float, _totals([shares for _, shares in results], first.size))), *values
+        keep_checksums(writes[name], sums[:, number].astype(np.uint32).tolist())
+    return tuple(map(float, values[: update.figures])), *values[update.figures :]
 
 
 def update_held(sources: dict[str, Source], update: Update, grad: da.Array | None,
@@ -68,9 +70,22 @@ def update_held(sources: dict[str, Source], update: Update, grad: da.Array | Non
             shape = tuple(c[i] for c, i in zip(like.chunks, index))
             blocks[index] = da.from_delayed(task[0][number], shape, dtype=like.dtype)
         new[name] = da.block(blocks.tolist())
-    totals = dask.delayed(_totals)([task[1] for task in tasks], like.size)
-    figures = da.from_delayed(totals, (update.figures,), dtype=np.float64)
-    return new, tuple(figures[i] for i in range(update.figures))
+    return new, _figures(update, _table(tasks, update.figures), like.size)
+
+
+def _table(tasks: list, width: int) -> da.Array:
+    """The chunks' rows of ``width`` numbers (:func:`_update_chunk`) as one array: Dask arrays
+    only, so that the step's arrays and these are optimised as one graph and each tile runs
+    once (Dask optimises a Delayed object's graph apart from an array's)."""
+    return da.stack([da.from_delayed(task[1], (width,), dtype=np.float64) for task in tasks])
+
+
+def _figures(update: Update, table: da.Array, size: int) -> tuple[da.Array, ...]:
+    """The update's figures from the chunks' rows (lazy): the largest of the first, and the
+    mean (the sum over ``size`` values) of the second where there is one; NaN stays NaN."""
+    if update.figures == 1:
+        return (table[:, 0].max(),)
+    return table[:, 0].max(), table[:, 1].sum() / size
 
 
 def _tasks(update: Update, grad: da.Array | None, sources: dict[str, Source], chunks: tuple,
@@ -97,26 +112,18 @@ def _pieces(source: Source, chunks: tuple):
 
 
 def _update_chunk(update: Update, index: tuple, shape: tuple, dtype, inputs: list,
-                  writes: dict[str, zarr.Array] | None):  # fmt: skip
+                  writes: dict[str, zarr.Array] | None) -> tuple[list | None, np.ndarray]:  # fmt: skip
+    """The chunk at ``index`` updated: the new chunks (None once written into ``writes``) and
+    its row: its share of the figures (:meth:`Update.chunk_figures`), then, where written,
+    each new chunk's checksum."""
     chunks = [np.zeros(shape, dtype) if x is None
               else x.blocks[index] if isinstance(x, zarr.Array) else x for x in inputs]  # fmt: skip
     new = update.apply(*chunks)
-    shares = update.chunk_figures(chunks, new)
+    row = list(update.chunk_figures(chunks, new))
     if writes is None:
-        return [chunk.astype(dtype, copy=False) for chunk in new], shares
-    sums = []
+        return [chunk.astype(dtype, copy=False) for chunk in new], np.array(row)
     for name, chunk in zip(update.outputs, new):
         written = chunk.astype(writes[name].dtype, copy=False)
         writes[name].blocks[index] = written
-        sums.append(checksum(written))
-    return sums, shares
-
-
-def _totals(shares: list[tuple[float, ...]], size: int) -> np.ndarray:
-    """The update's figures from each chunk's share: the largest of the first, and the mean
-    (the sum over ``size`` values) of the second where there is one."""
-    table = np.array(shares)  # chunks x figures; max and sum keep a NaN
-    totals = [table[:, 0].max()]
-    if table.shape[1] > 1:
-        totals.append(table[:, 1].sum() / size)
-    return np.array(totals, dtype=np.float64)
+        row.append(checksum(written))  # below 2**32: exact in float64
+    return None, np.array(row, dtype=np.float64)
