@@ -4,7 +4,7 @@ with workers that sleep for each tile's projected GPU time."""
 import pytest
 
 from daskstyle.core import geometry
-from daskstyle.frontends import cli
+from daskstyle.frontends import cli, cluster_simulation
 from daskstyle.frontends.cluster_simulation import (
     ADAM_BYTES_PER_PIXEL,
     Configuration,
@@ -55,6 +55,23 @@ def test_the_simulation_runs_the_engines_graphs_and_counts_their_bytes():
     for row in rows:
         assert row["bottleneck"] in ("compute", "scheduler", "network", "disk")
         assert row["step_s"] > 0 and row["scheduler_s"] > 0
+
+
+#: The passes of the simulated tiles that ran (True: a Gram pass's), and the real function.
+RAN, SIMULATED_TILE = [], cluster_simulation._simulated_tile
+
+
+def _counted_tile(statistics: bool, *args):
+    RAN.append(statistics)  # importable: the in-process workers run this very function
+    return SIMULATED_TILE(statistics, *args)
+
+
+def test_a_simulated_step_runs_each_tile_once_in_each_pass(monkeypatch):
+    RAN.clear()
+    monkeypatch.setattr(cluster_simulation, "_simulated_tile", _counted_tile)
+    simulate([512], [128], [2], INSTANT, echo=lambda line: None)
+    runs = 2 * 3 * 16  # on disk and held, each step run three times, 16 tiles
+    assert RAN.count(True) == RAN.count(False) == runs  # the gradient pass ran twice before
 
 
 def test_the_command_asks_for_simulate(capsys):

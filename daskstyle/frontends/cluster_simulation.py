@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 
 import dask
+import dask.array as da
 import numpy as np
 from dask.sizeof import sizeof
 
@@ -161,10 +162,12 @@ def _simulated_whole_image(seconds: float, pixels: int):
     return 0.0, Payload(pixels * 3 * 4)
 
 
-def _adam(grad: Payload, held, seconds: float) -> None:
+def _adam(grad: Payload, held, seconds: float) -> float:
     """One tile's Adam update after ``seconds``: its canvas and moments are updated where they
-    are held (the worker holding ``held``), or read and written in the run directory."""
+    are held (the worker holding ``held``), or read and written in the run directory; its
+    share of the step's figures."""
     time.sleep(seconds)
+    return 0.0
 
 
 def _canvas(state):
@@ -244,15 +247,16 @@ def _step_graph(config: Configuration, built, held, machines: Machines):
         canvas = Blocks(grid, *plan.chunks)
     style = {name: np.zeros((graph.network.channels(name),) * 2) for name in graph.style_weights}
     loss, grad = graph.loss_and_grad(canvas, target, plan, style)
-    updates = []
-    for tile, chunk in zip(plan, grad.to_delayed().ravel()):
+    updates = []  # arrays, as the loss: Dask optimises a Delayed's graph apart (tiles run twice)
+    for tile, chunk in zip(plan, grad.to_delayed(optimize_graph=False).ravel()):
         pixels = (tile.y1 - tile.y0) * (tile.x1 - tile.x0)
         if held is None:
             seconds, state = ADAM_BYTES_PER_PIXEL * pixels / graph.disk_share, None
         else:  # read and write canvas and moments in GPU memory
             seconds = ADAM_BYTES_PER_PIXEL * pixels / (machines.memory_gbps * 1e9)
             state = held[tile.row][tile.col]
-        updates.append(dask.delayed(_adam)(chunk, state, seconds * graph.sleeps))
+        update = dask.delayed(_adam)(chunk, state, seconds * graph.sleeps)
+        updates.append(da.from_delayed(update, (), dtype=np.float64))
     return graph, plan, target, [loss, *updates]
 
 
