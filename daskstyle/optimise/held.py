@@ -108,8 +108,7 @@ class HeldState(StepAttributes):
 
     def canvas_store(self) -> da.Array | zarr.Array:
         """p_t where tile tasks read their windows: held, or before the first write on disk."""
-        held = self._arrays.get(("canvas", self._attrs["current"]))
-        return self.saved.canvas_store() if held is None else held
+        return self._source("canvas", self._attrs["current"])
 
     def lagged_grams(self, step: int) -> dict[str, np.ndarray]:
         return self.saved.lagged_grams(step)
@@ -127,6 +126,7 @@ class HeldState(StepAttributes):
         return values[: len(figures)], *values[len(figures) :]
 
     def _source(self, name: str, buffer: int) -> da.Array | zarr.Array:
+        """Array ``name`` of ``buffer`` where tasks read their chunks: held, or on disk."""
         held = self._arrays.get((name, buffer))
         return self.saved.store(name, buffer) if held is None else held
 

@@ -14,8 +14,9 @@ written, a chunk file that goes missing reads as NaN (which no step commits), an
 :meth:`LevelState.check` names a missing or truncated chunk file before a step reads it.
 Each chunk file ends in the crc32c of its bytes (zarr's ``crc32c`` codec), which every read
 verifies, and each array's ``zarr.json`` keeps the crc32c of every chunk's data as it was
-written (:func:`store_with_checksums`; a step's update, :meth:`LevelState.update`): a chunk whose bytes changed fails the first, a whole
-chunk file swapped for another (a neighbour's, an older step's) the second.
+written (:func:`store_with_checksums`, and a step's :meth:`LevelState.update`): a chunk whose
+bytes changed fails the first, a whole chunk file swapped for another (a neighbour's, an
+older step's) the second.
 """
 
 from __future__ import annotations
