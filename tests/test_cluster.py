@@ -99,7 +99,18 @@ def test_local_workers_keep_freed_memory_for_the_next_tensor():
     before = dict(os.environ)
     with open_client("local", workers=1, threads_per_worker=1, dashboard=False) as client:
         assert client.submit(_freed_memory_kept, pure=False).result()
+        started_with = client.submit(_environment_at_start, pure=False).result()
+        # glibc rewrites the variable as it reads it; the first tunable stays in view
+        assert started_with["GLIBC_TUNABLES"].startswith("glibc.malloc.tcache_count=0")
     assert dict(os.environ) == before
+
+
+def _environment_at_start() -> dict[str, str]:
+    """The environment this process was started with, which glibc read (a Dask worker's
+    ``os.environ`` is its nanny's, set again)."""
+    with open("/proc/self/environ", "rb") as file:
+        pairs = file.read().decode().split("\0")
+    return dict(pair.split("=", 1) for pair in pairs if "=" in pair)
 
 
 def _freed_memory_kept() -> bool:

@@ -59,6 +59,25 @@ def test_levels_progress_and_outputs(pictures, weights_file, tmp_path):
     assert [float(r["seconds"]) for r in rows] == [e.seconds for e in steps]  # as reported
 
 
+def test_the_tiles_memory_is_given_back_after_each_levels_steps(
+    pictures, weights_file, tmp_path, monkeypatch
+):
+    """Once a level's steps are done the workers' freed memory goes back, before its preview
+    and the output; never between steps."""
+    events = []
+    monkeypatch.setattr(painting.executor, "give_back_freed_memory",
+                        lambda: events.append("given back"))  # fmt: skip
+    painting.transfer(*pictures, tmp_path / "out.png", settings=Settings(**{**SMALL, "tile": 32}),
+                      weights=weights_file, on_event=events.append)  # fmt: skip
+    for level in (0, 1):
+        last_step = max(i for i, e in enumerate(events)
+                        if isinstance(e, painting.Stepped) and e.level == level)  # fmt: skip
+        finished = next(i for i, e in enumerate(events)
+                        if isinstance(e, painting.LevelFinished) and e.level == level)  # fmt: skip
+        assert events[last_step:finished].count("given back") == 1
+    assert events.count("given back") == 2
+
+
 def test_tiled_run_equals_untiled_run(pictures, weights_file, tmp_path):
     """In float64: in float32, rounding differences between tile and whole-image convolutions
     flip max-pool choices, and over steps the two runs drift apart (0.5 px after 6 steps with

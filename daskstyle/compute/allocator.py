@@ -18,9 +18,13 @@ process, whose allocator daskstyle leaves as it is (its memory would stay at its
 Kept memory is reused only by allocations that fit the holes it left: a level whose tiles
 have another size than the last level's leaves the last level's holes unused and grows the
 heap (a 16,384² canvas after levels of 1,376-px tiles, in 1,504-px tiles: 18 GiB of RSS where
-its tiles need 13). So between levels the workers give what they freed back to the system
-(:func:`give_back_freed_memory`): its pages are zeroed again once, at the next level's first
-tiles.
+its tiles need 13). So after a level's steps (before its preview and the output, which need
+little) the workers give what they freed back to the system (:func:`give_back_freed_memory`):
+its pages are zeroed again once, at the next level's first tiles. Within a level the holes
+crept too, up to 17 GiB in a 16,384² level: glibc's per-thread cache and fast bins keep small
+freed chunks apart from their neighbours, which splits the free space around them. The
+processes run without them (``GLIBC_TUNABLES``), which costs no measurable time here
+(docs/performance.md has the figures).
 """
 
 from __future__ import annotations
@@ -30,11 +34,15 @@ import ctypes
 import os
 from collections.abc import Iterator, Mapping
 
-#: mallopt(3)'s environment variables: one arena, every allocation from it, never trimmed.
+#: mallopt(3)'s environment variables: one arena, every allocation from it, never trimmed;
+#: and no per-thread cache or fast bins, whose freed chunks are never joined to their
+#: neighbours and so break the heap's free space into holes (glibc's tunables; glibc 2.36
+#: rewrites that variable as it reads it, and a process's /proc environ shows the first only).
 REUSE_FREED_MEMORY = {
     "MALLOC_ARENA_MAX": "1",
     "MALLOC_MMAP_MAX_": "0",
     "MALLOC_TRIM_THRESHOLD_": str(2**40),
+    "GLIBC_TUNABLES": "glibc.malloc.tcache_count=0:glibc.malloc.mxfast=0",
 }
 
 

@@ -118,7 +118,6 @@ class RunPlan:
         with executor.compute_settings(resources):
             inputs = self.network_inputs()
             for level in range(len(self.sizes)):
-                executor.give_back_freed_memory()  # holes left by other tiles' sizes
                 state = self._run_level(level, state, graph, inputs, on_event, run)
         with _about_level(len(self.sizes) - 1, len(self.sizes), state.path):
             state.check()
@@ -176,6 +175,8 @@ class RunPlan:
                     rundir.write_loss_csv(self.workdir, level)
                     # for viewers: the canvas halved, at checkpoints
                     timed_when(on_event, level, "overview", lambda: overview.keep_up(state))
+                # the tiles' memory, not needed by what follows; its holes fit no other size
+                executor.give_back_freed_memory()
             # the level's last canvas (a resumed run's too)
             timed_when(on_event, level, "overview", lambda: overview.keep_up(state))
             preview = rundir.preview_path(self.workdir, level)
