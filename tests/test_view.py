@@ -25,8 +25,10 @@ from daskstyle.frontends.view import deepzoom
 from daskstyle.frontends.view.reading import ChunkCache
 from daskstyle.frontends.view.server import Viewer
 from daskstyle.frontends.view.sources import open_source
+from daskstyle.io import resize
 from daskstyle.optimise import overview
 from daskstyle.optimise.state import OVERVIEW, LevelState
+from daskstyle.run import painting
 from tests.conftest import final_canvas, snapshot
 
 
@@ -220,6 +222,49 @@ def test_zoomed_out_tiles_are_halved_means_from_the_overview(synthetic_run, serv
     assert png_pixels(client.get(f"/level/1_files/{top}/3_2.png")[1]).shape == (188, 232, 3)
     assert client.get(f"/level/1_files/{top}/4_0.png")[0] == 404
     assert client.get("/level/2.dzi")[0] == 404  # not begun
+
+
+def test_the_overview_reads_the_canvas_in_its_own_windows(synthetic_run, monkeypatch):
+    # 64-px overview chunks: the level's 160-px chunks are read in 128-px windows, not
+    # rechunked by Dask (which holds whole rows of chunks), and the means stay exact
+    _, state, canvas = synthetic_run
+    monkeypatch.setattr(overview, "CHUNK", 64)
+    written = []
+    monkeypatch.setattr(overview, "store_with_checksums",
+                        lambda sources, targets: written.append(sources))  # fmt: skip
+    state.commit(step=1, history=[[1.0, 1.0, 1.0, 0.1]])
+    overview.keep_up(state, most_share=math.inf)
+    first = written[0][0]
+    assert first.chunks[:2] == ((64,) * 5 + (30,), (64,) * 7 + (52,))
+    assert not [name for name in first.dask.layers if name.startswith("rechunk")]
+    assert np.array_equal(first.compute(), rounded(halved(canvas.astype(np.float64))))
+
+
+def test_a_shrunk_canvas_comes_from_the_overview_while_it_shows_the_canvas_whole(
+    synthetic_run,
+):
+    _, state, canvas = synthetic_run
+    level1 = overview.at_least(state, 400)  # 350 x 500: the smallest level of 400 px or more
+    assert level1.dtype == np.float32
+    assert np.array_equal(level1.compute(), rounded(halved(canvas.astype(np.float64))))
+    assert overview.at_least(state, 250).shape == (175, 250, 3)
+    assert overview.at_least(state, 600) is None  # only the canvas is that large
+    chunk = state.path / OVERVIEW / "1" / "c" / "0" / "0" / "0"
+    chunk.write_bytes(chunk.read_bytes()[:-1])
+    assert overview.at_least(state, 400) is None  # damaged: the canvas is read instead
+    state.commit(step=1, history=[[1.0, 1.0, 1.0, 0.1]])
+    assert overview.at_least(state, 250) is None  # shows an older canvas
+
+
+def test_a_large_levels_preview_is_shrunk_from_its_overview(synthetic_run, monkeypatch):
+    _, state, canvas = synthetic_run
+    monkeypatch.setattr(painting, "PREVIEW_SIDE", 400)
+    read = []
+    monkeypatch.setattr(state, "canvas", lambda: read.append(1))
+    preview = painting.preview_picture(state, lambda image: image, (700, 1000)).compute()
+    assert preview.shape == (280, 400, 3) and not read
+    level1 = rounded(halved(canvas.astype(np.float64))).astype(np.float32)
+    assert np.array_equal(preview, resize.resize(da.from_array(level1), (280, 400)).compute())
 
 
 def test_a_new_step_shows_at_every_zoom(synthetic_run, serve):

@@ -11,6 +11,10 @@ group's attributes name the canvas it shows (``step``, ``current``) and the run'
 it reads the canvas once more, so it is skipped at checkpoints that would make it take more
 than :data:`MOST_SHARE` of the run's time; the level's last canvas always has its overview.
 
+The overview reads the canvas in windows of its halving (each task its own), and a level's
+preview is shrunk from it (:func:`at_least`): neither holds more than a few chunks at once,
+whatever the canvas's size.
+
 It is written whole under a temporary name and swapped in, so a reader sees an old overview or
 the new one; the folder is the level's (its ``zarr.json`` carries the run's id), and
 :meth:`daskstyle.optimise.state.LevelState.release` keeps it with the final canvas.
@@ -31,7 +35,16 @@ import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec
 
-from daskstyle.optimise.state import CRC_BYTES, OVERVIEW, LevelState, store_with_checksums
+from daskstyle.core.errors import DamagedStateError
+from daskstyle.optimise.state import (
+    CRC_BYTES,
+    OVERVIEW,
+    LevelState,
+    check_whole,
+    open_array,
+    read_zarr,
+    store_with_checksums,
+)
 
 #: The overview stops halving at the first level whose long side is at most this (px).
 SMALLEST = 256
@@ -85,13 +98,35 @@ def keep_up(state: LevelState, smallest: int = SMALLEST, most_share: float = MOS
     since = time.time() - kept.get("written_at", -math.inf)
     if not state.done and since * most_share < kept.get("seconds", 0):
         return False
+    window = (2 * CHUNK, 2 * CHUNK, 3)  # halved without a rechunk
+    canvas = read_zarr(state.canvas_store(), attrs["run_id"], attrs["step"], chunks=window)
     try:
-        write(state.canvas(), state.path / OVERVIEW, {**showing, "run_id": attrs["run_id"]},
+        write(canvas, state.path / OVERVIEW, {**showing, "run_id": attrs["run_id"]},
               smallest)  # fmt: skip
     except ValueError:  # a chunk failing its crc32c in a task: name it
         state.check()
         raise
     return True
+
+
+def at_least(state: LevelState, side: int) -> da.Array | None:
+    """The smallest level of ``state``'s overview whose long side is at least ``side`` px, as
+    float32 samples on 0-255, for pictures of the canvas shrunk (a level's preview): where the
+    overview shows the current canvas whole and has such a level; else None."""
+    attrs, path = state.attrs, state.path / OVERVIEW
+    kept = shown(path) or {}
+    if (kept.get("step"), kept.get("current")) != (attrs["step"], attrs["current"]):
+        return None
+    shapes = overview_shapes(state.canvas_store().shape[:2])
+    fitting = [number for number, shape in enumerate(shapes, start=1) if max(shape) >= side]
+    if not fitting or fitting[-1] > kept.get("levels", 0):
+        return None
+    try:
+        level = open_array(path / str(fitting[-1]))
+        check_whole(level)
+    except DamagedStateError:  # not whole: the canvas will do
+        return None
+    return da.from_zarr(level).astype(np.float32)
 
 
 def write(canvas: da.Array, path: Path, attributes: dict, smallest: int = SMALLEST) -> None:

@@ -44,11 +44,12 @@ from daskstyle.optimise.adam import AdamSettings, Update, should_stop
 from daskstyle.optimise.chunks import CHECKSUMS, checksum, keep_checksums, update_in_place
 
 
-def read_zarr(array: zarr.Array, *token) -> da.Array:
-    """``array`` as a Dask array whose key derives from ``token`` (e.g. run id and step)."""
-    return da.from_zarr(
-        array, name=f"read-{array.basename}-{tokenize(str(array.store_path), *token)}"
-    )
+def read_zarr(array: zarr.Array, *token, chunks: tuple[int, ...] | None = None) -> da.Array:
+    """``array`` as a Dask array whose key derives from ``token`` (e.g. run id and step), in
+    its own chunks or in ``chunks``: each task then reads its window from the stored chunks it
+    overlaps, where a Dask rechunk would hold whole rows of stored chunks at once."""
+    name = f"read-{array.basename}-{tokenize(str(array.store_path), *token, chunks)}"
+    return da.from_zarr(array, chunks=chunks or array.chunks, name=name)
 
 
 #: The bytes that zarr's crc32c codec adds to each chunk file.
