@@ -28,7 +28,6 @@ from daskstyle.frontends.view.sources import open_source
 from daskstyle.io import resize
 from daskstyle.optimise import overview
 from daskstyle.optimise.state import OVERVIEW, LevelState
-from daskstyle.run import painting
 from tests.conftest import final_canvas, snapshot
 
 
@@ -258,10 +257,9 @@ def test_a_shrunk_canvas_comes_from_the_overview_while_it_shows_the_canvas_whole
 
 def test_a_large_levels_preview_is_shrunk_from_its_overview(synthetic_run, monkeypatch):
     _, state, canvas = synthetic_run
-    monkeypatch.setattr(painting, "PREVIEW_SIDE", 400)
     read = []
     monkeypatch.setattr(state, "canvas", lambda: read.append(1))
-    preview = painting.preview_picture(state, lambda image: image, (700, 1000)).compute()
+    preview = overview.shrunk(state, lambda image: image, 400).compute()
     assert preview.shape == (280, 400, 3) and not read
     level1 = rounded(halved(canvas.astype(np.float64))).astype(np.float32)
     assert np.array_equal(preview, resize.resize(da.from_array(level1), (280, 400)).compute())

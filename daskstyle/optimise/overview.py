@@ -12,7 +12,7 @@ it reads the canvas once more, so it is skipped at checkpoints that would make i
 than :data:`MOST_SHARE` of the run's time; the level's last canvas always has its overview.
 
 The overview reads the canvas in windows of its halving (each task its own), and a level's
-preview is shrunk from it (:func:`at_least`): neither holds more than a few chunks at once,
+preview is shrunk from it (:func:`shrunk`): neither holds more than a few chunks at once,
 whatever the canvas's size.
 
 It is written whole under a temporary name and swapped in, so a reader sees an old overview or
@@ -28,6 +28,7 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import dask.array as da
@@ -36,6 +37,8 @@ import zarr
 from zarr.codecs import Crc32cCodec
 
 from daskstyle.core.errors import DamagedStateError
+from daskstyle.core.geometry import scaled_shape
+from daskstyle.io import resize
 from daskstyle.optimise.state import (
     CRC_BYTES,
     OVERVIEW,
@@ -127,6 +130,20 @@ def at_least(state: LevelState, side: int) -> da.Array | None:
     except DamagedStateError:  # not whole: the canvas will do
         return None
     return da.from_zarr(level).astype(np.float32)
+
+
+def shrunk(state: LevelState, picture: Callable[[da.Array], da.Array], side: int) -> da.Array:
+    """``state``'s canvas as ``picture`` shows it, shrunk to ``side`` px at most (a level's
+    preview): from the overview where it has a level that large (:func:`at_least`, a few
+    megapixels, where shrinking the canvas itself holds rows of its chunks), else from the
+    canvas."""
+    shape = state.canvas_store().shape[:2]
+    scale = min(1.0, side / max(shape))
+    if scale == 1.0:
+        return picture(state.canvas())
+    smaller = at_least(state, side)
+    source = picture(state.canvas() if smaller is None else smaller)
+    return resize.resize(source, scaled_shape(shape, scale))
 
 
 def write(canvas: da.Array, path: Path, attributes: dict, smallest: int = SMALLEST) -> None:

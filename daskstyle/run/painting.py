@@ -183,7 +183,7 @@ class RunPlan:
             if not preview.is_file():
                 state.check()
                 with timed(on_event, level, "preview"):
-                    images.write_image(preview, preview_picture(state, self._picture, shape))
+                    images.write_image(preview, overview.shrunk(state, self._picture, PREVIEW_SIDE))
                 rundir.record_file(self.workdir, preview.name)
         state.release()
         on_event(LevelFinished(level, preview))
@@ -393,17 +393,3 @@ def _check_levels(workdir: Path, sizes: list[footprint.LevelSize]) -> None:
         level, state = last
         with _about_level(level, levels, state.path):
             state.check()
-
-
-def preview_picture(state: LevelState, picture: Callable[[da.Array], da.Array],
-                    shape: tuple[int, int]) -> da.Array:  # fmt: skip
-    """A level's canvas of ``shape`` as ``picture`` shows it, shrunk to :data:`PREVIEW_SIDE`
-    px at most: from the level's overview where it has a level that large (it reads a few
-    megapixels, where shrinking the canvas itself holds rows of its chunks), else from the
-    canvas."""
-    scale = min(1.0, PREVIEW_SIDE / max(shape))
-    if scale == 1.0:
-        return picture(state.canvas())
-    shrunk = overview.at_least(state, PREVIEW_SIDE)
-    source = picture(state.canvas() if shrunk is None else shrunk)
-    return resize.resize(source, geometry.scaled_shape(shape, scale))
