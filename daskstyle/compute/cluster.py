@@ -209,7 +209,8 @@ def _local_client(workers, threads_per_worker, memory_limit, tls, dashboard, slo
         # held, not raised: an exception would leave the starting cluster half made
         with _signal_handler(lambda signum, frame: received.append(signum)):
             _start_forkserver()
-            with warnings.catch_warnings():
+            # each nanny sets Dask's pre-spawn variables in this process: restored after
+            with allocator.starting_workers(), warnings.catch_warnings():
                 # a taken dashboard port: distributed takes a free one; the link says which
                 warnings.filterwarnings("ignore", "Port .* is already in use", UserWarning)
                 cluster = _local_cluster(
