@@ -94,9 +94,8 @@ def keep_up(state: LevelState, smallest: int = SMALLEST, most_share: float = MOS
     if not overview_shapes(state.canvas_store().shape[:2], smallest):
         return False
     attrs = state.attrs
-    showing = {"step": attrs["step"], "current": attrs["current"]}
     kept = shown(state.path / OVERVIEW) or {}
-    if all(kept.get(key) == value for key, value in showing.items()):
+    if _shows_current(kept, attrs):
         return False
     since = time.time() - kept.get("written_at", -math.inf)
     if not state.done and since * most_share < kept.get("seconds", 0):
@@ -104,7 +103,8 @@ def keep_up(state: LevelState, smallest: int = SMALLEST, most_share: float = MOS
     window = (2 * CHUNK, 2 * CHUNK, 3)  # halved without a rechunk
     canvas = read_zarr(state.canvas_store(), attrs["run_id"], attrs["step"], chunks=window)
     try:
-        write(canvas, state.path / OVERVIEW, {**showing, "run_id": attrs["run_id"]},
+        write(canvas, state.path / OVERVIEW,
+              {"step": attrs["step"], "current": attrs["current"], "run_id": attrs["run_id"]},
               smallest)  # fmt: skip
     except ValueError:  # a chunk failing its crc32c in a task: name it
         state.check()
@@ -116,9 +116,9 @@ def at_least(state: LevelState, side: int) -> da.Array | None:
     """The smallest level of ``state``'s overview whose long side is at least ``side`` px, as
     float32 samples on 0-255, for pictures of the canvas shrunk (a level's preview): where the
     overview shows the current canvas whole and has such a level; else None."""
-    attrs, path = state.attrs, state.path / OVERVIEW
+    path = state.path / OVERVIEW
     kept = shown(path) or {}
-    if (kept.get("step"), kept.get("current")) != (attrs["step"], attrs["current"]):
+    if not _shows_current(kept, state.attrs):
         return None
     shapes = overview_shapes(state.canvas_store().shape[:2])
     fitting = [number for number, shape in enumerate(shapes, start=1) if max(shape) >= side]
@@ -144,6 +144,12 @@ def shrunk(state: LevelState, picture: Callable[[da.Array], da.Array], side: int
     smaller = at_least(state, side)
     source = picture(state.canvas() if smaller is None else smaller)
     return resize.resize(source, scaled_shape(shape, scale))
+
+
+def _shows_current(kept: dict, attrs: dict) -> bool:
+    """Whether an overview's attributes ``kept`` name the canvas a level's ``attrs`` call
+    current (its step and buffer)."""
+    return (kept.get("step"), kept.get("current")) == (attrs["step"], attrs["current"])
 
 
 def write(canvas: da.Array, path: Path, attributes: dict, smallest: int = SMALLEST) -> None:
