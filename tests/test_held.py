@@ -4,11 +4,14 @@ import numpy as np
 import pytest
 
 from daskstyle.compute import hardware
+from daskstyle.compute.executor import MEMORY_SHARE
 from daskstyle.core.errors import InputError
+from daskstyle.engine.tiles import StoreWindow
 from daskstyle.frontends import cli
 from daskstyle.io.images import read_image
-from daskstyle.optimise.held import Checkpoints, HeldState
+from daskstyle.optimise.held import Checkpoints, HeldState, held_in_memory
 from daskstyle.optimise.state import LevelState
+from daskstyle.run import footprint
 
 from .conftest import SHALLOW_RUN_OPTIONS, final_canvas
 from .test_lagged import _level
@@ -44,6 +47,47 @@ def test_a_held_level_paints_the_on_disk_level_bit_for_bit(vgg19_state, images, 
     assert np.array_equal(_canvas(tmp_path / "held"), _canvas(tmp_path / "disk"))
     history = [entry[:3] for entry in LevelState.open(tmp_path / "held").attrs["history"]]
     assert history == [entry[:3] for entry in LevelState.open(tmp_path / "disk").attrs["history"]]
+
+
+def test_a_held_level_reads_its_content_target_once(vgg19_state, images, tmp_path,
+                                                   monkeypatch):  # fmt: skip
+    """Held with the state, the content target's windows are read when the level opens, not at
+    each step, and the steps paint the on-disk level's picture; told not to, it reads them from
+    disk at each step."""
+    on_disk = list(_level(tmp_path / "disk", vgg19_state, images, "exact", steps=3,
+                          dtype=np.float32).steps())  # fmt: skip
+    level = _level(tmp_path / "held", vgg19_state, images, "exact", steps=3, dtype=np.float32,
+                   checkpoint_every=2)  # fmt: skip
+    windows = level.graph.content_windows(level.plan)
+    assert len(level.plan) > 1 and len(level.held_target.held) == len(windows)
+    held_bytes = sum(np.asarray(w.compute()).nbytes for w in level.held_target.held.values())
+    assert footprint.held_target_bytes(level.plan, np.float32, level.graph) == held_bytes
+    read, real_read = [], StoreWindow.read
+    monkeypatch.setattr(StoreWindow, "read",
+                        lambda window: read.append(str(window.array.store_path)) or real_read(window))  # fmt: skip
+    held = list(level.steps())
+    target = str(level.content_target.store_path)
+    assert read and target not in read  # the canvas's first step came from disk, no target
+    assert [s.loss for s in held] == [s.loss for s in on_disk]
+    assert np.array_equal(_canvas(tmp_path / "held"), _canvas(tmp_path / "disk"))
+    unheld = _level(tmp_path / "unheld", vgg19_state, images, "exact", steps=3,
+                    dtype=np.float32, checkpoint_every=Checkpoints(steps=2, with_target=False))  # fmt: skip
+    assert unheld.held_target is None
+    list(unheld.steps())
+    assert str(unheld.content_target.store_path) in read
+
+
+def test_the_content_target_is_held_where_it_fits():
+    every, state = Checkpoints(steps=5), 2 * 3 * 3 * 4 * 100 * 100  # both buffers, float32
+    memory = (state + 1000) / (1 - MEMORY_SHARE)
+    line, taken = held_in_memory((100, 100), np.float32, every, memory, 900)
+    assert taken.with_target and line.endswith(", and the content target the tiles read, 0.9 kB")
+    line, taken = held_in_memory((100, 100), np.float32, every, memory, 5000)
+    assert not taken.with_target and taken.steps == 5
+    assert "the content target is read from disk at each step" in line
+    assert held_in_memory((100, 100), np.float32, every, None, 10**15)[1].with_target
+    with pytest.raises(InputError, match="use --checkpoint-every 1"):
+        held_in_memory((100, 100), np.float32, every, state / 2, 0)
 
 
 @pytest.mark.parametrize("gram", ["exact", "lagged"])

@@ -24,7 +24,7 @@ from daskstyle.compute.executor import persist
 from daskstyle.core import geometry
 from daskstyle.core.errors import InputError
 from daskstyle.engine import featurenet, guides, kernels, remade
-from daskstyle.engine.tiles import Blocks, Store, as_tiled, padded_tiles, source, tree_sum
+from daskstyle.engine.tiles import Source, as_tiled, padded_tiles, source, tree_sum
 from daskstyle.networks.catalog import Network
 
 #: Where the Grams that a tile's gradient compares with the style are taken: ``image``, the
@@ -95,10 +95,10 @@ class StyleGraph:
         with ``guide`` (H, W, R), each region's guided Grams and masses."""
         return self._statistics(source(image), plan, guide)
 
-    def _statistics(self, image: Blocks | Store, plan: geometry.TilePlan, guide=None):
+    def _statistics(self, image: Source, plan: geometry.TilePlan, guide=None):
         return tree_sum(self._partial_statistics(image, plan, guide), self.split_every)
 
-    def _partial_statistics(self, image: Blocks | Store, plan: geometry.TilePlan,
+    def _partial_statistics(self, image: Source, plan: geometry.TilePlan,
                             guide=None) -> list:  # fmt: skip
         """Raw Grams of each tile's core, in the order of ``plan``."""
         layers = tuple(self.style_weights)
@@ -128,7 +128,7 @@ class StyleGraph:
     def _canvas_guide(self):
         return None if self.regions is None else self.regions.guide
 
-    def _tile_scopes(self, canvas: Blocks | Store, plan: geometry.TilePlan, style_grams):
+    def _tile_scopes(self, canvas: Source, plan: geometry.TilePlan, style_grams):
         """(terms, raw Grams, Gram errors) of each tile under ``gram_scope="tile"``: the
         tile's core alone, counted as if it were a whole image."""
         if self.regions is not None:
@@ -197,6 +197,18 @@ class StyleGraph:
             return content
         return self.content_features(content, plan)
 
+    def content_windows(self, plan: geometry.TilePlan) -> list[tuple[slice, slice]]:
+        """The windows of the content target (:meth:`content_target`) that a step reads, in
+        cells of the content layer: each tile's, padded by the whole halo, in the order of
+        ``plan``; for a plan of one tile, the whole target."""
+        scale = self.network.scale(self.content_layer)
+        if len(plan) == 1:
+            return [tuple(slice(0, geometry.feature_size(n, scale)) for n in plan.shape)]
+        return [
+            tuple(slice(px.start // scale, px.stop // scale) for px in padded)
+            for padded in (tile.padded(self.halo.total, plan.shape) for tile in plan)
+        ]
+
     def content_features(self, content, plan: geometry.TilePlan) -> da.Array:
         """φ_O(o), the content target, over the whole image: (H_O, W_O, C_O), one chunk per
         tile (forward only, exact through the forward halo). Compute it once per level."""
@@ -230,7 +242,9 @@ class StyleGraph:
         )
         guide = self._canvas_guide()
         if len(plan) == 1:
-            windows = [x.window(*(slice(0, n) for n in x.shape)) for x in (canvas, content_target)]
+            whole = [slice(0, n) for n in canvas.shape]
+            (target_cells,) = self.content_windows(plan)
+            windows = [canvas.window(*whole), content_target.window(*target_cells)]
             (guide_window,) = self._guide_windows(guide, plan, 0)
             result = self._model_call(_whole_image, windows, terms, style_grams,
                                       self.remakes_content_target, guide=guide_window)  # fmt: skip
@@ -276,24 +290,21 @@ class StyleGraph:
         the style target as one graph key (not a copy in every task that uses it)."""
         return self.terms(plan.shape), source(canvas), source(content_target), _single(style_grams)
 
-    def _gradient_pass(self, canvas: Blocks | Store, content_target: Blocks | Store,
+    def _gradient_pass(self, canvas: Source, content_target: Source,
                        plan: geometry.TilePlan, scopes, statistics: bool = False):  # fmt: skip
         """Each tile's (delayed) :func:`daskstyle.engine.kernels.tile_gradient` result under its
         scope's terms and Gram errors, and the gradient assembled from them. A remade content
         target is remade from the content over the canvas's window (the content layer's scale
         is 1: the same slices)."""
-        scale = self.network.scale(self.content_layer)
         kernel = (remade.tile_gradient_remaking_target if self.remakes_content_target
                   else kernels.tile_gradient)  # fmt: skip
         rows: list[list[da.Array]] = [[] for _ in range(plan.grid[0])]
         results = []
         tiles = padded_tiles(canvas, plan, self.halo.total)
         guide_windows = self._guide_windows(self._canvas_guide(), plan, self.halo.total)
-        for (tile, origin, canvas_window), (tile_terms, _, errors), guide in zip(
-            tiles, scopes, guide_windows
+        for (tile, origin, canvas_window), cells, (tile_terms, _, errors), guide in zip(
+            tiles, self.content_windows(plan), scopes, guide_windows
         ):
-            rows_px, cols_px = tile.padded(self.halo.total, plan.shape)
-            cells = [slice(px.start // scale, px.stop // scale) for px in (rows_px, cols_px)]
             content_window = content_target.window(*cells)
             result = self._model_call(kernel, [canvas_window, content_window],
                                       origin, _core(tile), tile_terms, errors, statistics,

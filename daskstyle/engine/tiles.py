@@ -105,14 +105,50 @@ class Store:
         return StoreWindow(self.array, rows, cols)
 
 
-def source(image) -> Blocks | Store:
-    """Where tile tasks read ``image`` (zarr, Dask or NumPy, H x W x C) from."""
+@dataclass(frozen=True)
+class HeldWindows:
+    """An image's windows that a level's tasks read, each read once and held in memory (on the
+    workers of a cluster) for all the level's steps: a task gets its own window whole, and no
+    neighbour's chunk moves for it. ``held``: each window's (row start, row stop, column start,
+    column stop) and its persisted Delayed."""
+
+    held: dict[tuple[int, int, int, int], Delayed]
+    shape: tuple[int, int]
+
+    @classmethod
+    def of(cls, image, windows: list[tuple[slice, slice]]) -> HeldWindows:
+        """``windows`` of ``image`` (zarr, Dask or NumPy, H x W x C), read now and persisted."""
+        tiled = source(image)
+        reads = {_bounds(*w): dask.delayed(_read)(tiled.window(*w)) for w in windows}
+        return cls(dict(zip(reads, dask.persist(*reads.values()))), tiled.shape)
+
+    def window(self, rows: slice, cols: slice) -> ChunkWindow:
+        return ChunkWindow([[self.held[_bounds(rows, cols)]]], [slice(None)], [slice(None)])
+
+
+def _bounds(rows: slice, cols: slice) -> tuple[int, int, int, int]:
+    return rows.start, rows.stop, cols.start, cols.stop
+
+
+def _read(window: ChunkWindow | StoreWindow) -> np.ndarray:
+    return window.read()
+
+
+#: Where tile tasks read an image's windows from.
+Source = Blocks | Store | HeldWindows
+
+
+def source(image) -> Source:
+    """Where tile tasks read ``image`` (zarr, Dask or NumPy, H x W x C; or its windows, held)
+    from."""
+    if isinstance(image, HeldWindows):
+        return image
     if isinstance(image, zarr.Array):
         return Store(image)
     return Blocks.of(da.asarray(image))
 
 
-def padded_tiles(image: Blocks | Store, plan: geometry.TilePlan, depth: int):
+def padded_tiles(image: Source, plan: geometry.TilePlan, depth: int):
     """(tile, origin, window) for each tile of ``plan`` read with a ``depth`` halo."""
     for tile in plan:
         rows, cols = tile.padded(depth, plan.shape)

@@ -30,8 +30,9 @@ from dask.sizeof import sizeof
 
 from daskstyle.core import geometry
 from daskstyle.engine import featurenet, kernels
-from daskstyle.engine.graph import Blocks, StyleGraph
+from daskstyle.engine.graph import StyleGraph
 from daskstyle.engine.graph import _whole_image as whole_image
+from daskstyle.engine.tiles import Blocks
 from daskstyle.networks.catalog import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, get_network
 
 #: Bytes of the state per pixel a step on disk moves: Adam reads the canvas and both moments

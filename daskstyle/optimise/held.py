@@ -11,6 +11,7 @@ deterministic, still ends with the uninterrupted run's picture.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import Callable
@@ -36,10 +37,13 @@ MINUTES = r"([0-9]*\.?[0-9]+) ?min"
 class Checkpoints:
     """How often a level's state goes to disk: every ``steps`` steps (1: at every step, the
     state is not held), or at the first step that ends ``minutes`` after the last
-    checkpoint; and always at the level's end."""
+    checkpoint; and always at the level's end. ``with_target``: while the state is held, the
+    content target's windows that the tiles read are held too (read once a level, not at
+    every step)."""
 
     steps: int | None = None
     minutes: float | None = None
+    with_target: bool = True
 
     @classmethod
     def of(cls, value: int | str | Checkpoints) -> Checkpoints:
@@ -167,18 +171,25 @@ class HeldState(StepAttributes):
         self.saved_at = self.clock()
 
 
-def held_memory_line(shape: tuple[int, int], dtype, every: Checkpoints,
-                     memory: float | None) -> str:  # fmt: skip
+def held_in_memory(shape: tuple[int, int], dtype, every: Checkpoints, memory: float | None,
+                   target_bytes: int) -> tuple[str, Checkpoints]:  # fmt: skip
     """The plan's line for holding the state of the largest level, of ``shape``, in memory
-    with checkpoints ``every``; an :class:`InputError` when the state (both buffers, as
-    while a step writes the next) would not fit in the part of ``memory`` that the tiles
-    leave (None: memory on other machines, not known here)."""
+    with checkpoints ``every``, and ``every`` as the run takes it: with the content target's
+    windows (``target_bytes`` at that level) held too where the state and they fit in the part
+    of ``memory`` that the tiles leave (None: memory on other machines, not known here: both
+    held). An :class:`InputError` when the state alone (both buffers, as while a step writes
+    the next) would not fit."""
     nbytes = 2 * len(LevelState.BUFFERS) * 3 * np.dtype(dtype).itemsize * shape[0] * shape[1]
-    if memory is not None and nbytes > (1 - MEMORY_SHARE) * memory:
+    room = None if memory is None else (1 - MEMORY_SHARE) * memory
+    if room is not None and nbytes > room:
         raise InputError(
             f"holding the state of a {shape[1]}x{shape[0]} level in memory needs "
-            f"{readable(nbytes)}, more than the {readable((1 - MEMORY_SHARE) * memory)} the "
+            f"{readable(nbytes)}, more than the {readable(room)} the "
             "tiles leave of this machine's memory: use --checkpoint-every 1 (state on disk)"
         )
-    return (f"state in memory, on disk every {every} and at each level's end: "
+    line = (f"state in memory, on disk every {every} and at each level's end: "
             f"{readable(nbytes)} at the last level")  # fmt: skip
+    if room is None or nbytes + target_bytes <= room:
+        return f"{line}, and the content target the tiles read, {readable(target_bytes)}", every
+    return (f"{line}; the content target is read from disk at each step (holding it too would "
+            f"need {readable(target_bytes)} more)"), dataclasses.replace(every, with_target=False)  # fmt: skip

@@ -26,6 +26,7 @@ from daskstyle.core.errors import NotFiniteError
 from daskstyle.core.geometry import TilePlan, target_chunk
 from daskstyle.engine.graph import StyleGraph
 from daskstyle.engine.kernels import Statistics
+from daskstyle.engine.tiles import HeldWindows
 from daskstyle.optimise.adam import advance
 from daskstyle.optimise.held import Checkpoints, HeldState
 from daskstyle.optimise.state import (
@@ -66,7 +67,8 @@ LAG_BELOW = 0.02
 class Level:
     """What a level's steps read: its state, tile plan, graph, content target, the style
     target (the styles' blended Gram matrices, shared by the tasks and here), the Gram
-    schedule and, for ``lagged``, the drift below which a step holds the last Grams."""
+    schedule and, for ``lagged``, the drift below which a step holds the last Grams; with the
+    state in memory, the content target's windows that the tiles read, held beside it."""
 
     state: LevelState | HeldState
     plan: TilePlan
@@ -77,6 +79,7 @@ class Level:
     gram: str = "exact"
     lag_below: float = LAG_BELOW
     seconds: dict[str, float] = field(default_factory=dict)  # its targets took: style, content
+    held_target: HeldWindows | None = None
 
     def steps(self) -> Iterator[Step]:
         """Steps to the stop test, each yielded once committed. Before a step reads, its
@@ -101,7 +104,8 @@ class Level:
         what the next step reads from disk that is missing or truncated, or, with ``read``,
         that fails its checksums (:func:`daskstyle.optimise.state.check_whole`)."""
         self.state.check(read=read)
-        check_whole(self.content_target, read=read)
+        if self.held_target is None:
+            check_whole(self.content_target, read=read)
 
     def _loss_and_grad(self) -> tuple[da.Array, da.Array]:
         """The loss and gradient of the current canvas. Under ``lagged`` Grams every step
@@ -110,7 +114,8 @@ class Level:
         closer than ``lag_below`` (:func:`gram_drift`; every step after the first where it is
         infinite), else its own (a Gram pass first)."""
         state = self.state
-        inputs = (state.canvas_store(), self.content_target, self.plan, self.style_grams)
+        target = self.content_target if self.held_target is None else self.held_target
+        inputs = (state.canvas_store(), target, self.plan, self.style_grams)
         if self.gram == "exact" or len(self.plan) == 1:
             return self.graph.loss_and_grad(*inputs)
         step = state.step
@@ -168,17 +173,23 @@ def open_level(
     once into the level's folder. ``gram``: one of :data:`GRAM_SCHEDULES`; ``lag_below``:
     see :data:`LAG_BELOW` (``math.inf``: every step after the first lags);
     ``checkpoint_every``: other than 1 (step), the steps hold the state in memory and write
-    it to disk that often, in steps or minutes (:class:`daskstyle.optimise.held.Checkpoints`)."""
+    it to disk that often, in steps or minutes (:class:`daskstyle.optimise.held.Checkpoints`),
+    and, where it says so, hold the content target's windows that the tiles read in memory
+    too (read once here, not at every step)."""
     began = time.perf_counter()
     (grams,) = dask.compute(graph.style_target(styles, blend))
     shared = share(grams, f"daskstyle-style-grams-{tokenize(grams)}")
     made = time.perf_counter()
     target = content_target(state.path / CONTENT_TARGET, graph, state, plan)
-    seconds = {"style Grams": made - began, "content target": time.perf_counter() - made}
+    seconds = {"style Grams": made - began}
     every = Checkpoints.of(checkpoint_every)
+    held_target = None
     if every.held:
         state = HeldState(state, every)
-    return Level(state, plan, graph, target, shared, grams, gram, lag_below, seconds)
+        if every.with_target:
+            held_target = HeldWindows.of(target, graph.content_windows(plan))
+    seconds["content target"] = time.perf_counter() - made
+    return Level(state, plan, graph, target, shared, grams, gram, lag_below, seconds, held_target)
 
 
 def content_target(path: Path, graph: StyleGraph, state: LevelState, plan: TilePlan) -> zarr.Array:

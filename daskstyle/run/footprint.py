@@ -69,6 +69,15 @@ def running_bytes(plan: geometry.TilePlan, dtype, graph) -> int:
     return LevelState.nbytes(plan, dtype) + target + overview.nbytes(plan.shape)
 
 
+def held_target_bytes(plan: geometry.TilePlan, dtype, graph) -> int:
+    """Bytes of the content target's windows that the tiles of ``plan`` read (each padded by
+    the halo, so neighbours' overlap counts twice), held in memory with the state: the
+    target's channels, or the content image's three where the tiles remake the target."""
+    channels = 3 if graph.remakes_content_target else graph.network.channels(graph.content_layer)
+    cells = sum((r.stop - r.start) * (c.stop - c.start) for r, c in graph.content_windows(plan))
+    return cells * channels * np.dtype(dtype).itemsize
+
+
 def disk_needed(sizes: list[LevelSize]) -> int:
     """The most bytes a run directory holds at once: the level that runs, with the final
     canvases of the levels before it."""

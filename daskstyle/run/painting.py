@@ -41,7 +41,7 @@ from daskstyle.networks.catalog import random_weights, resolve_weights
 from daskstyle.networks.weights import planned_network
 from daskstyle.optimise import overview
 from daskstyle.optimise.adam import AdamSettings
-from daskstyle.optimise.held import Checkpoints, held_memory_line
+from daskstyle.optimise.held import Checkpoints, held_in_memory
 from daskstyle.optimise.level import open_level
 from daskstyle.optimise.state import LevelState
 from daskstyle.run import describe, footprint, regional, rundir
@@ -332,8 +332,11 @@ def plan(
     rundir.check_paths(output, workdir, sources)
     largest = max(min(size.tile, max(size.shape)) for size in sizes)
     memory = hardware.host_memory() if cluster in executor.THIS_MACHINE_SPECS else None
-    held_line = (held_memory_line(sizes[-1].shape, settings.dtype, every, memory)
-                 if every.held else None)  # fmt: skip
+    held_line = None
+    if every.held:
+        last = level_plan(sizes[-1].shape, sizes[-1].tile, graph.halo.align)
+        target = footprint.held_target_bytes(last, settings.dtype, graph)
+        held_line, every = held_in_memory(sizes[-1].shape, settings.dtype, every, memory, target)
     arithmetic = precision_reason or hardware.precision_line(settings.precision)
     return RunPlan(output, workdir, settings, resume, content_image, style_images, blend, graph,
                    sizes, record, largest, tile_reason, held_line, every,
