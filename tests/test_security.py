@@ -13,12 +13,14 @@ import urllib.error
 import urllib.request
 
 import dask
+import psutil
 import pytest
 import yaml
 
 from daskstyle.compute import cluster, security
 from daskstyle.compute.cluster import dashboard_link, open_client
 from daskstyle.compute.executor import DASHBOARD_OFF, Executor
+from daskstyle.compute.scheduler_process import threads_beside_a_scheduler
 from daskstyle.core.errors import DaskstyleError
 from daskstyle.frontends import cli
 
@@ -97,7 +99,8 @@ def attack(client, tmp_path):
     info = client.scheduler_info()
     addresses = [("scheduler", info["address"])]
     for address, worker in info["workers"].items():
-        addresses += [("worker", address), ("nanny", worker["nanny"])]
+        addresses += [("worker", address)]
+        addresses += [("nanny", worker["nanny"])] if worker.get("nanny") else []
     stolen = {}
     held = client.security
     for name, pem in [("ca", held.tls_ca_file), ("cert", held.tls_client_cert),
@@ -165,6 +168,19 @@ class TestTheDefaultLocalCluster:
     def test_the_dashboard_is_off_by_default(self, default_cluster, path):
         assert http_status(default_cluster, "/health") == 200  # the server answers: pages are off
         assert http_status(default_cluster, path) == 404
+
+
+def test_the_simulations_cluster_is_as_closed_with_its_scheduler_in_a_process_apart(tmp_path):
+    with threads_beside_a_scheduler(2) as (client, scheduler):
+        assert scheduler != os.getpid() and psutil.pid_exists(scheduler)
+        info = client.scheduler_info()
+        assert all(a.startswith("tls://127.0.0.1:") for a in [info["address"], *info["workers"]])
+        said = attack(client, tmp_path)
+        assert len(said) == 5 * 3  # the scheduler and two workers (threads here, no nannies)
+        for attempt, what in said.items():
+            assert what.startswith("RAN " if attempt.startswith("stolen-key") else "refused ")
+        assert http_status(client, "/health") == 200 and http_status(client, "/status") == 404
+    assert not psutil.pid_exists(scheduler)  # ended with the cluster
 
 
 def test_credentials_leave_with_the_cluster():

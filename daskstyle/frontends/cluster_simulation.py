@@ -8,8 +8,9 @@ at a stated efficiency) plus, with the state on a shared filesystem, the time it
 the worker's share of the filesystem's bandwidth. Each task's result is a :class:`Payload` that
 Dask counts at the real size of the data it stands for, so the scheduler places tasks and moves
 data between workers as it would for the real arrays. One chunked Adam task per tile follows,
-as in a run. The workers are threads of this process (``processes=False``), one task at a time
-each, as one GPU runs one tile at a time.
+as in a run. The workers are threads of this process, one task at a time each, as one GPU runs
+one tile at a time; the scheduler runs in a process of its own
+(:mod:`daskstyle.compute.scheduler_process`), as on a cluster, and its CPU time is measured.
 
 Per configuration the simulation reports the measured step time, the critical path and the
 compute bound, the scheduler's share (what is left of the step once the compute is counted),
@@ -26,8 +27,10 @@ from dataclasses import dataclass
 import dask
 import dask.array as da
 import numpy as np
+import psutil
 from dask.sizeof import sizeof
 
+from daskstyle.compute.scheduler_process import threads_beside_a_scheduler
 from daskstyle.core import geometry
 from daskstyle.engine import featurenet, kernels
 from daskstyle.engine.graph import StyleGraph
@@ -210,10 +213,12 @@ def build(config: Configuration, machines: Machines,
     return graph, plan
 
 
-def step(client, config: Configuration, machines: Machines) -> dict:
+def step(client, config: Configuration, machines: Machines,
+         scheduler: psutil.Process) -> dict:  # fmt: skip
     """Simulate one step of ``config`` on ``client``'s workers; its figures. It runs three times:
     with no sleeps, once to warm the workers and once measured (what the scheduler and Dask
-    cost alone), then with the projected times, measured."""
+    cost alone), then with the projected times, measured, with the CPU time of the
+    ``scheduler``'s process."""
     held = None
     if config.held:  # each tile's canvas and moments, somewhere on the workers
         plan = build(config, machines)[1]
@@ -223,14 +228,20 @@ def step(client, config: Configuration, machines: Machines) -> dict:
     for _ in range(2):  # the second is measured
         began = time.perf_counter()
         dask.compute(*_step_graph(config, build(config, machines, sleeps=False), held, machines))
-    scheduler = time.perf_counter() - began
+    alone = time.perf_counter() - began
     graph, plan, target, tasks = _step_graph(config, build(config, machines), held, machines)
-    sent = _bytes_sent(client)
+    sent, busy = _bytes_sent(client), _cpu_seconds(scheduler)
     began = time.perf_counter()
     dask.compute(*tasks)
     wall = time.perf_counter() - began
     between = _bytes_sent(client) - sent
-    return _figures(config, machines, graph, plan, target, wall, between, scheduler)
+    busy = _cpu_seconds(scheduler) - busy
+    return _figures(config, machines, graph, plan, target, wall, between, alone, busy)
+
+
+def _cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
 
 
 def _step_graph(config: Configuration, built, held, machines: Machines):
@@ -267,9 +278,10 @@ def _bytes_sent(client) -> int:
 
 def _figures(config: Configuration, machines: Machines, graph: SimulatedGraph,
              plan: geometry.TilePlan, target: SimulatedStore, wall: float, between: int,
-             scheduler: float) -> dict:  # fmt: skip
-    """A step's figures: measured (``wall``, bytes ``between`` workers, the ``scheduler``'s
-    seconds with no sleeps), counted from the plan (the tasks' times as
+             scheduler: float, scheduler_cpu: float) -> dict:  # fmt: skip
+    """A step's figures: measured (``wall``, bytes ``between`` workers, the step's seconds with
+    no sleeps, ``scheduler``, and the scheduler process's CPU seconds in the step,
+    ``scheduler_cpu``), counted from the plan (the tasks' times as
     :meth:`SimulatedGraph._model_call` sets them) and projected. The bottleneck is the largest
     of compute, disk, network (each spread over the workers) and the scheduler."""
     halo, scale, share = graph.halo, graph.network.scale(DEFAULT_CONTENT_LAYER), graph.disk_share
@@ -303,6 +315,7 @@ def _figures(config: Configuration, machines: Machines, graph: SimulatedGraph,
         "state": f"held, checkpoint every {config.checkpoint_every}" if config.held else "on disk",
         "tiles": len(plan), "step_s": round(wall, 2), "critical_path_s": round(critical, 3),
         "compute_s": round(parts["compute"], 3), "scheduler_s": round(scheduler, 2),
+        "scheduler_cpu_s": round(scheduler_cpu, 2),
         "idle_s": round(max(0.0, wall - bound), 2),
         "between_workers_gb": float(f"{between / 1e9:.3g}"),
         "run_dir_gb": float(f"{disk / 1e9:.3g}"),
@@ -319,25 +332,17 @@ def _padded(tile: geometry.Tile, depth: int, shape: tuple[int, int]) -> int:
 def simulate(sizes, tiles, workers, machines: Machines = Machines(), network: str = "vgg19",
              checkpoint_every: int = 10, echo=print,
              states: tuple[bool, ...] = (False, True)) -> list[dict]:  # fmt: skip
-    """Every configuration's figures, each worker count on a fresh cluster of threads in this
-    process (in-process transports: nothing listens on the network but the scheduler's HTTP
-    health check, as on every cluster daskstyle starts without a dashboard). ``states``: the
-    state on disk (False), held in the workers' memory (True), or both."""
-    from distributed import Client, LocalCluster
-
-    from daskstyle.compute.security import http_settings
-
+    """Every configuration's figures, each worker count on a fresh cluster: its workers threads
+    of this process, its scheduler in a process of its own. ``states``: the state on disk
+    (False), held in the workers' memory (True), or both."""
     rows = []
     for count in workers:
-        with dask.config.set(http_settings(dashboard=False)):
-            cluster = LocalCluster(n_workers=count, threads_per_worker=1, processes=False,
-                                   dashboard_address=":0", memory_limit=0)  # fmt: skip
-        with cluster, Client(cluster) as client:
+        with threads_beside_a_scheduler(count) as (client, scheduler):
             for size in sizes:
                 for tile in tiles:
                     for held in states:
                         config = Configuration(size, tile, count, held, network, checkpoint_every)
-                        rows.append(step(client, config, machines))
+                        rows.append(step(client, config, machines, psutil.Process(scheduler)))
                         echo(", ".join(f"{k} {v}" for k, v in rows[-1].items()))
     return rows
 
