@@ -7,14 +7,16 @@ measured here.
 Each level of the production (r0 doubling to 30,000 px, its tile and checkpoint settings) is
 simulated for one step with the state held in the workers' memory, as the file sets it. A
 level's time is its steps times that step, plus its start: the content target (a forward to
-the content layer over the level, on the GPUs) and the level's state written (canvas and
-moments, 36 bytes per pixel at the filesystem's bandwidth). The run ends with the output,
+the content layer over the level, on the GPUs, written to the run directory and its tiles'
+windows read back into the workers' memory) and the level's state written (canvas and
+moments, 36 bytes per pixel), at the filesystem's bandwidth. The run ends with the output,
 written by one process; its seconds per megapixel are the ones measured here for a 16,384²
 canvas (``docs/results/canvas_16k-stages.csv``).
 
-Steps per level: at most ``max_iters``; expected, the mean of the finished levels of the
-paper's 4K painting here (``docs/results/paper_4k-levels.csv``), whose levels the stop rule
-ended. Writes ``docs/results/projected_30k.csv`` and prints it.
+Steps per level: expected, the mean of the finished levels of the paper's 4K painting here
+(``docs/results/paper_4k-levels.csv``), whose levels the stop rule ended, each step as
+projected; at most, ``max_iters`` steps, each as long as if nothing in it overlapped
+(``at_most_step_s``). Writes ``docs/results/projected_30k.csv`` and prints it.
 """
 
 from __future__ import annotations
@@ -26,7 +28,13 @@ import tomllib
 from pathlib import Path
 
 from daskstyle.core import geometry
-from daskstyle.frontends.cluster_simulation import Machines, forward_flops_per_pixel, simulate
+from daskstyle.frontends.cluster_simulation import (
+    Configuration,
+    Machines,
+    build,
+    forward_flops_per_pixel,
+    simulate,
+)
 from daskstyle.networks.catalog import DEFAULT_CONTENT_LAYER, get_network
 
 HERE = Path(__file__).parent
@@ -50,6 +58,16 @@ def output_seconds_per_mp(stages_csv: Path) -> float:
     return float(max(rows, key=lambda row: float(row["megapixels"]))["s_per_mp"])
 
 
+def target_bytes(side: int, tile: int, workers: int) -> int:
+    """Bytes of a level's content target written to the run directory, and of its tiles'
+    windows read back to be held (float32), for a ``side``² level in ``tile``-px tiles."""
+    graph, plan = build(Configuration(side, tile, workers, held=True), Machines())
+    channels = graph.network.channels(DEFAULT_CONTENT_LAYER)
+    cells = geometry.feature_size(side, graph.network.scale(DEFAULT_CONTENT_LAYER)) ** 2
+    windows = sum((r.stop - r.start) * (c.stop - c.start) for r, c in graph.content_windows(plan))
+    return (cells + windows) * channels * 4
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, nargs="+", default=[8, 64])
@@ -71,13 +89,15 @@ def main() -> None:
         totals = {"expected": 0.0, "at_most": 0.0}
         for figures in simulated:
             pixels = figures["size"] ** 2
+            written = STATE_BYTES_PER_PIXEL * pixels + target_bytes(figures["size"], tile, workers)
             start = (machines.seconds(target_flops * pixels) / workers
-                     + STATE_BYTES_PER_PIXEL * pixels / (machines.disk_gbps * 1e9))  # fmt: skip
+                     + written / (machines.disk_gbps * 1e9))  # fmt: skip
+            step, longest = figures["projected_step_s"], figures["at_most_step_s"]
             row = {"workers": workers, "level_side": figures["size"], "tiles": figures["tiles"],
-                   "step_s": figures["projected_step_s"], "bottleneck": figures["bottleneck"],
+                   "step_s": step, "step_at_most_s": longest, "bottleneck": figures["bottleneck"],
                    "start_s": round(start, 1),
-                   "expected_steps": round(steps, 1), "expected_s": round(start + steps * figures["projected_step_s"], 1),
-                   "at_most_steps": at_most, "at_most_s": round(start + at_most * figures["projected_step_s"], 1)}  # fmt: skip
+                   "expected_steps": round(steps, 1), "expected_s": round(start + steps * step, 1),
+                   "at_most_steps": at_most, "at_most_s": round(start + at_most * longest, 1)}  # fmt: skip
             totals["expected"] += row["expected_s"]
             totals["at_most"] += row["at_most_s"]
             rows.append(row)

@@ -51,10 +51,21 @@ def test_the_simulation_runs_the_engines_graphs_and_counts_their_bytes():
     assert held["run_dir_gb"] < on_disk["run_dir_gb"] - adam / 1e9 * 0.9
     # held tiles read their neighbours' halos from other workers; on disk they read the store
     assert held["between_workers_gb"] > 0
-    assert held["projected_step_s"] >= held["step_s"] and len(plan) == 16
+    assert len(plan) == 16
     for row in rows:
         assert row["bottleneck"] in ("compute", "scheduler", "network", "disk")
-        assert row["step_s"] > 0 and row["scheduler_s"] > 0
+        assert row["step_s"] > 0 and row["scheduler_cpu_s"] > 0 and row["client_cpu_s"] > 0
+        _check_projection(row)
+
+
+def _check_projection(row):
+    """The projection adds what runs in turn and takes the largest of what overlaps; at most,
+    nothing overlaps."""
+    overlapping = max(row["passes_s"], row["scheduler_cpu_s"], row["network_s"], row["disk_s"])
+    serial = row["client_cpu_s"] + row["checkpoint_s"]
+    assert row["projected_step_s"] == pytest.approx(serial + overlapping, abs=0.02)
+    assert row["at_most_step_s"] >= row["projected_step_s"]
+    assert row["passes_s"] >= row["critical_path_s"] - 1e-3
 
 
 #: The passes of the simulated tiles that ran (True: a Gram pass's), and the real function.
@@ -70,7 +81,7 @@ def test_a_simulated_step_runs_each_tile_once_in_each_pass(monkeypatch):
     RAN.clear()
     monkeypatch.setattr(cluster_simulation, "_simulated_tile", _counted_tile)
     simulate([512], [128], [2], INSTANT, echo=lambda line: None)
-    runs = 2 * 3 * 16  # on disk and held, each step run three times, 16 tiles
+    runs = 2 * 2 * 16  # on disk and held, each step run twice (warm, measured), 16 tiles
     assert RAN.count(True) == RAN.count(False) == runs  # the gradient pass ran twice before
 
 
@@ -96,4 +107,5 @@ def test_a_level_in_one_tile_is_simulated_as_one_image():
     """The first levels of a production fit one tile: one whole-image task, held or on disk."""
     rows = simulate([256], [512], [2], INSTANT, echo=lambda line: None, states=(True,))
     assert [(row["tiles"], row["state"].split(",")[0]) for row in rows] == [(1, "held")]
-    assert rows[0]["step_s"] > 0 and rows[0]["projected_step_s"] >= rows[0]["step_s"]
+    assert rows[0]["step_s"] > 0
+    _check_projection(rows[0])

@@ -12,11 +12,12 @@ as in a run. The workers are threads of this process, one task at a time each, a
 one tile at a time; the scheduler runs in a process of its own
 (:mod:`daskstyle.compute.scheduler_process`), as on a cluster, and its CPU time is measured.
 
-Per configuration the simulation reports the measured step time, the critical path and the
-compute bound, the scheduler's share (what is left of the step once the compute is counted),
-the bytes moved between workers and to and from the run directory, and the step projected with
-the state on the filesystem (every step reads and writes it) and held in the workers' memory
-(``--checkpoint-every``: written once every N steps).
+Per configuration the simulation reports the step's wall time here, the critical path and
+the GPUs' work, the client's and the scheduler's CPU time, the bytes moved between workers and
+to and from the run directory, and the step projected (:func:`_figures` says how) with the
+state on the filesystem (every step reads and writes it) and held in the workers' memory
+(``--checkpoint-every``: written once every N steps, with the content target's windows that the
+tiles read held beside it).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from daskstyle.core import geometry
 from daskstyle.engine import featurenet, kernels
 from daskstyle.engine.graph import StyleGraph
 from daskstyle.engine.graph import _whole_image as whole_image
-from daskstyle.engine.tiles import Blocks
+from daskstyle.engine.tiles import Blocks, HeldWindows
 from daskstyle.networks.catalog import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, get_network
 
 #: Bytes of the state per pixel a step on disk moves: Adam reads the canvas and both moments
@@ -166,12 +167,12 @@ def _simulated_whole_image(seconds: float, pixels: int):
     return 0.0, Payload(pixels * 3 * 4)
 
 
-def _adam(grad: Payload, held, seconds: float) -> float:
+def _adam(grad: Payload, held, seconds: float) -> np.ndarray:
     """One tile's Adam update after ``seconds``: its canvas and moments are updated where they
     are held (the worker holding ``held``), or read and written in the run directory; its
     share of the step's figures."""
     time.sleep(seconds)
-    return 0.0
+    return np.zeros(1)
 
 
 def _canvas(state):
@@ -215,28 +216,42 @@ def build(config: Configuration, machines: Machines,
 
 def step(client, config: Configuration, machines: Machines,
          scheduler: psutil.Process) -> dict:  # fmt: skip
-    """Simulate one step of ``config`` on ``client``'s workers; its figures. It runs three times:
-    with no sleeps, once to warm the workers and once measured (what the scheduler and Dask
-    cost alone), then with the projected times, measured, with the CPU time of the
-    ``scheduler``'s process."""
+    """Simulate one step of ``config`` on ``client``'s workers; its figures. It runs twice: with
+    no sleeps, to warm the workers, then with the projected times, measured: its wall time, the
+    CPU time of this thread (the client's: the graph built, optimised and sent) and of the
+    ``scheduler``'s process, and the bytes the workers sent each other."""
     held = None
-    if config.held:  # each tile's canvas and moments, somewhere on the workers
-        plan = build(config, machines)[1]
-        held = [[dask.delayed(tuple)([Payload(12 * (t.y1 - t.y0) * (t.x1 - t.x0))] * 3)
-                 for t in plan if t.row == row] for row in range(plan.grid[0])]  # fmt: skip
-        (held,) = dask.persist(held)
-    for _ in range(2):  # the second is measured
-        began = time.perf_counter()
-        dask.compute(*_step_graph(config, build(config, machines, sleeps=False), held, machines))
-    alone = time.perf_counter() - began
-    graph, plan, target, tasks = _step_graph(config, build(config, machines), held, machines)
+    if config.held:  # each tile's canvas and moments and its content target's window
+        graph, plan = build(config, machines)
+        state = [[dask.delayed(tuple)([Payload(12 * (t.y1 - t.y0) * (t.x1 - t.x0))] * 3)
+                  for t in plan if t.row == row] for row in range(plan.grid[0])]  # fmt: skip
+        channels = graph.network.channels(DEFAULT_CONTENT_LAYER)
+        windows = {(r.start, r.stop, c.start, c.stop): dask.delayed(Payload)(
+                   (r.stop - r.start) * (c.stop - c.start) * channels * 4)
+                   for r, c in graph.content_windows(plan)}  # fmt: skip
+        state, *persisted = dask.persist(state, *windows.values())
+        held = state, HeldWindows(dict(zip(windows, persisted)), _target_cells(graph, plan))
+    dask.compute(*_step_graph(config, build(config, machines, sleeps=False), held, machines)[3])
     sent, busy = _bytes_sent(client), _cpu_seconds(scheduler)
-    began = time.perf_counter()
+    began, client_began = time.perf_counter(), time.thread_time()
+    graph, plan, target, tasks = _step_graph(config, build(config, machines), held, machines)
     dask.compute(*tasks)
-    wall = time.perf_counter() - began
-    between = _bytes_sent(client) - sent
-    busy = _cpu_seconds(scheduler) - busy
-    return _figures(config, machines, graph, plan, target, wall, between, alone, busy)
+    measured = Measured(wall=time.perf_counter() - began,
+                        client_cpu=time.thread_time() - client_began,
+                        scheduler_cpu=_cpu_seconds(scheduler) - busy,
+                        between=_bytes_sent(client) - sent)  # fmt: skip
+    return _figures(config, machines, graph, plan, target, measured)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What a simulated step measured: its ``wall`` seconds, the CPU seconds of the client's
+    thread and of the scheduler's process, and the bytes sent ``between`` workers."""
+
+    wall: float
+    client_cpu: float
+    scheduler_cpu: float
+    between: int
 
 
 def _cpu_seconds(process: psutil.Process) -> float:
@@ -244,32 +259,40 @@ def _cpu_seconds(process: psutil.Process) -> float:
     return times.user + times.system
 
 
+def _target_cells(graph: SimulatedGraph, plan: geometry.TilePlan) -> tuple[int, int]:
+    scale = graph.network.scale(DEFAULT_CONTENT_LAYER)
+    return tuple(geometry.feature_size(n, scale) for n in plan.shape)
+
+
 def _step_graph(config: Configuration, built, held, machines: Machines):
-    """The graph, plan, content target and the tasks of one step (its loss and Adam's)."""
+    """The graph, plan, content target (on disk) and the tasks of one step (its loss and
+    Adam's); ``held``: the held state (each tile's canvas and moments) and content target's
+    windows, or None."""
     graph, plan = built
     scale = graph.network.scale(DEFAULT_CONTENT_LAYER)
-    cells = geometry.feature_size(config.size, scale)
     channels = graph.network.channels(DEFAULT_CONTENT_LAYER)
     chunk = geometry.target_chunk(plan.tile // scale, channels)
-    target = SimulatedStore((cells, cells), channels, chunk)
+    target = SimulatedStore(_target_cells(graph, plan), channels, chunk)
     if held is None:
-        canvas = SimulatedStore(plan.shape, 3, plan.tile)
+        canvas, read_target = SimulatedStore(plan.shape, 3, plan.tile), target
     else:
-        grid = tuple(tuple(dask.delayed(_canvas)(state) for state in row) for row in held)
+        held_state, read_target = held
+        grid = tuple(tuple(dask.delayed(_canvas)(tile) for tile in row) for row in held_state)
         canvas = Blocks(grid, *plan.chunks)
     style = {name: np.zeros((graph.network.channels(name),) * 2) for name in graph.style_weights}
-    loss, grad = graph.loss_and_grad(canvas, target, plan, style)
-    updates = []  # arrays, as the loss: Dask optimises a Delayed's graph apart (tiles run twice)
+    loss, grad = graph.loss_and_grad(canvas, read_target, plan, style)
+    updates = []  # one array, as the engine's: a Delayed's graph is optimised apart (tiles
+    # would run twice), and one collection per tile would merge every tile's graph into each
     for tile, chunk in zip(plan, grad.to_delayed(optimize_graph=False).ravel()):
         pixels = (tile.y1 - tile.y0) * (tile.x1 - tile.x0)
         if held is None:
             seconds, state = ADAM_BYTES_PER_PIXEL * pixels / graph.disk_share, None
         else:  # read and write canvas and moments in GPU memory
             seconds = ADAM_BYTES_PER_PIXEL * pixels / (machines.memory_gbps * 1e9)
-            state = held[tile.row][tile.col]
+            state = held_state[tile.row][tile.col]
         update = dask.delayed(_adam)(chunk, state, seconds * graph.sleeps)
-        updates.append(da.from_delayed(update, (), dtype=np.float64))
-    return graph, plan, target, [loss, *updates]
+        updates.append(da.from_delayed(update, (1,), dtype=np.float64))
+    return graph, plan, target, [loss, da.concatenate(updates)]
 
 
 def _bytes_sent(client) -> int:
@@ -277,16 +300,23 @@ def _bytes_sent(client) -> int:
 
 
 def _figures(config: Configuration, machines: Machines, graph: SimulatedGraph,
-             plan: geometry.TilePlan, target: SimulatedStore, wall: float, between: int,
-             scheduler: float, scheduler_cpu: float) -> dict:  # fmt: skip
-    """A step's figures: measured (``wall``, bytes ``between`` workers, the step's seconds with
-    no sleeps, ``scheduler``, and the scheduler process's CPU seconds in the step,
-    ``scheduler_cpu``), counted from the plan (the tasks' times as
-    :meth:`SimulatedGraph._model_call` sets them) and projected. The bottleneck is the largest
-    of compute, disk, network (each spread over the workers) and the scheduler."""
+             plan: geometry.TilePlan, target: SimulatedStore, measured: Measured) -> dict:  # fmt: skip
+    """A step's figures: ``measured``, counted from the plan (the tasks' times as
+    :meth:`SimulatedGraph._model_call` sets them) and projected.
+
+    The projection does not take the measured wall time, since here every simulated worker
+    shares this process with the client, which a cluster does not. It adds what runs one after
+    the other and takes the largest of what overlaps: the client's graph, then the longest of
+    the passes' tasks spread over the workers (each pass waits for the one before), the
+    scheduler's CPU time, the network (the bytes between workers over their links) and the run
+    directory's traffic over the filesystem's bandwidth, then the step's share of a checkpoint.
+    ``at_most_step_s`` adds them all, as if nothing overlapped. The bottleneck is the largest
+    of the GPUs' work, the filesystem, the network and the scheduler."""
     halo, scale, share = graph.halo, graph.network.scale(DEFAULT_CONTENT_LAYER), graph.disk_share
     store = SimulatedStore(plan.shape, 3, plan.tile)
-    gram, grad, adam, flops, disk = [], [], [], 0.0, 0.0
+    gpu = {"gram": [], "grad": [], "adam": []}
+    read = {"gram": [], "grad": [], "adam": []}
+    flops, disk = 0.0, 0.0
     for tile in plan:
         forward, total = (_padded(tile, depth, plan.shape) for depth in (halo.forward, halo.total))
         rows, cols = tile.padded(halo.total, plan.shape)
@@ -295,31 +325,42 @@ def _figures(config: Configuration, machines: Machines, graph: SimulatedGraph,
         reads = [0, 0] if config.held else [store.window(*tile.padded(depth, plan.shape)).nbytes
                                             for depth in (halo.forward, halo.total)]  # fmt: skip
         pixels = (tile.y1 - tile.y0) * (tile.x1 - tile.x0)
-        state = (36 / config.checkpoint_every if config.held else ADAM_BYTES_PER_PIXEL) * pixels
+        adam = ADAM_BYTES_PER_PIXEL * pixels
         flops += graph.forward * forward + graph.gradient * total
-        gram.append(machines.seconds(graph.forward * forward) + reads[0] / share)
-        grad.append(machines.seconds(graph.gradient * total) + (reads[1] + content.nbytes) / share)
-        adam.append(ADAM_BYTES_PER_PIXEL * pixels
-                    / (machines.memory_gbps * 1e9 if config.held else share))  # fmt: skip
-        disk += sum(reads) + content.nbytes + state
-    critical = max(gram) + max(grad) + max(adam)
+        gpu["gram"].append(machines.seconds(graph.forward * forward))
+        gpu["grad"].append(machines.seconds(graph.gradient * total))
+        gpu["adam"].append(adam / (machines.memory_gbps * 1e9) if config.held else 0.0)
+        read["gram"].append(reads[0] / share)
+        content_bytes = 0 if config.held else content.nbytes  # held: its window is in memory
+        read["grad"].append((reads[1] + content_bytes) / share)
+        read["adam"].append(0.0 if config.held else adam / share)
+        disk += sum(reads) + content_bytes + (0 if config.held else adam)
     busy = min(config.workers, len(plan))  # workers with a tile to run
-    bound = max(critical, (sum(gram) + sum(grad) + sum(adam)) / busy)
-    network = between / (config.workers * machines.link_gbps * 1e9)
-    checkpoint = config.held * 36 * plan.shape[0] * plan.shape[1] / (machines.disk_gbps * 1e9)
-    parts = {"compute": machines.seconds(flops) / busy, "scheduler": scheduler,
-             "network": network,
-             "disk": disk / (machines.disk_gbps * 1e9)}  # fmt: skip
+    passes = {name: [g + r for g, r in zip(gpu[name], read[name])] for name in gpu}
+    critical = sum(max(times) for times in passes.values())
+    spread = sum(max(max(times), sum(times) / busy) for times in passes.values())
+    bandwidth = machines.disk_gbps * 1e9
+    checkpoint = config.held * 36 * plan.shape[0] * plan.shape[1] / bandwidth
+    checkpoint /= config.checkpoint_every
+    network = measured.between / (config.workers * machines.link_gbps * 1e9)
+    parts = {"compute": machines.seconds(flops) / busy, "disk": disk / bandwidth,
+             "network": network, "scheduler": measured.scheduler_cpu}  # fmt: skip
+    overlapping = max(spread, measured.scheduler_cpu, network, parts["disk"])
+    projected = measured.client_cpu + overlapping + checkpoint
+    at_most = measured.client_cpu + spread + measured.scheduler_cpu + network + checkpoint
     return {
         "size": config.size, "tile": plan.tile, "workers": config.workers,
         "state": f"held, checkpoint every {config.checkpoint_every}" if config.held else "on disk",
-        "tiles": len(plan), "step_s": round(wall, 2), "critical_path_s": round(critical, 3),
-        "compute_s": round(parts["compute"], 3), "scheduler_s": round(scheduler, 2),
-        "scheduler_cpu_s": round(scheduler_cpu, 2),
-        "idle_s": round(max(0.0, wall - bound), 2),
-        "between_workers_gb": float(f"{between / 1e9:.3g}"),
-        "run_dir_gb": float(f"{disk / 1e9:.3g}"),
-        "projected_step_s": round(wall + network + checkpoint / config.checkpoint_every, 2),
+        "tiles": len(plan), "step_s": round(measured.wall, 2),
+        "critical_path_s": round(critical, 3), "passes_s": round(spread, 3),
+        "compute_s": round(parts["compute"], 3),
+        "client_cpu_s": round(measured.client_cpu, 2),
+        "scheduler_cpu_s": round(measured.scheduler_cpu, 2),
+        "network_s": round(network, 3), "disk_s": round(parts["disk"], 3),
+        "checkpoint_s": round(checkpoint, 3),
+        "between_workers_gb": float(f"{measured.between / 1e9:.3g}"),
+        "run_dir_gb": float(f"{(disk + checkpoint * bandwidth) / 1e9:.3g}"),
+        "projected_step_s": round(projected, 2), "at_most_step_s": round(at_most, 2),
         "bottleneck": max(parts, key=parts.get),
     }  # fmt: skip
 
