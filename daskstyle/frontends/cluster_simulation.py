@@ -22,6 +22,7 @@ tiles read held beside it).
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
@@ -144,9 +145,13 @@ class SimulatedGraph(StyleGraph):
         seconds *= self.sleeps
         if function is whole_image:  # a level in one tile: one forward and one backward
             return dask.delayed(_simulated_whole_image)(seconds, _pixels(windows[0]))
-        layers = {name: self.network.channels(name) for name in self.style_weights}
         return dask.delayed(_simulated_tile)(function is kernels.tile_statistics, seconds,
-                                             layers, windows, args[1])  # fmt: skip
+                                             self.style_channels, windows, args[1])  # fmt: skip
+
+    @functools.cached_property
+    def style_channels(self) -> dict[str, int]:
+        """Each style layer's channels (counted once, not at every task the client builds)."""
+        return {name: self.network.channels(name) for name in self.style_weights}
 
     def _inputs(self, canvas, content_target, plan, style_grams):
         return self.terms(plan.shape), canvas, content_target, dask.delayed(style_grams)
