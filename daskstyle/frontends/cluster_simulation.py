@@ -174,14 +174,10 @@ def _simulated_whole_image(seconds: float, pixels: int):
 
 def _adam(grad: Payload, held, seconds: float) -> np.ndarray:
     """One tile's Adam update after ``seconds``: its canvas and moments are updated where they
-    are held (the worker holding ``held``), or read and written in the run directory; its
+    are held (the workers holding ``held``, its chunks of them), or read and written in the run directory; its
     share of the step's figures."""
     time.sleep(seconds)
     return np.zeros(1)
-
-
-def _canvas(state):
-    return state[0]
 
 
 @dataclass(frozen=True)
@@ -226,15 +222,14 @@ def step(client, config: Configuration, machines: Machines,
     CPU time of this thread (the client's: the graph built, optimised and sent) and of the
     ``scheduler``'s process, and the bytes the workers sent each other."""
     held = None
-    if config.held:  # each tile's canvas and moments and its content target's window
+    if config.held:  # canvas and moments, persisted arrays, and the content target's windows
         graph, plan = build(config, machines)
-        state = [[dask.delayed(tuple)([Payload(12 * (t.y1 - t.y0) * (t.x1 - t.x0))] * 3)
-                  for t in plan if t.row == row] for row in range(plan.grid[0])]  # fmt: skip
         channels = graph.network.channels(DEFAULT_CONTENT_LAYER)
         windows = {(r.start, r.stop, c.start, c.stop): dask.delayed(Payload)(
                    (r.stop - r.start) * (c.stop - c.start) * channels * 4)
                    for r, c in graph.content_windows(plan)}  # fmt: skip
-        state, *persisted = dask.persist(state, *windows.values())
+        *state, persisted = dask.persist(*(_held_array(plan) for _ in range(3)),
+                                         list(windows.values()))  # fmt: skip
         held = state, HeldWindows(dict(zip(windows, persisted)), _target_cells(graph, plan))
     dask.compute(*_step_graph(config, build(config, machines, sleeps=False), held, machines)[3])
     sent, busy = _bytes_sent(client), _cpu_seconds(scheduler)
@@ -259,6 +254,14 @@ class Measured:
     between: int
 
 
+def _held_array(plan: geometry.TilePlan) -> da.Array:
+    """A held (H, W, 3) float32 array in ``plan``'s chunks, each a :class:`Payload`."""
+    blocks = [[[da.from_delayed(dask.delayed(Payload)(12 * (t.y1 - t.y0) * (t.x1 - t.x0)),
+                                (t.y1 - t.y0, t.x1 - t.x0, 3), dtype=np.float32)]
+               for t in plan if t.row == row] for row in range(plan.grid[0])]  # fmt: skip
+    return da.block(blocks)  # rows, columns, and the channels in one block
+
+
 def _cpu_seconds(process: psutil.Process) -> float:
     times = process.cpu_times()
     return times.user + times.system
@@ -281,9 +284,9 @@ def _step_graph(config: Configuration, built, held, machines: Machines):
     if held is None:
         canvas, read_target = SimulatedStore(plan.shape, 3, plan.tile), target
     else:
-        held_state, read_target = held
-        grid = tuple(tuple(dask.delayed(_canvas)(tile) for tile in row) for row in held_state)
-        canvas = Blocks(grid, *plan.chunks)
+        arrays, read_target = held
+        canvas = Blocks.of(arrays[0])
+        chunks = [array.to_delayed()[..., 0] for array in arrays]  # as Adam's tasks read them
     style = {name: np.zeros((graph.network.channels(name),) * 2) for name in graph.style_weights}
     loss, grad = graph.loss_and_grad(canvas, read_target, plan, style)
     updates = []  # one array, as the engine's: a Delayed's graph is optimised apart (tiles
@@ -294,7 +297,7 @@ def _step_graph(config: Configuration, built, held, machines: Machines):
             seconds, state = ADAM_BYTES_PER_PIXEL * pixels / graph.disk_share, None
         else:  # read and write canvas and moments in GPU memory
             seconds = ADAM_BYTES_PER_PIXEL * pixels / (machines.memory_gbps * 1e9)
-            state = held_state[tile.row][tile.col]
+            state = [chunk[tile.row, tile.col] for chunk in chunks]
         update = dask.delayed(_adam)(chunk, state, seconds * graph.sleeps)
         updates.append(da.from_delayed(update, (1,), dtype=np.float64))
     return graph, plan, target, [loss, da.concatenate(updates)]
