@@ -28,13 +28,8 @@ import tomllib
 from pathlib import Path
 
 from daskstyle.core import geometry
-from daskstyle.frontends.cluster_simulation import (
-    Configuration,
-    Machines,
-    build,
-    forward_flops_per_pixel,
-    simulate,
-)
+from daskstyle.frontends.cluster_simulation import Configuration, build, simulate
+from daskstyle.frontends.simulated_gpus import Machines, forward_flops_per_pixel
 from daskstyle.networks.catalog import DEFAULT_CONTENT_LAYER, get_network
 
 HERE = Path(__file__).parent

@@ -4,14 +4,12 @@ with workers that sleep for each tile's projected GPU time."""
 import pytest
 
 from daskstyle.core import geometry
-from daskstyle.frontends import cli, cluster_simulation
-from daskstyle.frontends.cluster_simulation import (
+from daskstyle.frontends import cli, simulated_gpus
+from daskstyle.frontends.cluster_simulation import Configuration, build, simulate
+from daskstyle.frontends.simulated_gpus import (
     ADAM_BYTES_PER_PIXEL,
-    Configuration,
     Machines,
-    build,
     forward_flops_per_pixel,
-    simulate,
 )
 from daskstyle.networks.catalog import get_network
 
@@ -69,7 +67,7 @@ def _check_projection(row):
 
 
 #: The passes of the simulated tiles that ran (True: a Gram pass's), and the real function.
-RAN, SIMULATED_TILE = [], cluster_simulation._simulated_tile
+RAN, SIMULATED_TILE = [], simulated_gpus._simulated_tile
 
 
 def _counted_tile(statistics: bool, *args):
@@ -79,7 +77,7 @@ def _counted_tile(statistics: bool, *args):
 
 def test_a_simulated_step_runs_each_tile_once_in_each_pass(monkeypatch):
     RAN.clear()
-    monkeypatch.setattr(cluster_simulation, "_simulated_tile", _counted_tile)
+    monkeypatch.setattr(simulated_gpus, "_simulated_tile", _counted_tile)
     simulate([512], [128], [2], INSTANT, echo=lambda line: None)
     runs = 2 * 2 * 16  # on disk and held, each step run twice (warm, measured), 16 tiles
     assert RAN.count(True) == RAN.count(False) == runs  # the gradient pass ran twice before
