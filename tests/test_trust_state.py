@@ -291,7 +291,7 @@ def damage_after_step(monkeypatch, step_commits: int, array: str):
     "array, commits, options",
     [
         ("canvas", 4, []),  # level 2's first step
-        ("content_target", 3, ["--checkpoint-every", "2"]),  # level 2's first checkpoint
+        ("content_target", 4, []),  # level 2's first step: the next reads the target again
     ],
 )
 def test_a_chunk_damaged_while_the_run_runs_is_named_in_one_line(
@@ -302,6 +302,33 @@ def test_a_chunk_damaged_while_the_run_runs_is_named_in_one_line(
     argv = ["run", *map(str, pictures), "-o", str(out), "--r0", "48", "--max-iters", "3",
             "--tile", "32", "--network", "vgg19", "--weights", str(weights_file),
             "--cluster", "threads", *SHALLOW_RUN_OPTIONS, *options]  # fmt: skip
+    assert cli.main(argv) == 1
+    line = error_line(capsys.readouterr().err)
+    assert f"damaged: {damaged[0]} fails its checksum" in line
+    assert f"delete {default_workdir(out) / 'level2'} and continue with --resume" in line
+    assert not out.exists()
+
+
+def test_a_content_target_damaged_before_a_held_level_holds_it_is_named(
+    pictures, weights_file, tmp_path, capsys, monkeypatch
+):
+    """With the state held, a level reads its content target's windows once, as it opens."""
+    real, damaged = level_module.content_target, []
+
+    def target_going_bad(path, *args):
+        array = real(path, *args)
+        if path.parent.name == "level2":
+            damaged.append(chunk(path.parent, path.name, 4))
+            data = bytearray(damaged[0].read_bytes())
+            data[100] ^= 0xFF
+            damaged[0].write_bytes(bytes(data))
+        return array
+
+    monkeypatch.setattr(level_module, "content_target", target_going_bad)
+    out = tmp_path / "out.png"
+    argv = ["run", *map(str, pictures), "-o", str(out), "--r0", "48", "--max-iters", "3",
+            "--tile", "32", "--network", "vgg19", "--weights", str(weights_file),
+            "--cluster", "threads", "--checkpoint-every", "2", *SHALLOW_RUN_OPTIONS]  # fmt: skip
     assert cli.main(argv) == 1
     line = error_line(capsys.readouterr().err)
     assert f"damaged: {damaged[0]} fails its checksum" in line

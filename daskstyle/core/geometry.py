@@ -227,6 +227,17 @@ def feature_size(pixels: int, scale: int) -> int:
     return pixels // scale
 
 
+def cell_windows(plan: TilePlan, depth: int, scale: int) -> list[tuple[slice, slice]]:
+    """Each tile's window padded by ``depth`` px, in cells of a layer at ``scale``, in the
+    order of ``plan``; for a plan of one tile, all the layer's cells."""
+    if len(plan) == 1:
+        return [tuple(slice(0, feature_size(n, scale)) for n in plan.shape)]
+    return [
+        tuple(slice(px.start // scale, px.stop // scale) for px in tile.padded(depth, plan.shape))
+        for tile in plan
+    ]
+
+
 def scaled_shape(shape: tuple[int, int], scale: float) -> tuple[int, int]:
     """(H, W) of ``shape`` scaled by ``scale``: sides rounded to whole pixels, at least 1."""
     return max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale))

@@ -198,16 +198,10 @@ class StyleGraph:
         return self.content_features(content, plan)
 
     def content_windows(self, plan: geometry.TilePlan) -> list[tuple[slice, slice]]:
-        """The windows of the content target (:meth:`content_target`) that a step reads, in
-        cells of the content layer: each tile's, padded by the whole halo, in the order of
-        ``plan``; for a plan of one tile, the whole target."""
+        """The windows of the content target (:meth:`content_target`) that a step reads
+        (:func:`daskstyle.core.geometry.cell_windows` with the whole halo)."""
         scale = self.network.scale(self.content_layer)
-        if len(plan) == 1:
-            return [tuple(slice(0, geometry.feature_size(n, scale)) for n in plan.shape)]
-        return [
-            tuple(slice(px.start // scale, px.stop // scale) for px in padded)
-            for padded in (tile.padded(self.halo.total, plan.shape) for tile in plan)
-        ]
+        return geometry.cell_windows(plan, self.halo.total, scale)
 
     def content_features(self, content, plan: geometry.TilePlan) -> da.Array:
         """φ_O(o), the content target, over the whole image: (H_O, W_O, C_O), one chunk per
@@ -242,9 +236,8 @@ class StyleGraph:
         )
         guide = self._canvas_guide()
         if len(plan) == 1:
-            whole = [slice(0, n) for n in canvas.shape]
-            (target_cells,) = self.content_windows(plan)
-            windows = [canvas.window(*whole), content_target.window(*target_cells)]
+            (tile,), (cells,) = list(plan), self.content_windows(plan)
+            windows = [canvas.window(*tile.padded(0, plan.shape)), content_target.window(*cells)]
             (guide_window,) = self._guide_windows(guide, plan, 0)
             result = self._model_call(_whole_image, windows, terms, style_grams,
                                       self.remakes_content_target, guide=guide_window)  # fmt: skip

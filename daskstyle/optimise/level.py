@@ -187,7 +187,11 @@ def open_level(
     if every.held:
         state = HeldState(state, every)
         if every.with_target:
-            held_target = HeldWindows.of(target, graph.content_windows(plan))
+            try:
+                held_target = HeldWindows.of(target, graph.content_windows(plan))
+            except ValueError:  # a chunk failing its crc32c in a task: which?
+                check_whole(target)
+                raise
     seconds["content target"] = time.perf_counter() - made
     return Level(state, plan, graph, target, shared, grams, gram, lag_below, seconds, held_target)
 
