@@ -3,6 +3,7 @@ level, from the cluster simulation (``daskstyle bench cluster --simulate``) and 
 measured here.
 
     python pipelines/projected_30k.py        # about 20 minutes on 2 cores
+    python pipelines/projected_30k.py --tile 4096 --csv OTHER.csv  # another tile
 
 Each level of the production (r0 doubling to 30,000 px, its tile and checkpoint settings) is
 simulated for one step with the state held in the workers' memory, as the file sets it. A
@@ -67,9 +68,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, nargs="+", default=[8, 64])
     parser.add_argument("--csv", type=Path, default=RESULTS / "projected_30k.csv")
+    parser.add_argument("--tile", type=int, help="another tile than the production file's")
     args = parser.parse_args()
     production = tomllib.loads((HERE / "production_30k.toml").read_text())
-    r0, tile = production["r0"], production["tile"]
+    r0, tile = production["r0"], args.tile or production["tile"]
     every, at_most = production["checkpoint_every"], production["max_iters"]
     network = get_network(production["network"])
     machines = Machines()
@@ -88,7 +90,8 @@ def main() -> None:
             start = (machines.seconds(target_flops * pixels) / workers
                      + written / (machines.disk_gbps * 1e9))  # fmt: skip
             step, longest = figures["projected_step_s"], figures["at_most_step_s"]
-            row = {"workers": workers, "level_side": figures["size"], "tiles": figures["tiles"],
+            row = {"workers": workers, "tile": tile, "level_side": figures["size"],
+                   "tiles": figures["tiles"],
                    "step_s": step, "step_at_most_s": longest, "bottleneck": figures["bottleneck"],
                    "start_s": round(start, 1),
                    "expected_steps": round(steps, 1), "expected_s": round(start + steps * step, 1),
@@ -97,9 +100,10 @@ def main() -> None:
             totals["at_most"] += row["at_most_s"]
             rows.append(row)
         output = output_rate * SIDE**2 / 1e6
-        rows.append({"workers": workers, "level_side": "output", "start_s": round(output, 1),
-                     "expected_s": round(output, 1), "at_most_s": round(output, 1)})  # fmt: skip
-        rows.append({"workers": workers, "level_side": "all",
+        rows.append({"workers": workers, "tile": tile, "level_side": "output",
+                     "start_s": round(output, 1), "expected_s": round(output, 1),
+                     "at_most_s": round(output, 1)})  # fmt: skip
+        rows.append({"workers": workers, "tile": tile, "level_side": "all",
                      "expected_s": round(totals["expected"] + output, 1),
                      "at_most_s": round(totals["at_most"] + output, 1)})  # fmt: skip
     fields = list(dict.fromkeys(key for row in rows for key in row))
