@@ -28,10 +28,13 @@ import statistics
 import tomllib
 from pathlib import Path
 
+import numpy as np
+
 from daskstyle.core import geometry
 from daskstyle.frontends.cluster_simulation import Configuration, build, simulate
 from daskstyle.frontends.simulated_gpus import Machines, forward_flops_per_pixel
 from daskstyle.networks.catalog import DEFAULT_CONTENT_LAYER, get_network
+from daskstyle.run import footprint
 
 HERE = Path(__file__).parent
 RESULTS = HERE.parent / "docs" / "results"
@@ -60,8 +63,7 @@ def target_bytes(side: int, tile: int, workers: int) -> int:
     graph, plan = build(Configuration(side, tile, workers, held=True), Machines())
     channels = graph.network.channels(DEFAULT_CONTENT_LAYER)
     cells = geometry.feature_size(side, graph.network.scale(DEFAULT_CONTENT_LAYER)) ** 2
-    windows = sum((r.stop - r.start) * (c.stop - c.start) for r, c in graph.content_windows(plan))
-    return (cells + windows) * channels * 4
+    return cells * channels * 4 + footprint.held_target_bytes(plan, np.float32, graph)
 
 
 def main() -> None:

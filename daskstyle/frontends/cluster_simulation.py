@@ -187,15 +187,13 @@ def _figures(config: Configuration, machines: Machines, graph: SimulatedGraph,
     directory's traffic over the filesystem's bandwidth, then the step's share of a checkpoint.
     ``at_most_step_s`` adds them all, as if nothing overlapped. The bottleneck is the largest
     of the GPUs' work, the filesystem, the network and the scheduler."""
-    halo, scale, share = graph.halo, graph.network.scale(DEFAULT_CONTENT_LAYER), graph.disk_share
+    halo, share = graph.halo, graph.disk_share
     store = SimulatedStore(plan.shape, 3, plan.tile)
     gpu = {"gram": [], "grad": [], "adam": []}
     read = {"gram": [], "grad": [], "adam": []}
     flops, disk = 0.0, 0.0
-    for tile in plan:
+    for tile, cells in zip(plan, graph.content_windows(plan)):
         forward, total = (_padded(tile, depth, plan.shape) for depth in (halo.forward, halo.total))
-        rows, cols = tile.padded(halo.total, plan.shape)
-        cells = (slice(px.start // scale, px.stop // scale) for px in (rows, cols))
         content = target.window(*cells)
         reads = [0, 0] if config.held else [store.window(*tile.padded(depth, plan.shape)).nbytes
                                             for depth in (halo.forward, halo.total)]  # fmt: skip
