@@ -1,11 +1,12 @@
 """``daskstyle bench cluster --simulate``: the engine's own step graphs on the real scheduler,
 with workers that sleep for each tile's projected GPU time."""
 
+import psutil
 import pytest
 
 from daskstyle.core import geometry
-from daskstyle.frontends import cli, simulated_gpus
-from daskstyle.frontends.cluster_simulation import Configuration, build, simulate
+from daskstyle.frontends import cli, cluster_simulation, simulated_gpus
+from daskstyle.frontends.cluster_simulation import Configuration, Measured, build, simulate
 from daskstyle.frontends.simulated_gpus import (
     ADAM_BYTES_PER_PIXEL,
     Machines,
@@ -36,6 +37,24 @@ def test_a_tiles_sleep_is_its_flops_over_the_throughput():
     assert graph.gradient == 2 * forward_flops_per_pixel(graph.network, "relu5_1")
 
 
+@pytest.fixture(autouse=True)
+def _short_idle_watch(monkeypatch):
+    monkeypatch.setattr(cluster_simulation, "IDLE_SECONDS", 0.5)
+
+
+def test_the_schedulers_idle_cpu_is_not_counted_as_the_steps_work():
+    """Heartbeats cost the scheduler CPU time at a steady rate: over a simulated step, far
+    longer here than on GPUs, that rate times its wall time is background, not the step's."""
+    step = Measured(wall=100.0, client_cpu=1.0, scheduler_cpu=5.0, between=0,
+                    scheduler_background=0.03 * 100.0)  # fmt: skip
+    assert step.scheduler_work == pytest.approx(2.0)
+    noisy = Measured(wall=100.0, client_cpu=1.0, scheduler_cpu=2.9, between=0,
+                     scheduler_background=3.0)  # fmt: skip
+    assert noisy.scheduler_work == 0.0
+    rate = cluster_simulation.idle_rate(psutil.Process(), 0.2)  # this process, asleep
+    assert 0 <= rate < 0.5
+
+
 def test_the_simulation_runs_the_engines_graphs_and_counts_their_bytes():
     rows = simulate([512], [128], [2], INSTANT, echo=lambda line: None)
     on_disk, held = rows
@@ -52,7 +71,8 @@ def test_the_simulation_runs_the_engines_graphs_and_counts_their_bytes():
     assert len(plan) == 16
     for row in rows:
         assert row["bottleneck"] in ("compute", "scheduler", "network", "disk")
-        assert row["step_s"] > 0 and row["scheduler_cpu_s"] > 0 and row["client_cpu_s"] > 0
+        assert row["step_s"] > 0 and row["client_cpu_s"] > 0
+        assert row["scheduler_cpu_s"] >= 0 and row["scheduler_background_s"] >= 0
         _check_projection(row)
 
 

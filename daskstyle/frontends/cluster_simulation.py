@@ -12,6 +12,10 @@ data between workers as it would for the real arrays. One chunked Adam task per 
 as in a run. The workers are threads of this process, one task at a time each, as one GPU runs
 one tile at a time; the scheduler runs in a process of its own
 (:mod:`daskstyle.compute.scheduler_process`), as on a cluster, and its CPU time is measured.
+A scheduler spends CPU time even while no graph runs (its workers' heartbeats, its own
+monitor), at a rate measured on each cluster before its first step; a simulated step takes far
+longer here than on GPUs, so that rate times the step's wall time is taken off as background,
+and the rest is the step's work.
 
 Per configuration the simulation reports the step's wall time here, the critical path and
 the GPUs' work, the client's and the scheduler's CPU time, the bytes moved between workers and
@@ -45,6 +49,9 @@ from daskstyle.frontends.simulated_gpus import (
     simulated_adam,
 )
 from daskstyle.networks.catalog import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, get_network
+
+#: Seconds over which a cluster's scheduler is watched idle before its first step.
+IDLE_SECONDS = 20.0
 
 
 @dataclass(frozen=True)
@@ -82,12 +89,13 @@ def build(config: Configuration, machines: Machines,
     return graph, plan
 
 
-def step(client, config: Configuration, machines: Machines,
-         scheduler: psutil.Process) -> dict:  # fmt: skip
+def step(client, config: Configuration, machines: Machines, scheduler: psutil.Process,
+         background: float = 0.0) -> dict:  # fmt: skip
     """Simulate one step of ``config`` on ``client``'s workers; its figures. It runs twice: with
     no sleeps, to warm the workers, then with the projected times, measured: its wall time, the
     CPU time of this thread (the client's: the graph built, optimised and sent) and of the
-    ``scheduler``'s process, and the bytes the workers sent each other."""
+    ``scheduler``'s process less its ``background`` (CPU seconds per second while idle:
+    :func:`idle_rate`) over the wall time, and the bytes the workers sent each other."""
     held = None
     if config.held:  # canvas and moments, persisted arrays, and the content target's windows
         graph, plan = build(config, machines)
@@ -103,22 +111,31 @@ def step(client, config: Configuration, machines: Machines,
     began, client_began = time.perf_counter(), time.thread_time()
     graph, plan, target, tasks = _step_graph(config, build(config, machines), held, machines)
     dask.compute(*tasks)
-    measured = Measured(wall=time.perf_counter() - began,
-                        client_cpu=time.thread_time() - client_began,
+    wall = time.perf_counter() - began
+    measured = Measured(wall=wall, client_cpu=time.thread_time() - client_began,
                         scheduler_cpu=_cpu_seconds(scheduler) - busy,
-                        between=_bytes_sent(client) - sent)  # fmt: skip
+                        between=_bytes_sent(client) - sent,
+                        scheduler_background=background * wall)  # fmt: skip
     return _figures(config, machines, graph, plan, target, measured)
 
 
 @dataclass(frozen=True)
 class Measured:
     """What a simulated step measured: its ``wall`` seconds, the CPU seconds of the client's
-    thread and of the scheduler's process, and the bytes sent ``between`` workers."""
+    thread and of the scheduler's process, the bytes sent ``between`` workers, and the part
+    of the scheduler's CPU seconds that it spends idle as well (``scheduler_background``)."""
 
     wall: float
     client_cpu: float
     scheduler_cpu: float
     between: int
+    scheduler_background: float = 0.0
+
+    @property
+    def scheduler_work(self) -> float:
+        """The scheduler's CPU seconds for the step's graph: its own less the background
+        (never below none)."""
+        return max(self.scheduler_cpu - self.scheduler_background, 0.0)
 
 
 def _held_array(plan: geometry.TilePlan) -> da.Array:
@@ -127,6 +144,14 @@ def _held_array(plan: geometry.TilePlan) -> da.Array:
                                 (t.y1 - t.y0, t.x1 - t.x0, 3), dtype=np.float32)]
                for t in plan if t.row == row] for row in range(plan.grid[0])]  # fmt: skip
     return da.block(blocks)  # rows, columns, and the channels in one block
+
+
+def idle_rate(scheduler: psutil.Process, seconds: float = IDLE_SECONDS) -> float:
+    """The CPU seconds per second that the ``scheduler``'s process spends with no graph to
+    run, measured over ``seconds``."""
+    began, busy = time.perf_counter(), _cpu_seconds(scheduler)
+    time.sleep(seconds)
+    return (_cpu_seconds(scheduler) - busy) / (time.perf_counter() - began)
 
 
 def _cpu_seconds(process: psutil.Process) -> float:
@@ -217,10 +242,10 @@ def _figures(config: Configuration, machines: Machines, graph: SimulatedGraph,
     checkpoint /= config.checkpoint_every
     network = measured.between / (config.workers * machines.link_gbps * 1e9)
     parts = {"compute": machines.seconds(flops) / busy, "disk": disk / bandwidth,
-             "network": network, "scheduler": measured.scheduler_cpu}  # fmt: skip
-    overlapping = max(spread, measured.scheduler_cpu, network, parts["disk"])
+             "network": network, "scheduler": measured.scheduler_work}  # fmt: skip
+    overlapping = max(spread, measured.scheduler_work, network, parts["disk"])
     projected = measured.client_cpu + overlapping + checkpoint
-    at_most = measured.client_cpu + spread + measured.scheduler_cpu + network + checkpoint
+    at_most = measured.client_cpu + spread + measured.scheduler_work + network + checkpoint
     return {
         "size": config.size, "tile": plan.tile, "workers": config.workers,
         "state": f"held, checkpoint every {config.checkpoint_every}" if config.held else "on disk",
@@ -228,7 +253,8 @@ def _figures(config: Configuration, machines: Machines, graph: SimulatedGraph,
         "critical_path_s": round(critical, 3), "passes_s": round(spread, 3),
         "compute_s": round(parts["compute"], 3),
         "client_cpu_s": round(measured.client_cpu, 2),
-        "scheduler_cpu_s": round(measured.scheduler_cpu, 2),
+        "scheduler_cpu_s": round(measured.scheduler_work, 2),
+        "scheduler_background_s": round(measured.scheduler_background, 2),
         "network_s": round(network, 3), "disk_s": round(parts["disk"], 3),
         "checkpoint_s": round(checkpoint, 3),
         "between_workers_gb": float(f"{measured.between / 1e9:.3g}"),
@@ -244,19 +270,22 @@ def _padded(tile: geometry.Tile, depth: int, shape: tuple[int, int]) -> int:
 
 
 def simulate(sizes, tiles, workers, machines: Machines = Machines(), network: str = "vgg19",
-             checkpoint_every: int = 10, echo=print,
-             states: tuple[bool, ...] = (False, True)) -> list[dict]:  # fmt: skip
+             checkpoint_every: int = 10, echo=print, states: tuple[bool, ...] = (False, True),
+             idle_seconds: float | None = None) -> list[dict]:  # fmt: skip
     """Every configuration's figures, each worker count on a fresh cluster: its workers threads
-    of this process, its scheduler in a process of its own. ``states``: the state on disk
-    (False), held in the workers' memory (True), or both."""
+    of this process, its scheduler in a process of its own, whose idle CPU rate is measured
+    first, over ``idle_seconds`` (None: :data:`IDLE_SECONDS`). ``states``: the state on disk (False), held in the workers'
+    memory (True), or both."""
     rows = []
     for count in workers:
-        with threads_beside_a_scheduler(count) as (client, scheduler):
+        with threads_beside_a_scheduler(count) as (client, pid):
+            scheduler = psutil.Process(pid)
+            background = idle_rate(scheduler, idle_seconds or IDLE_SECONDS)
             for size in sizes:
                 for tile in tiles:
                     for held in states:
                         config = Configuration(size, tile, count, held, network, checkpoint_every)
-                        rows.append(step(client, config, machines, psutil.Process(scheduler)))
+                        rows.append(step(client, config, machines, scheduler, background))
                         echo(", ".join(f"{k} {v}" for k, v in rows[-1].items()))
     return rows
 
