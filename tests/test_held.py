@@ -1,12 +1,15 @@
 """``--checkpoint-every``: a level's state held in memory between checkpoints on disk."""
 
+import dask
+import dask.array as da
 import numpy as np
 import pytest
+from dask.delayed import Delayed
 
 from daskstyle.compute import hardware
 from daskstyle.compute.executor import MEMORY_SHARE
 from daskstyle.core.errors import InputError
-from daskstyle.engine.tiles import StoreWindow
+from daskstyle.engine.tiles import Blocks, StoreWindow, put_chunks, take_chunks
 from daskstyle.frontends import cli
 from daskstyle.io.images import read_image
 from daskstyle.optimise.held import Checkpoints, HeldState, held_in_memory
@@ -23,6 +26,21 @@ class Killed(Exception):
 
 def _canvas(path):
     return LevelState.open(path).canvas().compute()
+
+
+def test_a_tile_task_gets_the_held_chunks_it_reads_as_its_own_arguments():
+    """Dask finalises every collection nested in a task's argument, at each call: the held
+    chunks that a tile's windows read are taken out, passed flat and put back in the task."""
+    image = da.arange(6 * 8 * 3, dtype=np.float32).reshape(6, 8, 3).rechunk((2, 3, 3))
+    windows = [Blocks.of(image).window(slice(1, 5), slice(2, 7)), "a store's window"]
+    bare, chunks = take_chunks(windows)
+    assert len(chunks) == 3 * 3 and all(isinstance(c, Delayed) for c in chunks)
+    assert not any(isinstance(c, Delayed) for row in bare[0].chunks for c in row)
+    assert bare[1] == windows[1]
+    computed = dask.compute(*chunks)
+    (read, store) = put_chunks(bare, computed)
+    assert store == windows[1]
+    np.testing.assert_array_equal(read.read(), image[1:5, 2:7].compute())
 
 
 @pytest.mark.parametrize("gram", ["exact", "lagged"])

@@ -23,7 +23,7 @@ from dask.delayed import Delayed
 from daskstyle.compute.executor import persist
 from daskstyle.core import geometry
 from daskstyle.core.errors import InputError
-from daskstyle.engine import featurenet, guides, kernels, remade
+from daskstyle.engine import featurenet, guides, kernels, remade, tiles
 from daskstyle.engine.tiles import Source, as_tiled, padded_tiles, source, tree_sum
 from daskstyle.networks.catalog import Network
 
@@ -41,17 +41,6 @@ class Regions:
 
     guide: object
     propagation: str = "resize"
-
-
-@dataclass(frozen=True)
-class GuideWindow:
-    """A tile's window of region guides, read as a :class:`daskstyle.engine.guides.Guide`."""
-
-    window: object
-    propagation: str
-
-    def read(self) -> guides.Guide:
-        return guides.Guide(self.window.read(), self.propagation)
 
 
 @dataclass(frozen=True)
@@ -82,13 +71,17 @@ class StyleGraph:
         its network tasks asking for ``resources``."""
         return dataclasses.replace(self, weights=persist(self.weights), resources=resources)
 
-    def _model_call(self, function, windows: list, *args, guide: GuideWindow | None = None):
-        """A task running ``function(model, *(w.read() for w in windows), *args)``, with
-        ``guide=guide.read()`` when there is a guide; it asks for ``resources`` (a GPU)."""
-        kwargs = {} if guide is None else {"guide": guide}
+    def _model_call(self, function, windows: list, *args, guide=None):
+        """A task running ``function(model, *(w.read() for w in windows), *args)``, with the
+        window ``guide`` read as a :class:`daskstyle.engine.guides.Guide` when there is one;
+        it asks for ``resources`` (a GPU). The windows' chunks are its own arguments
+        (:func:`daskstyle.engine.tiles.take_chunks`)."""
+        propagation = self.regions.propagation if self.regions else "resize"
+        kwargs = {} if guide is None else {"propagation": propagation}
+        bare, chunks = tiles.take_chunks([*windows, *([guide] if guide else [])])
         with dask.annotate(resources=self.resources) if self.resources else nullcontext():
-            return dask.delayed(_with_model)(function, self.spec, self.weights, windows, *args,
-                                             **kwargs)  # fmt: skip
+            return dask.delayed(_with_model)(function, self.spec, self.weights, bare, len(args),
+                                             *args, *chunks, **kwargs)  # fmt: skip
 
     def statistics(self, image, plan: geometry.TilePlan, guide=None) -> Delayed:
         """Raw Grams of the style layers over a whole image, tile by tile (forward only);
@@ -120,10 +113,9 @@ class StyleGraph:
         if getattr(guide, "shape", (None,))[:2] != plan.shape:
             raise InputError(f"region guides of {tuple(guide.shape[:2])} px do not cover the "
                              f"{plan.shape} px image: give guides of the image's size")  # fmt: skip
-        propagation = self.regions.propagation if self.regions else "resize"
         tiled = source(guide if not isinstance(guide, np.ndarray)
                        else da.from_array(guide, chunks=(*plan.chunks, -1)))  # fmt: skip
-        return [GuideWindow(window, propagation) for *_, window in padded_tiles(tiled, plan, depth)]
+        return [window for *_, window in padded_tiles(tiled, plan, depth)]
 
     def _canvas_guide(self):
         return None if self.regions is None else self.regions.guide
@@ -344,10 +336,17 @@ def _whole_image(model, canvas, content_target, terms, style_grams, remake: bool
                                            guide)  # fmt: skip
 
 
-def _with_model(function, spec, weights: Mapping, windows: list, *args, guide=None):
-    kwargs = {} if guide is None else {"guide": guide.read()}
-    return function(featurenet.get_model(spec, weights), *(w.read() for w in windows), *args,
-                    **kwargs)  # fmt: skip
+def _with_model(function, spec, weights: Mapping, windows: list, count: int, *values,
+                propagation: str | None = None):  # fmt: skip
+    """``function``'s task: ``values`` are its ``count`` arguments, then the windows' chunks;
+    with a ``propagation``, the last window is the guide's."""
+    windows = tiles.put_chunks(windows, values[count:])
+    kwargs = {}
+    if propagation is not None:
+        *windows, guide = windows
+        kwargs["guide"] = guides.Guide(guide.read(), propagation)
+    return function(featurenet.get_model(spec, weights), *(w.read() for w in windows),
+                    *values[:count], **kwargs)  # fmt: skip
 
 
 def _core(tile: geometry.Tile) -> tuple[int, int, int, int]:

@@ -7,6 +7,7 @@ neighbouring chunks of a Dask array. Dask only; no torch here.
 
 from __future__ import annotations
 
+import dataclasses
 import operator
 from dataclasses import dataclass
 from functools import reduce
@@ -53,6 +54,30 @@ class ChunkWindow:
         return rows[0] if len(rows) == 1 else np.concatenate(rows, axis=0)
 
 
+def take_chunks(windows: list) -> tuple[list, list]:
+    """``windows`` as a task gets them: each :class:`ChunkWindow` without its chunks (None in
+    their place), and those chunks, flat, to be the task's own arguments (Dask finalises the
+    collections nested in an argument at every call, a few milliseconds each; a top-level one
+    is only referred to). :func:`put_chunks` puts them back."""
+    bare, chunks = [], []
+    for window in windows:
+        if isinstance(window, ChunkWindow):
+            chunks += [chunk for row in window.chunks for chunk in row]
+            window = dataclasses.replace(window, chunks=[[None] * len(r) for r in window.chunks])
+        bare.append(window)
+    return bare, chunks
+
+
+def put_chunks(windows: list, chunks) -> list:
+    """The ``windows`` that :func:`take_chunks` gave, with their ``chunks`` back in place."""
+    given = iter(chunks)
+    return [
+        dataclasses.replace(w, chunks=[[next(given) for _ in row] for row in w.chunks])
+        if isinstance(w, ChunkWindow) else w
+        for w in windows
+    ]  # fmt: skip
+
+
 @dataclass(frozen=True)
 class StoreWindow:
     """A window that the task using it reads straight from a zarr array."""
@@ -67,8 +92,9 @@ class StoreWindow:
 
 @dataclass(frozen=True)
 class Blocks:
-    """A chunked (H, W, C) Dask array as a grid of delayed chunks (its graph optimised once):
-    a task gets the chunks its window touches, each chunk computed once for all tasks."""
+    """A chunked (H, W, C) Dask array as a grid of delayed chunks (its graph optimised once,
+    unless its tasks ask for resources: optimising here would drop what they ask for): a task
+    gets the chunks its window touches, each chunk computed once for all tasks."""
 
     grid: tuple[tuple[Delayed, ...], ...]
     rows: tuple[int, ...]
@@ -77,7 +103,9 @@ class Blocks:
     @classmethod
     def of(cls, image: da.Array) -> Blocks:
         image = image.rechunk({2: -1})
-        return cls(tuple(tuple(row[:, 0]) for row in image.to_delayed()), *image.chunks[:2])
+        layers = image.__dask_graph__().layers.values()
+        grid = image.to_delayed(optimize_graph=not any(layer.annotations for layer in layers))
+        return cls(tuple(tuple(row[:, 0]) for row in grid), *image.chunks[:2])
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -186,11 +186,11 @@ def _step_graph(config: Configuration, built, held, machines: Machines):
     for tile, chunk in zip(plan, grad.to_delayed(optimize_graph=False).ravel()):
         pixels = (tile.y1 - tile.y0) * (tile.x1 - tile.x0)
         if held is None:
-            seconds, state = ADAM_BYTES_PER_PIXEL * pixels / graph.disk_share, None
+            seconds, state = ADAM_BYTES_PER_PIXEL * pixels / graph.disk_share, []
         else:  # read and write canvas and moments in GPU memory
             seconds = ADAM_BYTES_PER_PIXEL * pixels / (machines.memory_gbps * 1e9)
             state = [chunk[tile.row, tile.col] for chunk in chunks]
-        update = dask.delayed(simulated_adam)(chunk, state, seconds * graph.sleeps)
+        update = dask.delayed(simulated_adam)(chunk, seconds * graph.sleeps, *state)
         updates.append(da.from_delayed(update, (1,), dtype=np.float64))
     return graph, plan, target, [loss, da.concatenate(updates)]
 

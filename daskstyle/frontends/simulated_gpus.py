@@ -18,6 +18,7 @@ from daskstyle.core import geometry
 from daskstyle.engine import kernels
 from daskstyle.engine.graph import StyleGraph
 from daskstyle.engine.graph import _whole_image as whole_image
+from daskstyle.engine.tiles import take_chunks
 
 #: Bytes of the state per pixel a step on disk moves: Adam reads the canvas and both moments
 #: and writes them again (3 arrays of 3 float32 samples, each way).
@@ -124,8 +125,9 @@ class SimulatedGraph(StyleGraph):
         seconds *= self.sleeps
         if function is whole_image:  # a level in one tile: one forward and one backward
             return dask.delayed(_simulated_whole_image)(seconds, _pixels(windows[0]))
+        _, chunks = take_chunks(windows)  # as the engine's tasks get them
         return dask.delayed(_simulated_tile)(function is kernels.tile_statistics, seconds,
-                                             self.style_channels, windows, args[1])  # fmt: skip
+                                             self.style_channels, args[1], *chunks)  # fmt: skip
 
     @functools.cached_property
     def style_channels(self) -> dict[str, int]:
@@ -136,8 +138,9 @@ class SimulatedGraph(StyleGraph):
         return self.terms(plan.shape), canvas, content_target, dask.delayed(style_grams)
 
 
-def _simulated_tile(statistics: bool, seconds: float, layers: dict, windows, core):
-    """Sleep for the tile's projected time; return what its kernel would, at the real size."""
+def _simulated_tile(statistics: bool, seconds: float, layers: dict, core, *chunks):
+    """Sleep for the tile's projected time; return what its kernel would, at the real size
+    (the held ``chunks`` that its windows read are only its inputs)."""
     time.sleep(seconds)
     if statistics:
         return kernels.Statistics({name: np.zeros((c, c)) for name, c in layers.items()})
@@ -151,9 +154,9 @@ def _simulated_whole_image(seconds: float, pixels: int):
     return 0.0, Payload(pixels * 3 * 4)
 
 
-def simulated_adam(grad: Payload, held, seconds: float) -> np.ndarray:
+def simulated_adam(grad: Payload, seconds: float, *held) -> np.ndarray:
     """One tile's Adam update after ``seconds``: its canvas and moments are updated where they
-    are held (the workers holding ``held``, its chunks of them), or read and written in the run directory; its
-    share of the step's figures."""
+    are held (the workers holding ``held``, its chunks of them), or read and written in the
+    run directory; its share of the step's figures."""
     time.sleep(seconds)
     return np.zeros(1)

@@ -96,8 +96,9 @@ def _tasks(update: Update, grad: da.Array | None, sources: dict[str, Source], ch
     for index in np.ndindex(tuple(map(len, chunks))):
         shape = tuple(c[i] for c, i in zip(chunks, index))
         inputs = [p[index] if isinstance(p, np.ndarray) else p for p in pieces]
+        # the chunks as the task's own arguments: Dask finalises those nested in an argument
         tasks.append(dask.delayed(_update_chunk, pure=False)(update, index, shape, dtype,
-                                                             inputs, writes))  # fmt: skip
+                                                             writes, *inputs))  # fmt: skip
     return tasks
 
 
@@ -111,11 +112,12 @@ def _pieces(source: Source, chunks: tuple):
     return source.to_delayed(optimize_graph=False)
 
 
-def _update_chunk(update: Update, index: tuple, shape: tuple, dtype, inputs: list,
-                  writes: dict[str, zarr.Array] | None) -> tuple[list | None, np.ndarray]:  # fmt: skip
-    """The chunk at ``index`` updated: the new chunks (None once written into ``writes``) and
-    its row: its share of the figures (:meth:`Update.chunk_figures`), then, where written,
-    each new chunk's checksum."""
+def _update_chunk(update: Update, index: tuple, shape: tuple, dtype,
+                  writes: dict[str, zarr.Array] | None,
+                  *inputs) -> tuple[list | None, np.ndarray]:  # fmt: skip
+    """The chunk at ``index`` updated from its ``inputs`` (in the order of the update's): the
+    new chunks (None once written into ``writes``) and its row: its share of the figures
+    (:meth:`Update.chunk_figures`), then, where written, each new chunk's checksum."""
     chunks = [np.zeros(shape, dtype) if x is None
               else x.blocks[index] if isinstance(x, zarr.Array) else x for x in inputs]  # fmt: skip
     new = update.apply(*chunks)
