@@ -83,6 +83,9 @@ def _check_projection(row):
     serial = row["client_cpu_s"] + row["checkpoint_s"]
     assert row["projected_step_s"] == pytest.approx(serial + overlapping, abs=0.02)
     assert row["at_most_step_s"] >= row["projected_step_s"]
+    whole = row["scheduler_cpu_s"] + row["scheduler_background_s"]  # at most: none background
+    serial = row["client_cpu_s"] + row["passes_s"] + row["network_s"] + row["checkpoint_s"]
+    assert row["at_most_step_s"] == pytest.approx(serial + whole, abs=0.03)
     assert row["passes_s"] >= row["critical_path_s"] - 1e-3
 
 
