@@ -78,7 +78,7 @@ class StyleGraph:
         (:func:`daskstyle.engine.tiles.take_chunks`)."""
         propagation = self.regions.propagation if self.regions else "resize"
         kwargs = {} if guide is None else {"propagation": propagation}
-        bare, chunks = tiles.take_chunks([*windows, *([guide] if guide else [])])
+        bare, chunks = tiles.take_chunks(windows if guide is None else [*windows, guide])
         with dask.annotate(resources=self.resources) if self.resources else nullcontext():
             return dask.delayed(_with_model)(function, self.spec, self.weights, bare, len(args),
                                              *args, *chunks, **kwargs)  # fmt: skip

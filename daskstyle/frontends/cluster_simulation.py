@@ -90,7 +90,7 @@ def build(config: Configuration, machines: Machines,
 
 
 def step(client, config: Configuration, machines: Machines, scheduler: psutil.Process,
-         background: float = 0.0) -> dict:  # fmt: skip
+         background: float) -> dict:  # fmt: skip
     """Simulate one step of ``config`` on ``client``'s workers; its figures. It runs twice: with
     no sleeps, to warm the workers, then with the projected times, measured: its wall time, the
     CPU time of this thread (the client's: the graph built, optimised and sent) and of the
@@ -129,7 +129,7 @@ class Measured:
     client_cpu: float
     scheduler_cpu: float
     between: int
-    scheduler_background: float = 0.0
+    scheduler_background: float
 
     @property
     def scheduler_work(self) -> float:
@@ -212,8 +212,8 @@ def _figures(config: Configuration, machines: Machines, graph: SimulatedGraph,
     directory's traffic over the filesystem's bandwidth, then the step's share of a checkpoint.
     ``at_most_step_s`` adds them all, as if nothing overlapped, with all of the scheduler's
     CPU time (none of it taken off as background: the idle rate is an estimate that need not
-    hold while a step runs). The bottleneck is the largest
-    of the GPUs' work, the filesystem, the network and the scheduler."""
+    hold while a step runs). The bottleneck is the largest of the GPUs' work, the filesystem,
+    the network and the scheduler."""
     halo, share = graph.halo, graph.disk_share
     store = SimulatedStore(plan.shape, 3, plan.tile)
     gpu = {"gram": [], "grad": [], "adam": []}
@@ -276,8 +276,8 @@ def simulate(sizes, tiles, workers, machines: Machines = Machines(), network: st
              idle_seconds: float | None = None) -> list[dict]:  # fmt: skip
     """Every configuration's figures, each worker count on a fresh cluster: its workers threads
     of this process, its scheduler in a process of its own, whose idle CPU rate is measured
-    first, over ``idle_seconds`` (None: :data:`IDLE_SECONDS`). ``states``: the state on disk (False), held in the workers'
-    memory (True), or both."""
+    first, over ``idle_seconds`` (None: :data:`IDLE_SECONDS`). ``states``: the state on disk
+    (False), held in the workers' memory (True), or both."""
     rows = []
     for count in workers:
         with threads_beside_a_scheduler(count) as (client, pid):
