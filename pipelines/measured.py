@@ -72,6 +72,7 @@ def paint(config, stem: Path) -> None:
     """Run the production (resumed when its run directory holds an unfinished run), logging
     its lines and sampling RSS and disk use; the part's number is one more than the last."""
     log, samples = Path(f"{stem}-log.csv"), Path(f"{stem}-samples.csv")
+    stem.parent.mkdir(parents=True, exist_ok=True)  # a fresh clone has no results/ yet
     workdir = config.workdir or rundir.default_workdir(config.output)
     unfinished = rundir.read_record(workdir) is not None and not config.output.exists()
     config = config.model_copy(update={"resume": unfinished or config.resume})
