@@ -38,6 +38,7 @@ import psutil
 from daskstyle.compute.scheduler_process import threads_beside_a_scheduler
 from daskstyle.core import geometry
 from daskstyle.engine import featurenet
+from daskstyle.engine.chunk_tasks import ChunkTasks
 from daskstyle.engine.tiles import Blocks, HeldWindows
 from daskstyle.frontends.simulated_gpus import (
     ADAM_BYTES_PER_PIXEL,
@@ -175,24 +176,17 @@ def _step_graph(config: Configuration, built, held, machines: Machines):
     target = SimulatedStore(_target_cells(graph, plan), channels, chunk)
     if held is None:
         canvas, read_target = SimulatedStore(plan.shape, 3, plan.tile), target
+        state, bandwidth = [], graph.disk_share  # read and written in the run directory
     else:
-        arrays, read_target = held
-        canvas = Blocks.of(arrays[0])
-        chunks = [array.to_delayed()[..., 0] for array in arrays]  # as Adam's tasks read them
+        state, read_target = held
+        canvas = Blocks.of(state[0])
+        bandwidth = machines.memory_gbps * 1e9  # read and written in GPU memory
     style = {name: np.zeros((graph.network.channels(name),) * 2) for name in graph.style_weights}
     loss, grad = graph.loss_and_grad(canvas, read_target, plan, style)
-    updates = []  # one array, as the engine's: a Delayed's graph is optimised apart (tiles
-    # would run twice), and one collection per tile would merge every tile's graph into each
-    for tile, chunk in zip(plan, grad.to_delayed(optimize_graph=False).ravel()):
-        pixels = (tile.y1 - tile.y0) * (tile.x1 - tile.x0)
-        if held is None:
-            seconds, state = ADAM_BYTES_PER_PIXEL * pixels / graph.disk_share, []
-        else:  # read and write canvas and moments in GPU memory
-            seconds = ADAM_BYTES_PER_PIXEL * pixels / (machines.memory_gbps * 1e9)
-            state = [chunk[tile.row, tile.col] for chunk in chunks]
-        update = dask.delayed(simulated_adam)(chunk, seconds * graph.sleeps, *state)
-        updates.append(da.from_delayed(update, (1,), dtype=np.float64))
-    return graph, plan, target, [loss, da.concatenate(updates)]
+    seconds_per_pixel = ADAM_BYTES_PER_PIXEL / bandwidth * graph.sleeps
+    updates = ChunkTasks.of("simulated-adam", simulated_adam, grad.chunks, grad,
+                            seconds_per_pixel, *state)  # fmt: skip
+    return graph, plan, target, [loss, updates.part(0, np.float64, width=1)]
 
 
 def _bytes_sent(client) -> int:

@@ -89,4 +89,3 @@ class Progress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-

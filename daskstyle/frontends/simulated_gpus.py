@@ -154,9 +154,10 @@ def _simulated_whole_image(seconds: float, pixels: int):
     return 0.0, Payload(pixels * 3 * 4)
 
 
-def simulated_adam(grad: Payload, seconds: float, *held) -> np.ndarray:
-    """One tile's Adam update after ``seconds``: its canvas and moments are updated where they
-    are held (the workers holding ``held``, its chunks of them), or read and written in the
-    run directory; its share of the step's figures."""
-    time.sleep(seconds)
-    return np.zeros(1)
+def simulated_adam(index: tuple, shape: tuple, grad: Payload, seconds_per_pixel: float,
+                   *held) -> tuple[np.ndarray]:  # fmt: skip
+    """The Adam update of the tile at ``index`` (of ``shape``) after its pixels' seconds: its
+    canvas and moments are updated where they are held (the workers holding ``held``, its
+    chunks of them), or read and written in the run directory; its share of the figures."""
+    time.sleep(seconds_per_pixel * shape[0] * shape[1])
+    return (np.zeros(1),)

@@ -17,7 +17,7 @@ import google_crc32c  # zarr's own dependency, behind its crc32c codec
 import numpy as np
 import zarr
 
-from daskstyle.core.errors import InputError
+from daskstyle.engine.chunk_tasks import ChunkTasks
 from daskstyle.optimise.adam import Update
 
 #: Where an array's ``zarr.json`` keeps the crc32c of each chunk's data as written, in the
@@ -48,9 +48,10 @@ def update_in_place(sources: dict[str, Source], writes: dict[str, zarr.Array], u
     first = writes[update.outputs[0]]
     chunks = da.core.normalize_chunks(first.chunks, first.shape)
     tasks = _tasks(update, grad, sources, chunks, first.dtype, writes)
-    table = _table(tasks, update.figures + len(update.outputs))
+    table = tasks.part(0, np.float64, width=update.figures + len(update.outputs))
     figures = _figures(update, table, first.size)
-    sums, *values = dask.compute(table[:, update.figures :], *figures, *others)
+    sums, *values = dask.compute(table[..., update.figures :], *figures, *others)
+    sums = sums.reshape(-1, len(update.outputs))  # in the C order of the chunk grid
     for number, name in enumerate(update.outputs):
         keep_checksums(writes[name], sums[:, number].astype(np.uint32).tolist())
     return tuple(map(float, values[: update.figures])), *values[update.figures :]
@@ -62,70 +63,38 @@ def update_held(sources: dict[str, Source], update: Update, grad: da.Array | Non
     ``like``, the held canvas: the new arrays by name and the figures, lazy, to persist and
     compute in one pass."""
     tasks = _tasks(update, grad, sources, like.chunks, like.dtype)
-    grid = tuple(map(len, like.chunks))
-    new = {}
-    for number, name in enumerate(update.outputs):
-        blocks = np.empty(grid, dtype=object)
-        for index, task in zip(np.ndindex(grid), tasks):
-            shape = tuple(c[i] for c, i in zip(like.chunks, index))
-            blocks[index] = da.from_delayed(task[0][number], shape, dtype=like.dtype)
-        new[name] = da.block(blocks.tolist())
-    return new, _figures(update, _table(tasks, update.figures), like.size)
+    new = {name: tasks.part(1 + n, like.dtype) for n, name in enumerate(update.outputs)}
+    return new, _figures(update, tasks.part(0, np.float64, width=update.figures), like.size)
 
 
-def _table(tasks: list, width: int) -> da.Array:
-    """The chunks' rows of ``width`` numbers (:func:`_update_chunk`) as one array: Dask arrays
-    only, so that the step's arrays and these are optimised as one graph and each tile runs
-    once (Dask optimises a Delayed object's graph apart from an array's)."""
-    return da.stack([da.from_delayed(task[1], (width,), dtype=np.float64) for task in tasks])
+def _tasks(update: Update, grad: da.Array | None, sources: dict[str, Source], chunks: tuple,
+           dtype, writes: dict[str, zarr.Array] | None = None) -> ChunkTasks:  # fmt: skip
+    """One :func:`_update_chunk` task per chunk of the state."""
+    inputs = [grad if name == "grad" else sources[name] for name in update.inputs]
+    return ChunkTasks.of("update-chunk", _update_chunk, chunks, update, dtype, writes, *inputs)
 
 
 def _figures(update: Update, table: da.Array, size: int) -> tuple[da.Array, ...]:
     """The update's figures from the chunks' rows (lazy): the largest of the first, and the
     mean (the sum over ``size`` values) of the second where there is one; NaN stays NaN."""
     if update.figures == 1:
-        return (table[:, 0].max(),)
-    return table[:, 0].max(), table[:, 1].sum() / size
+        return (table[..., 0].max(),)
+    return table[..., 0].max(), table[..., 1].sum() / size
 
 
-def _tasks(update: Update, grad: da.Array | None, sources: dict[str, Source], chunks: tuple,
-           dtype, writes: dict[str, zarr.Array] | None = None) -> list:  # fmt: skip
-    """One delayed :func:`_update_chunk` per chunk of the state, in the C order of its grid."""
-    pieces = [_pieces(grad if name == "grad" else sources[name], chunks) for name in update.inputs]
-    tasks = []
-    for index in np.ndindex(tuple(map(len, chunks))):
-        shape = tuple(c[i] for c, i in zip(chunks, index))
-        inputs = [p[index] if isinstance(p, np.ndarray) else p for p in pieces]
-        # the chunks as the task's own arguments: Dask finalises those nested in an argument
-        tasks.append(dask.delayed(_update_chunk, pure=False)(update, index, shape, dtype,
-                                                             writes, *inputs))  # fmt: skip
-    return tasks
-
-
-def _pieces(source: Source, chunks: tuple):
-    """A Dask array's chunks as an array of Delayed objects, by grid index (other sources
-    as they are: each task reads its own chunk)."""
-    if not isinstance(source, da.Array):
-        return source
-    if source.chunks != chunks:
-        raise InputError(f"the update's input chunks {source.chunks} are not the state's {chunks}")
-    return source.to_delayed(optimize_graph=False)
-
-
-def _update_chunk(update: Update, index: tuple, shape: tuple, dtype,
-                  writes: dict[str, zarr.Array] | None,
-                  *inputs) -> tuple[list | None, np.ndarray]:  # fmt: skip
-    """The chunk at ``index`` updated from its ``inputs`` (in the order of the update's): the
-    new chunks (None once written into ``writes``) and its row: its share of the figures
-    (:meth:`Update.chunk_figures`), then, where written, each new chunk's checksum."""
+def _update_chunk(index: tuple, shape: tuple, update: Update, dtype,
+                  writes: dict[str, zarr.Array] | None, *inputs) -> tuple:  # fmt: skip
+    """The chunk at ``index`` updated from its ``inputs`` (in the order of the update's): its
+    row, its share of the figures (:meth:`Update.chunk_figures`) then, where written into
+    ``writes``, each new chunk's checksum; then, where not written, the new chunks."""
     chunks = [np.zeros(shape, dtype) if x is None
               else x.blocks[index] if isinstance(x, zarr.Array) else x for x in inputs]  # fmt: skip
     new = update.apply(*chunks)
     row = list(update.chunk_figures(chunks, new))
     if writes is None:
-        return [chunk.astype(dtype, copy=False) for chunk in new], np.array(row)
+        return np.array(row), *(chunk.astype(dtype, copy=False) for chunk in new)
     for name, chunk in zip(update.outputs, new):
         written = chunk.astype(writes[name].dtype, copy=False)
         writes[name].blocks[index] = written
         row.append(checksum(written))  # below 2**32: exact in float64
-    return None, np.array(row, dtype=np.float64)
+    return (np.array(row, dtype=np.float64),)

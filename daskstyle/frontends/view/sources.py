@@ -216,6 +216,7 @@ class OmeZarrPainting(_Painting):
             raise InputError(f"{path} is not an OME-Zarr image daskstyle can show") from None
         if not {"c", "y", "x"} <= set(axes) or arrays[0].shape[axes.index("c")] != 3:
             raise InputError(f"{path} is not an RGB OME-Zarr image (axes {axes})")
+
         def yx(array) -> tuple[int, int]:
             return tuple(array.shape[axes.index(a)] for a in "yx")
 
