@@ -2,7 +2,9 @@
 
 Reads give a Dask array (H, W, 3) float32 on 0-255. TIFF (and BigTIFF) is read lazily, a
 region per task, so no file is ever wholly in memory; other formats go through Pillow, which
-decodes the whole image (16-bit PNG, which Pillow cuts to 8 bits, through imagecodecs). A
+decodes the whole image (16-bit PNG, which Pillow cuts to 8 bits, through imagecodecs), once
+here to check it and again in the task that reads it, so that graphs hold its path, not its
+pixels, and a picture changed in between is refused. A
 damaged file is one :class:`InputError`, raised when it is opened or when a task reads the
 damaged region; what tifffile logs about it while it reads on is dropped. Writing is
 :mod:`daskstyle.io.writers`, whose entry points are importable from here too.
@@ -16,6 +18,7 @@ import threading
 import warnings
 from pathlib import Path
 
+import dask
 import dask.array as da
 import imagecodecs
 import numpy as np
@@ -65,16 +68,27 @@ def _read_png16(path: Path, head: bytes) -> da.Array:
     width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
     if width * height > 2 * Image.MAX_IMAGE_PIXELS:  # the limit the Pillow path has
         raise InputError(f"{path} is too large to read whole: convert it to a tiled TIFF")
+    return _decoded_in_tasks(_png16_pixels, path)
+
+
+def _png16_pixels(path: Path) -> np.ndarray:
     try:
         array = imagecodecs.png_decode(path.read_bytes())
     except (imagecodecs.PngError, OSError) as err:
         raise InputError(f"{path} is corrupt or truncated ({one_line(err)})") from err
-    if array.ndim == 2:
-        array = array[:, :, None]
-    return da.from_array(array, chunks=("auto", "auto", -1))
+    return array[:, :, None] if array.ndim == 2 else array
 
 
 def _read_pillow(path: Path) -> da.Array:
+    image = _decoded_in_tasks(_pillow_pixels, path)
+    if image.shape[0] * image.shape[1] > (Image.MAX_IMAGE_PIXELS or float("inf")):
+        warnings.warn(f"{path} is {image.shape[1]}x{image.shape[0]} px, read whole into memory "
+                      f"({readable(image.nbytes)}); a tiled TIFF would be read in parts",
+                      stacklevel=1)  # fmt: skip
+    return image
+
+
+def _pillow_pixels(path: Path) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             # large pictures are read on purpose (a note says so below); above Pillow's hard
@@ -91,13 +105,30 @@ def _read_pillow(path: Path) -> da.Array:
         raise InputError(f"{path} is too large for Pillow: convert it to a tiled TIFF") from err
     except (OSError, SyntaxError, ValueError) as err:
         raise InputError(f"{path} is corrupt or truncated ({one_line(err)})") from err
-    if array.shape[0] * array.shape[1] > (Image.MAX_IMAGE_PIXELS or float("inf")):
-        warnings.warn(f"{path} is {array.shape[1]}x{array.shape[0]} px, read whole into memory "
-                      f"({readable(array.nbytes)}); a tiled TIFF would be read in parts",
-                      stacklevel=1)  # fmt: skip
-    if array.ndim == 2:
-        array = array[:, :, None]
-    return da.from_array(array, chunks=("auto", "auto", -1))
+    return array[:, :, None] if array.ndim == 2 else array
+
+
+def _decoded_in_tasks(pixels, path: Path) -> da.Array:
+    """The picture ``pixels(path)`` decodes (H, W, C), decoded here to check it, then again
+    by the task that reads it: a graph holds the picture's path, not its pixels (which a
+    cluster's scheduler would otherwise receive with every graph that reads them)."""
+    array = pixels(path)
+    stat = path.stat()
+    task = dask.delayed(_pixels_unchanged, pure=True)(pixels, path, stat.st_size, stat.st_mtime_ns)
+    image = da.from_delayed(task, array.shape, dtype=array.dtype)
+    return image.rechunk(("auto", "auto", -1))
+
+
+def _pixels_unchanged(pixels, path: Path, size: int, mtime_ns: int) -> np.ndarray:
+    """``pixels(path)``, if the file is the one that was checked."""
+    try:
+        stat = path.stat()
+    except OSError as err:
+        raise InputError(f"{path} went away while it was in use ({err.strerror})") from err
+    if (stat.st_size, stat.st_mtime_ns) != (size, mtime_ns):
+        raise InputError(f"{path} changed while it was in use: put the picture back as it was, "
+                         f"or start again")  # fmt: skip
+    return pixels(path)
 
 
 def _pillow_array(img: Image.Image) -> np.ndarray:
