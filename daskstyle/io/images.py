@@ -4,10 +4,10 @@ Reads give a Dask array (H, W, 3) float32 on 0-255. TIFF (and BigTIFF) is read l
 region per task, so no file is ever wholly in memory; other formats go through Pillow, which
 decodes the whole image (16-bit PNG, which Pillow cuts to 8 bits, through imagecodecs), once
 here to check it and again in the task that reads it, so that graphs hold its path, not its
-pixels, and a picture changed in between is refused. A
-damaged file is one :class:`InputError`, raised when it is opened or when a task reads the
-damaged region; what tifffile logs about it while it reads on is dropped. Writing is
-:mod:`daskstyle.io.writers`, whose entry points are importable from here too.
+pixels, and a picture changed in between is refused. A damaged file is one
+:class:`InputError`, raised when it is opened or when a task reads the damaged region; what
+tifffile logs about it while it reads on is dropped. Writing is :mod:`daskstyle.io.writers`,
+whose entry points are importable from here too.
 """
 
 from __future__ import annotations
