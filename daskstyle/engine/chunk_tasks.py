@@ -10,11 +10,13 @@ part of their results is a Dask array of one more layer. Dask only; no torch her
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import dask.array as da
 import numpy as np
 from dask._task_spec import Task, TaskRef
+from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
 
@@ -47,23 +49,43 @@ class ChunkTasks:
         """Part ``number`` of every task's result as one array: chunked as the grid, or,
         given ``width``, a row of ``width`` numbers a chunk (shape: the grid's, then
         ``width``)."""
+        keys = [(self.name, *index) for index in np.ndindex(_grid(self.chunks))]
         out = f"{self.name}-{number}"
-        rows = width is not None
-        layer = {}
-        for index in np.ndindex(_grid(self.chunks)):
-            key = (out, *index, 0) if rows else (out, *index)
-            layer[key] = Task(key, _part, TaskRef((self.name, *index)), number,
-                              (1,) * len(index) + (width,) if rows else None)  # fmt: skip
-        chunks = (*((1,) * n for n in _grid(self.chunks)), (width,)) if rows else self.chunks
-        graph = HighLevelGraph({**self.graph.layers, out: MaterializedLayer(layer)},
-                               {**self.graph.dependencies, out: {self.name}})  # fmt: skip
-        return da.Array(graph, out, chunks, dtype=dtype)
+        return _parts(out, self.graph, {self.name}, keys, self.chunks, number, dtype, width)
+
+
+def part_array(results: Sequence[Delayed], chunks: tuple, number: int | None,
+               dtype) -> da.Array:  # fmt: skip
+    """Part ``number`` (None: the whole) of each of ``results`` (one per chunk of the grid
+    ``chunks``, in its C order) as one array chunked so: a task a chunk that takes its part,
+    where a Delayed object's item, made an array and put in place, took up to four."""
+    graph = HighLevelGraph.merge(*(result.__dask_graph__() for result in results))
+    layers = {layer for result in results for layer in result.__dask_layers__()}
+    keys = [result.key for result in results]
+    out = f"part-{number}-{uuid.uuid4().hex}"
+    return _parts(out, graph, layers, keys, chunks, number, dtype, None)
+
+
+def _parts(out: str, graph: HighLevelGraph, layers: set, keys: list, chunks: tuple,
+           number: int | None, dtype, width: int | None) -> da.Array:  # fmt: skip
+    """Part ``number`` of the results under ``keys`` (in the C order of the grid ``chunks``,
+    in ``graph``'s ``layers``) as an array in a layer ``out`` of its own."""
+    rows = width is not None
+    layer = {}
+    for index, source in zip(np.ndindex(_grid(chunks)), keys, strict=True):
+        key = (out, *index, 0) if rows else (out, *index)
+        layer[key] = Task(key, _part, TaskRef(source), number,
+                          (1,) * len(index) + (width,) if rows else None)  # fmt: skip
+    shape = (*((1,) * n for n in _grid(chunks)), (width,)) if rows else chunks
+    graph = HighLevelGraph({**graph.layers, out: MaterializedLayer(layer)},
+                           {**graph.dependencies, out: set(layers)})  # fmt: skip
+    return da.Array(graph, out, shape, dtype=dtype)
 
 
 def _grid(chunks: tuple) -> tuple[int, ...]:
     return tuple(map(len, chunks))
 
 
-def _part(result, number: int, shape: tuple | None):
-    part = result[number]
+def _part(result, number: int | None, shape: tuple | None):
+    part = result if number is None else result[number]
     return part if shape is None else np.asarray(part).reshape(shape)

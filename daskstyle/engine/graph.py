@@ -24,6 +24,7 @@ from daskstyle.compute.executor import persist
 from daskstyle.core import geometry
 from daskstyle.core.errors import InputError
 from daskstyle.engine import featurenet, guides, kernels, remade, tiles
+from daskstyle.engine.chunk_tasks import part_array
 from daskstyle.engine.tiles import Source, as_tiled, padded_tiles, source, tree_sum
 from daskstyle.networks.catalog import Network
 
@@ -200,14 +201,12 @@ class StyleGraph:
         tile (forward only, exact through the forward halo). Compute it once per level."""
         scale = self.network.scale(self.content_layer)
         channels = self.network.channels(self.content_layer)
-        rows: list[list[da.Array]] = [[] for _ in range(plan.grid[0])]
-        for tile, origin, window in padded_tiles(source(content), plan, self.halo.forward):
-            cells = (*tile.cells(scale), channels)
-            task = self._model_call(
-                kernels.tile_content_features, [window], origin, _core(tile), self.content_layer
-            )
-            rows[tile.row].append(da.from_delayed(task, cells, dtype=self.spec.dtype))
-        return _assemble(rows)
+        tiled = padded_tiles(source(content), plan, self.halo.forward)
+        tasks = [self._model_call(kernels.tile_content_features, [window], origin, _core(tile),
+                                  self.content_layer) for tile, origin, window in tiled]  # fmt: skip
+        heights = tuple(tile.cells(scale)[0] for tile in plan if tile.col == 0)
+        widths = tuple(tile.cells(scale)[1] for tile in plan if tile.row == 0)
+        return part_array(tasks, (heights, widths, (channels,)), None, self.spec.dtype)
 
     def loss_and_grad(self, canvas, content_target, plan: geometry.TilePlan, style_grams):
         """Loss (a 0-d Dask array) and gradient (chunked like ``plan``) of a canvas, given
@@ -283,7 +282,6 @@ class StyleGraph:
         is 1: the same slices)."""
         kernel = (remade.tile_gradient_remaking_target if self.remakes_content_target
                   else kernels.tile_gradient)  # fmt: skip
-        rows: list[list[da.Array]] = [[] for _ in range(plan.grid[0])]
         results = []
         tiles = padded_tiles(canvas, plan, self.halo.total)
         guide_windows = self._guide_windows(self._canvas_guide(), plan, self.halo.total)
@@ -294,21 +292,14 @@ class StyleGraph:
             result = self._model_call(kernel, [canvas_window, content_window],
                                       origin, _core(tile), tile_terms, errors, statistics,
                                       guide=guide)  # fmt: skip
-            shape = (tile.y1 - tile.y0, tile.x1 - tile.x0, 3)
-            rows[tile.row].append(da.from_delayed(result[0], shape, dtype=self.spec.dtype))
             results.append(result)
-        return results, _assemble(rows)
+        return results, part_array(results, (*plan.chunks, (3,)), 0, self.spec.dtype)
 
     def _loss(self, results, stats, style_grams, terms: kernels.LossTerms) -> Delayed:
         """The canvas's loss from its tiles' gradient results and its raw Grams ``stats``."""
         squared = tree_sum([r[1] for r in results], self.split_every)
         tv = tree_sum([r[2] for r in results], self.split_every) if terms.tv_weight else 0.0
         return dask.delayed(_total_loss)(squared, tv, stats, style_grams, terms)
-
-
-def _assemble(rows: list[list[da.Array]]) -> da.Array:
-    """One array from a grid of per-tile arrays."""
-    return da.concatenate([da.concatenate(row, axis=1) for row in rows], axis=0)
 
 
 def _single(value) -> Delayed:
