@@ -5,7 +5,7 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from daskstyle.engine.chunk_tasks import ChunkTasks
+from daskstyle.engine.chunk_tasks import ChunkTasks, part_array
 
 
 def _tiled(blocks: int) -> da.Array:
@@ -55,3 +55,14 @@ def test_an_input_chunked_otherwise_is_refused():
     grad = _tiled(2)
     with pytest.raises(ValueError, match="chunked as"):
         ChunkTasks.of("scaled", _chunk_and_sum, grad.chunks, 2, grad.rechunk((4, 6, 3)), None)
+
+
+def test_parts_of_delayed_results_are_one_array_of_a_task_a_chunk():
+    results = [dask.delayed(lambda i: (np.full((2, 3, 3), i), i))(i) for i in range(6)]
+    chunks = ((2, 2), (3, 3, 3), (3,))
+    array = part_array(results, chunks, 0, int)
+    expected = np.block([[[np.full((2, 3, 3), 3 * r + c)] for c in range(3)] for r in range(2)])
+    np.testing.assert_array_equal(array.compute(), expected)
+    assert len(array.dask.layers[array.name]) == 6  # no item, array or concatenation tasks
+    whole = part_array([dask.delayed(np.ones)((2, 3, 3))], ((2,), (3,), (3,)), None, float)
+    np.testing.assert_array_equal(whole.compute(), np.ones((2, 3, 3)))
