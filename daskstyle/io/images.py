@@ -91,8 +91,8 @@ def _read_pillow(path: Path) -> da.Array:
 def _pillow_pixels(path: Path) -> np.ndarray:
     try:
         with warnings.catch_warnings():
-            # large pictures are read on purpose (a note says so below); above Pillow's hard
-            # limit the error says what to do
+            # large pictures are read on purpose (:func:`_read_pillow` warns of them); above
+            # Pillow's hard limit the error says what to do
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 img.load()
@@ -112,8 +112,8 @@ def _decoded_in_tasks(pixels, path: Path) -> da.Array:
     """The picture ``pixels(path)`` decodes (H, W, C), decoded here to check it, then again
     by the task that reads it: a graph holds the picture's path, not its pixels (which a
     cluster's scheduler would otherwise receive with every graph that reads them)."""
+    stat = path.stat()  # before the check: a file changed while it is checked is refused
     array = pixels(path)
-    stat = path.stat()
     task = dask.delayed(_pixels_unchanged, pure=True)(pixels, path, stat.st_size, stat.st_mtime_ns)
     image = da.from_delayed(task, array.shape, dtype=array.dtype)
     return image.rechunk(("auto", "auto", -1))
